@@ -1,0 +1,142 @@
+"""Typed parameters of every pipeline, checked before any node runs.
+
+Each pipeline reads one top-level block of ``conf/base/parameters_<pipeline>.yml``; the models here
+say what each field means and which part of the method spec (``recpo-spec.md``) it comes from.
+``validate_parameters`` turns a pydantic error into one message that names the parameter.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A parameter is missing, unknown or out of range; the message names it."""
+
+
+class _Params(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class AmazonParams(_Params):
+    """Amazon Reviews 2023 preprocessing, as in the paper (spec §1).
+
+    Which category and where its files lie are IO settings: ``amazon_dir`` / ``amazon_category``
+    in ``conf/base/globals.yml``.
+    """
+
+    start_date: date = Field(date(2022, 10, 1), description="First day of the review window.")
+    end_date: date = Field(date(2023, 10, 1), description="Day after the last review kept (exclusive).")
+    min_items: int = Field(10_000, ge=1, description="Move start_date back until the catalog has this many items.")
+    start_step_days: int = Field(30, ge=1, description="How far start_date moves back per step.")
+
+    @model_validator(mode="after")
+    def _window_is_ordered(self) -> AmazonParams:
+        if self.start_date >= self.end_date:
+            raise ValueError(f"start_date {self.start_date} must be before end_date {self.end_date}")
+        return self
+
+
+class IngestionParams(_Params):
+    """Which dataset to read and how to turn it into canonical interactions and items."""
+
+    source: Literal["movielens_100k", "amazon_2023"] = Field(
+        "movielens_100k", description="movielens_100k (embedded default) or amazon_2023 (local files)."
+    )
+    min_user_interactions: int = Field(
+        2, ge=2, description="Users with fewer interactions give no sample (spec §1) and are dropped."
+    )
+    amazon: AmazonParams = AmazonParams()
+
+
+class ValidationParams(_Params):
+    """Rules of the great-expectations suites (issue: data validation)."""
+
+    rating_min: float = Field(1.0, description="Lowest rating of the dataset's scale.")
+    rating_max: float = Field(5.0, description="Highest rating of the dataset's scale.")
+    timestamp_min: int = Field(0, ge=0, description="Earliest valid Unix timestamp (seconds).")
+    timestamp_max: int = Field(4_102_444_800, description="Latest valid Unix timestamp (2100-01-01).")
+    min_user_interactions: int = Field(2, ge=1, description="Every user must have at least this many interactions.")
+    example_rows: int = Field(5, ge=1, le=100, description="Failing rows quoted per failed expectation.")
+
+    @model_validator(mode="after")
+    def _ranges_are_ordered(self) -> ValidationParams:
+        if self.rating_min > self.rating_max:
+            raise ValueError(f"rating_min {self.rating_min} > rating_max {self.rating_max}")
+        if self.timestamp_min >= self.timestamp_max:
+            raise ValueError(f"timestamp_min {self.timestamp_min} >= timestamp_max {self.timestamp_max}")
+        return self
+
+
+DEFAULT_USER_INSTRUCTION = (
+    "Here is a user's history of rated items, oldest first. Analyse the user's preferences step by "
+    "step, then recommend the next item the user will interact with inside <answer> and </answer>."
+)
+DEFAULT_ITEM_INSTRUCTION = "Summarise the following item inside <answer> and </answer>."
+
+
+class PromptParams(_Params):
+    """Samples, splits and prompts (spec §1–2)."""
+
+    window_size: int = Field(20, ge=1, description="History items kept per sample, latest first (spec §1).")
+    split: Literal["temporal", "leave_one_out"] = Field(
+        "leave_one_out", description="temporal: 80/10/10 by target time (paper); leave_one_out: RecBole's."
+    )
+    temporal_ratios: tuple[float, float, float] = Field(
+        (0.8, 0.1, 0.1), description="Train/validation/test shares of the temporal split."
+    )
+    max_user_prompt_tokens: int = Field(2048, ge=32, description="Cap; the oldest history lines go first.")
+    max_item_prompt_tokens: int = Field(768, ge=16, description="Cap on the item prompt; its text is cut.")
+    answer_tag: str = Field("<answer>", min_length=1, description="Plain-text control string (spec §2).")
+    user_instruction: str = Field(DEFAULT_USER_INSTRUCTION, min_length=1)
+    item_instruction: str = Field(DEFAULT_ITEM_INSTRUCTION, min_length=1)
+
+    @model_validator(mode="after")
+    def _ratios_sum_to_one(self) -> PromptParams:
+        if any(r <= 0 for r in self.temporal_ratios) or abs(sum(self.temporal_ratios) - 1.0) > 1e-6:
+            raise ValueError(f"temporal_ratios {self.temporal_ratios} must be positive and sum to 1")
+        return self
+
+
+PARAMETER_MODELS: dict[str, type[_Params]] = {
+    "data_ingestion": IngestionParams,
+    "data_validation": ValidationParams,
+    "prompts": PromptParams,
+}
+
+
+def _describe(block: str, error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        where = ".".join(str(part) for part in (block, *item["loc"]))
+        got = f" (got {item['input']!r})" if item.get("type") not in {"missing"} and "input" in item else ""
+        lines.append(f"parameter '{where}': {item['msg']}{got}")
+    return "; ".join(lines)
+
+
+def parse_block(block: str, values: dict[str, Any] | None) -> Any:
+    """Validate one parameter block and return its typed model; raise ``ConfigError`` naming the field."""
+    model = PARAMETER_MODELS[block]
+    try:
+        return model.model_validate(values or {})
+    except ValidationError as error:
+        raise ConfigError(_describe(block, error)) from None
+
+
+def validate_parameters(params: dict[str, Any]) -> dict[str, Any]:
+    """Check every known block of a Kedro ``params`` dict; collect all problems into one error."""
+    problems, typed = [], {}
+    for block in PARAMETER_MODELS:
+        if block not in params:
+            problems.append(f"parameter block '{block}' is missing (expected in parameters_{block}.yml)")
+            continue
+        try:
+            typed[block] = parse_block(block, params[block])
+        except ConfigError as error:
+            problems.append(str(error))
+    if problems:
+        raise ConfigError("invalid parameters: " + "; ".join(problems))
+    return typed

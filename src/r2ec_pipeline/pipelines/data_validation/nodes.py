@@ -1,0 +1,122 @@
+"""Validate the canonical tables with great-expectations and stop the run on any failed rule.
+
+Two nodes: ``validate_tables`` always writes the JSON report (also an MLflow artifact), then
+``enforce_report`` passes the tables through as ``validated_*`` or raises ``DataValidationError``,
+so nothing downstream is written from data that broke a rule.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import great_expectations as gx
+import pandas as pd
+from great_expectations.data_context.types.base import ProgressBarsConfig
+
+from r2ec_pipeline.config import parse_block
+from r2ec_pipeline.pipelines.data_validation.rules import (
+    interaction_rules,
+    item_rules,
+    user_activity,
+    user_activity_rules,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class DataValidationError(ValueError):
+    """At least one expectation failed; the message names each with counts and example rows."""
+
+
+def _json_safe(value: Any) -> Any:
+    """Make example cells JSON-serialisable (numpy scalars, NaN, lists) without losing what they show."""
+    return json.loads(pd.Series([value]).to_json(orient="values", default_handler=str))[0]
+
+
+def _examples(frame: pd.DataFrame, indices: list[Any], limit: int) -> list[dict[str, Any]]:
+    rows = frame.loc[[index for index in indices[:limit] if index in frame.index]]
+    return [{column: _json_safe(value) for column, value in row.items()} for _, row in rows.iterrows()]
+
+
+def _run_suite(
+    context: Any, table: str, frame: pd.DataFrame, suite: gx.ExpectationSuite, limit: int
+) -> list[dict[str, Any]]:
+    """Validate ``frame`` against ``suite``; return one report entry per expectation."""
+    asset = context.data_sources.add_pandas(f"{table}_source").add_dataframe_asset(table)
+    batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": frame})
+    result = batch.validate(suite, result_format={"result_format": "COMPLETE", "partial_unexpected_count": limit})
+    entries = []
+    for outcome in result.results:
+        config, details = outcome.expectation_config, outcome.result or {}
+        raised = outcome.exception_info.get("exception_message") if outcome.exception_info else None
+        entries.append(
+            {
+                "rule": config.description,
+                "table": table,
+                "expectation": config.type,
+                "kwargs": {k: v for k, v in config.kwargs.items() if k not in {"batch_id", "value_set"}},
+                "success": bool(outcome.success),
+                "element_count": details.get("element_count", len(frame)),
+                "unexpected_count": details.get("unexpected_count", 0 if outcome.success else None),
+                "examples": _examples(frame, details.get("unexpected_index_list") or [], limit),
+                "error": raised,
+            }
+        )
+    return entries
+
+
+def validate_tables(interactions: pd.DataFrame, items: pd.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
+    """Run every rule on ``interactions``, ``items`` and per-user activity; return the full report."""
+    config = parse_block("data_validation", params)
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    catalog_ids = sorted(int(v) for v in items["item_id"].dropna().unique())
+    tables = {
+        "interactions": (interactions, interaction_rules(catalog_ids, config)),
+        "items": (items, item_rules()),
+        "user_activity": (user_activity(interactions), user_activity_rules(config)),
+    }
+    results = [
+        entry
+        for table, (frame, suite) in tables.items()
+        for entry in _run_suite(context, table, frame, suite, config.example_rows)
+    ]
+    failed = [entry["rule"] for entry in results if not entry["success"]]
+    report = {
+        "success": not failed,
+        "failed_rules": failed,
+        "rows": {table: len(frame) for table, (frame, _) in tables.items()},
+        "results": results,
+    }
+    logger.info("data validation: %d rules, %d failed %s", len(results), len(failed), failed or "")
+    return report
+
+
+def describe_failures(report: dict[str, Any]) -> str:
+    """One line per failed rule: its name, table, expectation type, count and example rows."""
+    lines = []
+    for entry in report["results"]:
+        if entry["success"]:
+            continue
+        count = entry["unexpected_count"]
+        what = f"{count} of {entry['element_count']} rows" if count is not None else f"error: {entry['error']}"
+        lines.append(
+            f"- {entry['rule']} ({entry['table']}, {entry['expectation']} {entry['kwargs']}): {what}; "
+            f"examples: {entry['examples']}"
+        )
+    return "\n".join(lines)
+
+
+def enforce_report(
+    report: dict[str, Any], interactions: pd.DataFrame, items: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Pass the tables through unchanged when every rule held; otherwise stop the run."""
+    if not report["success"]:
+        raise DataValidationError(
+            f"data validation failed ({len(report['failed_rules'])} rule(s): "
+            f"{', '.join(report['failed_rules'])}); see data/08_reporting/validation_report.json\n"
+            + describe_failures(report)
+        )
+    return interactions, items

@@ -1,0 +1,24 @@
+"""Kedro project settings: hooks and the configuration loader.
+
+kedro-mlflow registers its own hooks through its entry point (one MLflow run per ``kedro run``);
+``ParameterValidationHooks`` checks every parameter block before any node runs.
+"""
+
+import os
+
+from kedro.config import OmegaConfigLoader
+
+from r2ec_pipeline.hooks import ParameterValidationHooks
+
+HOOKS = (ParameterValidationHooks(),)
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    "config_patterns": {
+        "mlflow": ["mlflow*", "mlflow*/**"],
+    },
+    # ${env:NAME,default}: lets MLFLOW_TRACKING_URI point the runs at a server without editing YAML.
+    "custom_resolvers": {"env": lambda name, default=None: os.environ.get(name, default)},
+}

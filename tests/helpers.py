@@ -1,0 +1,85 @@
+"""Test helpers: a tiny local tokenizer with a chat template, and tiny canonical tables.
+
+Nothing is downloaded: the tokenizer is a byte-level BPE trained in milliseconds on a few lines.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from kedro.io import DataCatalog, MemoryDataset
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import PreTrainedTokenizerFast
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + "
+    "'<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+_CORPUS = [
+    "Here is a user's history of rated items, oldest first. Analyse the user's preferences step by step,",
+    "then recommend the next item the user will interact with inside <answer> and </answer>.",
+    "Summarise the following item inside <answer> and </answer>. Title: Year: Genres: Description:",
+    "- 3d 4.0h ago: [Toy Story] rating 4 Action, Comedy, Drama 1995 0123456789",
+]
+
+
+def build_tiny_tokenizer(target: Path, vocab_size: int = 300) -> Path:
+    """Train a byte-level BPE tokenizer with ChatML special tokens and save it as a HF folder."""
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token="<|im_start|>",
+    )
+    wrapped.chat_template = CHATML_TEMPLATE
+    wrapped.save_pretrained(target)
+    return target
+
+
+def tiny_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Canonical interactions (4 users, 6 items, ratings 1..5) and items, valid under every rule."""
+    rows = [
+        # user, item, rating, timestamp
+        (1, 1, 5.0, 100), (1, 2, 4.0, 200), (1, 3, 3.0, 300), (1, 4, 5.0, 400),
+        (2, 2, 2.0, 150), (2, 5, 4.0, 250), (2, 6, 1.0, 350),
+        (3, 1, 3.0, 120), (3, 6, 5.0, 220),
+        (4, 3, 4.0, 500), (4, 4, 4.0, 500), (4, 5, 2.0, 600),
+    ]
+    interactions = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
+    interactions["raw_user_id"] = "u" + interactions["user_id"].astype(str)
+    interactions["raw_item_id"] = "i" + interactions["item_id"].astype(str)
+    items = pd.DataFrame(
+        {
+            "item_id": range(1, 7),
+            "raw_item_id": [f"i{i}" for i in range(1, 7)],
+            "title": ["Toy Story", "GoldenEye", "Four Rooms", "Get Shorty", "Copycat", "Babe"],
+            "year": ["1995"] * 6,
+            "genres": ["Animation", "Action", "Thriller", "Comedy", "Crime", "Drama"],
+        }
+    )
+    return interactions, items
+
+
+class KeptDataset(MemoryDataset):
+    """A MemoryDataset the runner does not release after its last use, so a test can read it back."""
+
+    def _release(self) -> None:
+        pass
+
+
+def memory_catalog(inputs: dict[str, Any], outputs: list[str]) -> DataCatalog:
+    """A catalog of in-memory inputs and kept outputs for running one pipeline in a test."""
+    datasets = {name: MemoryDataset(value) for name, value in inputs.items()}
+    datasets.update({name: KeptDataset() for name in outputs})
+    return DataCatalog(datasets)

@@ -1,0 +1,47 @@
+"""Bad parameters fail with a message naming the parameter."""
+
+import pytest
+
+from r2ec_pipeline.config import ConfigError, parse_block, validate_parameters
+
+
+def _params(**overrides):
+    params = {"data_ingestion": {}, "data_validation": {}, "prompts": {}}
+    for block, values in overrides.items():
+        params[block] = values
+    return params
+
+
+def test_defaults_are_valid():
+    typed = validate_parameters(_params())
+    assert typed["prompts"].window_size == 20
+    assert typed["prompts"].split == "leave_one_out"
+    assert typed["data_ingestion"].source == "movielens_100k"
+
+
+@pytest.mark.parametrize(
+    ("block", "values", "named"),
+    [
+        ("data_ingestion", {"source": "netflix"}, "data_ingestion.source"),
+        ("prompts", {"split": "random"}, "prompts.split"),
+        ("prompts", {"window_size": 0}, "prompts.window_size"),
+        ("prompts", {"windowsize": 5}, "prompts.windowsize"),
+        ("prompts", {"temporal_ratios": [0.5, 0.2, 0.2]}, "temporal_ratios"),
+        ("data_validation", {"rating_min": 6.0}, "rating_min"),
+        ("data_ingestion", {"amazon": {"start_date": "2024-01-01"}}, "start_date"),
+    ],
+)
+def test_bad_values_name_the_parameter(block, values, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        validate_parameters(_params(**{block: values}))
+
+
+def test_unknown_source_lists_the_choices():
+    with pytest.raises(ConfigError, match="movielens_100k") as error:
+        parse_block("data_ingestion", {"source": "netflix"})
+    assert "'netflix'" in str(error.value)
+
+
+def test_missing_block_is_named():
+    with pytest.raises(ConfigError, match="parameter block 'prompts' is missing"):
+        validate_parameters({"data_ingestion": {}, "data_validation": {}})

@@ -1,0 +1,87 @@
+"""Smoke runs of a whole Kedro session (hooks, catalog, kedro-mlflow) on tiny local data."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+import yaml
+from kedro.framework.session import KedroSession
+from kedro.framework.project import configure_project
+
+from r2ec_pipeline.config import ConfigError
+from tests.conftest import FIXTURES, PROJECT_ROOT
+
+
+@pytest.fixture
+def project(tmp_path: Path, tiny_tokenizer_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the project's configuration in a temp folder, reading the tiny fixtures."""
+    shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
+    shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path)
+    (tmp_path / "conf" / "local").mkdir()
+    globals_ = {"backbone": str(tiny_tokenizer_dir), "amazon_dir": str(FIXTURES / "amazon"),
+                "amazon_category": "Tiny_Instruments"}
+    (tmp_path / "conf" / "local" / "globals.yml").write_text(yaml.safe_dump(globals_))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    configure_project("r2ec_pipeline")
+    return tmp_path
+
+
+def _nested(dotted: dict[str, object]) -> dict[str, object]:
+    """``{"a.b": 1}`` → ``{"a": {"b": 1}}``, as ``kedro run --params a.b=1`` passes them."""
+    nested: dict[str, object] = {}
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return nested
+
+
+def _run(project: Path, **runtime_params):
+    params = {"data_ingestion.source": "amazon_2023", "data_ingestion.amazon.min_items": 3, **runtime_params}
+    with KedroSession.create(project_path=project, runtime_params=_nested(params)) as session:
+        return session.run()
+
+
+def test_data_pipelines_run_end_to_end_and_are_tracked(project: Path):
+    _run(project)
+    test = pd.read_parquet(project / "data/05_model_input/test_samples.parquet")
+    interactions = pd.read_parquet(project / "data/03_primary/interactions.parquet")
+    assert len(test) == interactions["user_id"].nunique()  # leave-one-out: one test sample per user
+    assert (project / "data/08_reporting/validation_report.json").is_file()
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    [run] = mlflow.search_runs(experiment_names=["r2ec"], output_format="list")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["data_ingestion.source"] == "amazon_2023"
+    assert run.data.params["prompts.window_size"] == "20"
+    assert run.data.metrics["prompt_metrics.test.samples"] == len(test)
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    assert {"validation_report.json", "prompt_summary.json"} <= artifacts
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "named"),
+    [
+        ("data_ingestion.source", "netflix", "data_ingestion.source"),
+        ("prompts.split", "random", "prompts.split"),
+        ("prompts.window_size", 0, "prompts.window_size"),
+    ],
+)
+def test_bad_parameters_stop_before_any_node(project: Path, param, value, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        _run(project, **{param: value})
+    assert not list(project.rglob("*.parquet"))
+
+
+def test_missing_amazon_file_stops_ingestion_and_writes_nothing(project: Path):
+    (project / "conf/local/globals.yml").write_text(yaml.safe_dump({"amazon_dir": str(project / "nowhere")}))
+    with pytest.raises(Exception, match="Amazon Reviews 2023 file not found"):
+        _run(project)
+    assert not list(project.rglob("*.parquet"))
