@@ -1,0 +1,77 @@
+"""Slow end-to-end checks on the embedded defaults (ML-100k + SmolLM2 tokenizer): `make test-slow`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.slow
+WHEEL = "data/01_raw/recbole-1.2.1-py3-none-any.whl"
+
+
+def _project_copy(target: Path) -> Path:
+    """The committed project (git archive of HEAD) in ``target``, as a fresh git repo, wheel reused."""
+    archive = subprocess.run(["git", "archive", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, check=True).stdout
+    target.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
+    if (PROJECT_ROOT / WHEEL).is_file():
+        shutil.copy(PROJECT_ROOT / WHEEL, target / WHEEL)
+    for command in (["git", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+        subprocess.run(command, cwd=target, check=True)
+    return target
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+def _kedro(project: Path, *args: str) -> None:
+    subprocess.run([sys.executable, "-m", "kedro", "run", *args], cwd=project, env=_env(), check=True,
+                   capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _project_copy(tmp_path_factory.mktemp("e2e") / "r2ec")
+
+
+def test_movielens_leave_one_out_has_one_test_sample_per_user(project: Path):
+    _kedro(project)
+    interactions = pd.read_parquet(project / "data/03_primary/interactions.parquet")
+    items = pd.read_parquet(project / "data/03_primary/items.parquet")
+    test = pd.read_parquet(project / "data/05_model_input/test_samples.parquet")
+    valid = pd.read_parquet(project / "data/05_model_input/valid_samples.parquet")
+    assert (len(interactions), interactions["user_id"].nunique(), len(items)) == (100_000, 943, 1682)
+    assert len(test) == 943 and test["user_id"].is_unique
+    assert len(valid) == 943
+    assert test["prompt"].str.startswith("<|im_start|>system").all()
+
+
+def test_movielens_temporal_split_is_80_10_10(project: Path):
+    _kedro(project, "--pipelines", "prompts", "--params", "prompts.split=temporal")
+    sizes = [len(pd.read_parquet(project / f"data/05_model_input/{s}_samples.parquet")) for s in ("train", "valid", "test")]
+    total = sum(sizes)
+    assert total == 100_000 - 943
+    assert sizes == [round(total * 0.8), round(total * 0.9) - round(total * 0.8), total - round(total * 0.9)]
+
+
+def test_dvc_repro_twice_reproduces_nothing_the_second_time(tmp_path: Path):
+    project = _project_copy(tmp_path / "r2ec")
+    first = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, env=_env(), capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, env=_env(), capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "Data and pipelines are up to date" in second.stdout
+    assert "Running stage" not in second.stdout
