@@ -1,17 +1,27 @@
-"""Project pipelines: each folder under ``pipelines/`` registers itself under its own name."""
+"""Project pipelines, registered explicitly so the whole flow reads from this file.
+
+(Kedro 1.7's ``find_pipelines`` loads only the pipelines named on the command line, which would
+break the composite ``data`` and ``__default__`` pipelines.)
+"""
 
 from __future__ import annotations
 
-from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
 
-# The order in which the stages build on each other; ``__default__`` runs them in this order.
+from r2ec_pipeline.pipelines import data_ingestion, data_validation, prompts
+
+# The stages in the order they build on each other; each is also a DVC stage of the same name.
+STAGES = {
+    "data_ingestion": data_ingestion.create_pipeline,
+    "data_validation": data_validation.create_pipeline,
+    "prompts": prompts.create_pipeline,
+}
 DATA_PIPELINES = ("data_ingestion", "data_validation", "prompts")
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Register every pipeline found in ``r2ec_pipeline.pipelines`` plus ``data`` and ``__default__``."""
-    pipelines = find_pipelines(raise_errors=True)
+    """Every stage under its own name, ``data`` (ingestion → validation → prompts) and ``__default__``."""
+    pipelines = {name: create() for name, create in STAGES.items()}
     pipelines["data"] = sum((pipelines[name] for name in DATA_PIPELINES), Pipeline([]))
     pipelines["__default__"] = pipelines["data"]
     return pipelines
