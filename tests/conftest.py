@@ -34,3 +34,10 @@ def tiny_tokenizer(tiny_tokenizer_dir: Path, tmp_path_factory: pytest.TempPathFa
 @pytest.fixture
 def tables():
     return tiny_tables()
+
+
+@pytest.fixture(scope="session")
+def tiny_backbone_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.helpers import build_tiny_backbone
+
+    return build_tiny_backbone(tmp_path_factory.mktemp("tiny-backbone"))

@@ -83,3 +83,20 @@ def memory_catalog(inputs: dict[str, Any], outputs: list[str]) -> DataCatalog:
     datasets = {name: MemoryDataset(value) for name, value in inputs.items()}
     datasets.update({name: KeptDataset() for name in outputs})
     return DataCatalog(datasets)
+
+
+def build_tiny_backbone(target: Path, seed: int = 0) -> Path:
+    """A randomly initialised 2-layer Llama with the tiny tokenizer, saved as a local HF checkpoint."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    build_tiny_tokenizer(target)
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(target)
+    return target

@@ -8,20 +8,21 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from r2ec_pipeline.pipelines import data_ingestion, data_validation, prompts
+from r2ec_pipeline.pipelines import data_ingestion, data_validation, prompts, sft
 
 # The stages in the order they build on each other; each is also a DVC stage of the same name.
 STAGES = {
     "data_ingestion": data_ingestion.create_pipeline,
     "data_validation": data_validation.create_pipeline,
     "prompts": prompts.create_pipeline,
+    "sft": sft.create_pipeline,
 }
 DATA_PIPELINES = ("data_ingestion", "data_validation", "prompts")
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Every stage under its own name, ``data`` (ingestion → validation → prompts) and ``__default__``."""
+    """Every stage under its own name, ``data`` (ingestion → validation → prompts) and ``__default__`` (all)."""
     pipelines = {name: create() for name, create in STAGES.items()}
     pipelines["data"] = sum((pipelines[name] for name in DATA_PIPELINES), Pipeline([]))
-    pipelines["__default__"] = pipelines["data"]
+    pipelines["__default__"] = sum(pipelines[name] for name in STAGES)
     return pipelines

@@ -77,3 +77,13 @@ def assign_splits(samples: pd.DataFrame, protocol: str, ratios: tuple[float, flo
     if protocol == "temporal":
         return temporal_split(samples, ratios)
     raise ValueError(f"unknown split protocol {protocol!r} (expected 'temporal' or 'leave_one_out')")
+
+
+def earlier_items(interactions: pd.DataFrame, samples: pd.DataFrame) -> list[list[int]]:
+    """Every item each sample's user interacted with before its target (``history_mask: full``).
+
+    Uses the same time order as ``build_samples``, so ``position`` indexes into it directly.
+    """
+    ordered = interactions.sort_values(["user_id", "timestamp"], kind="stable")
+    by_user = {int(user): group["item_id"].tolist() for user, group in ordered.groupby("user_id", sort=False)}
+    return [by_user[int(user)][: int(position)] for user, position in zip(samples["user_id"], samples["position"])]

@@ -1,0 +1,40 @@
+"""LoRA adapters through peft (spec §3 defaults: r=4, alpha=128, dropout 0, all projections)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import PreTrainedModel
+
+DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class AdapterSettings:
+    """How the backbone is fine-tuned: LoRA (the paper's setting) or every weight."""
+
+    full_finetune: bool = False
+    r: int = 4
+    alpha: int = 128
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = field(default=DEFAULT_TARGETS)
+    top_layers: int | None = None  # adapters on the top N decoder layers only: backward stops there (CPU)
+
+
+def attach_adapters(lm: PreTrainedModel, settings: AdapterSettings) -> PreTrainedModel | PeftModel:
+    """Wrap ``lm`` with fresh LoRA adapters, or leave every weight trainable for full fine-tuning."""
+    if settings.full_finetune:
+        lm.requires_grad_(True)
+        return lm
+    layers = None
+    if settings.top_layers is not None:
+        depth = lm.config.num_hidden_layers
+        if not 1 <= settings.top_layers <= depth:
+            raise ValueError(f"top_layers must be in 1..{depth} for this backbone, got {settings.top_layers}")
+        layers = list(range(depth - settings.top_layers, depth))
+    config = LoraConfig(
+        r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules), layers_to_transform=layers, task_type="CAUSAL_LM",
+    )
+    return get_peft_model(lm, config)

@@ -1,0 +1,171 @@
+"""R²ec's dual-head model: one causal LM backbone, ``lm_head`` for reasoning, ``rec_head`` for items.
+
+The rec head has no parameters of its own by default (spec §3): its weight is the item table H,
+row v = the last-layer hidden state at the last token of item v's prompt (which ends with the
+answer tag), computed by the same backbone. A user's state h is the hidden state at the last token
+of the answer tag after the user prompt (and the reasoning, when there is one); s(v) = cos(h, H[v]) / τ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from r2ec_pipeline.model.scoring import cosine_scores, mask_items
+
+
+@dataclass(frozen=True)
+class DualHeadConfig:
+    """What defines a dual-head model beyond the backbone weights (saved with every checkpoint)."""
+
+    backbone: str
+    answer_tag: str = "<answer>"
+    similarity_temperature: float = 0.02  # τ of spec §3
+    history_mask: Literal["full", "window"] = "full"
+    fingerprint: dict[str, int | str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def backbone_fingerprint(lm: PreTrainedModel) -> dict[str, int | str]:
+    """Architecture facts a checkpoint must share with the backbone it is loaded onto."""
+    config = lm.config
+    return {
+        "model_type": str(config.model_type),
+        "hidden_size": int(config.hidden_size),
+        "num_hidden_layers": int(config.num_hidden_layers),
+        "vocab_size": int(config.vocab_size),
+    }
+
+
+def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last real token, for left or right padding alike."""
+    width = attention_mask.shape[1]
+    return width - 1 - attention_mask.flip(1).long().argmax(dim=1)
+
+
+def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions that skip padding, so a left-padded row sees the same positions as an unpadded one."""
+    return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+
+def _common_prefix_length(token_lists: Sequence[Sequence[int]]) -> int:
+    """Length of the longest token prefix shared by every list, leaving each at least one own token."""
+    shortest = min(len(ids) for ids in token_lists)
+    length = 0
+    while length < shortest - 1 and all(ids[length] == token_lists[0][length] for ids in token_lists):
+        length += 1
+    return length
+
+
+class R2ecModel(nn.Module):
+    """Backbone (optionally with LoRA adapters) + tokenizer + item table, with the R²ec operations."""
+
+    def __init__(self, lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: DualHeadConfig) -> None:
+        super().__init__()
+        self.lm = lm
+        self.tokenizer = tokenizer
+        self.config = config
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.register_buffer("item_table", torch.zeros(1, lm.config.hidden_size), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.lm.parameters()).device
+
+    @property
+    def num_items(self) -> int:
+        """Catalog size |V| (row 0 of the table is padding)."""
+        return self.item_table.shape[0] - 1
+
+    def tokenize(self, texts: Sequence[str], padding_side: str = "left") -> dict[str, torch.Tensor]:
+        """Batch-tokenize as the prompts stage counted them (``add_special_tokens=False``)."""
+        self.tokenizer.padding_side = padding_side
+        batch = self.tokenizer(list(texts), add_special_tokens=False, padding=True, return_tensors="pt")
+        return {key: value.to(self.device) for key, value in batch.items()}
+
+    def last_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Last-layer hidden state at each row's last real token (B×d)."""
+        out = self.lm(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+            output_hidden_states=True, use_cache=False, logits_to_keep=1,  # no vocabulary logits needed
+        )
+        states = out.hidden_states[-1]
+        rows = torch.arange(states.shape[0], device=states.device)
+        return states[rows, last_token_index(attention_mask)]
+
+    def encode(self, texts: Sequence[str], padding_side: str = "left") -> torch.Tensor:
+        """Hidden states at the last token of each text (the texts end with the answer tag)."""
+        batch = self.tokenize(texts, padding_side)
+        return self.last_hidden(batch["input_ids"], batch["attention_mask"])
+
+    def encode_shared_prefix(self, texts: Sequence[str], min_prefix: int = 8) -> torch.Tensor:
+        """Same result as ``encode`` when all texts share a token prefix, for a fraction of the compute.
+
+        The common prefix (system turn and instruction: most of an item prompt) is run once; its KV
+        cache is repeated across the batch, and only each text's own suffix is run on top of it.
+        Gradients flow through the prefix as well, so it also serves training.
+        """
+        token_lists = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        common = _common_prefix_length(token_lists)
+        if common < min_prefix:
+            return self.encode(texts)
+        prefix = torch.tensor([token_lists[0][:common]], device=self.device)
+        cache = self.lm(input_ids=prefix, use_cache=True, logits_to_keep=1).cache
+        cache.batch_repeat_interleave(len(token_lists))
+        suffixes = [ids[common:] for ids in token_lists]
+        width = max(len(ids) for ids in suffixes)
+        pad = self.tokenizer.pad_token_id
+        suffix_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids in suffixes], device=self.device)
+        suffix_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in suffixes], device=self.device)
+        mask = torch.cat([torch.ones(len(suffixes), common, dtype=torch.long, device=self.device), suffix_mask], 1)
+        positions = (common + torch.arange(width, device=self.device)).expand(len(suffixes), -1)
+        out = self.lm(
+            input_ids=suffix_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+            output_hidden_states=True, logits_to_keep=1,
+        )
+        states = out.hidden_states[-1]
+        rows = torch.arange(len(suffixes), device=self.device)
+        return states[rows, suffix_mask.sum(dim=1) - 1]
+
+    def user_texts(self, prompts: Sequence[str], reasoning: Sequence[str] | None = None) -> list[str]:
+        """Prompt + (reasoning) + answer tag: what the rec head reads for each user (spec §3)."""
+        tag = self.config.answer_tag
+        if reasoning is None:
+            return [prompt + tag for prompt in prompts]
+        return [p + r if r.endswith(tag) else p + r + tag for p, r in zip(prompts, reasoning, strict=True)]
+
+    @torch.no_grad()
+    def build_item_table(
+        self, item_ids: Sequence[int], prompts: Sequence[str], batch_size: int = 32, progress: bool = True
+    ) -> torch.Tensor:
+        """Encode every item prompt into H ((max id + 1) × d); row 0 stays zero (item 0 is not real)."""
+        if len(item_ids) != len(prompts):
+            raise ValueError(f"{len(item_ids)} item ids but {len(prompts)} item prompts")
+        if min(item_ids) < 1:
+            raise ValueError(f"item id 0 (or below) in the catalog: {min(item_ids)}; 0 is reserved")
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
+        table = torch.zeros(max(item_ids) + 1, self.lm.config.hidden_size, device=self.device)
+        was_training = self.lm.training
+        self.lm.eval()
+        for start in tqdm(range(0, len(order), batch_size), desc="item table", disable=not progress, leave=False):
+            chunk = order[start:start + batch_size]
+            table[[item_ids[i] for i in chunk]] = self.encode_shared_prefix([prompts[i] for i in chunk]).float()
+        self.lm.train(was_training)
+        self.item_table = table
+        return table
+
+    def score(self, user_states: torch.Tensor, histories: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+        """cos(h, H[v]) / τ over the whole catalog, the listed history items masked to −inf."""
+        if self.num_items < 1:
+            raise RuntimeError("the item table is empty: call build_item_table first")
+        scores = cosine_scores(user_states, self.item_table, self.config.similarity_temperature)
+        return mask_items(scores, histories) if histories is not None else scores

@@ -1,0 +1,51 @@
+"""Full-ranking evaluation of the rec head (spec §6), shared by SFT, RecPO and the evaluation stage."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from r2ec_pipeline.metrics import DEFAULT_KS, ranking_metrics
+from r2ec_pipeline.model.dual_head import R2ecModel
+from r2ec_pipeline.model.scoring import target_ranks
+
+
+@torch.no_grad()
+def rank_without_reasoning(
+    model: R2ecModel,
+    prompts: Sequence[str],
+    targets: Sequence[int],
+    histories: Sequence[Sequence[int]],
+    batch_size: int = 8,
+    progress: bool = True,
+) -> np.ndarray:
+    """1-based rank of each target when h comes from prompt + answer tag (the no-reasoning path)."""
+    was_training = model.lm.training
+    model.lm.eval()
+    ranks = []
+    texts = model.user_texts(prompts)
+    for start in tqdm(range(0, len(texts), batch_size), desc="ranking", disable=not progress, leave=False):
+        stop = start + batch_size
+        states = model.encode_shared_prefix(texts[start:stop])
+        scores = model.score(states, histories[start:stop])
+        ranks.append(target_ranks(scores, torch.tensor(targets[start:stop], device=scores.device)).cpu())
+    model.lm.train(was_training)
+    return torch.cat(ranks).numpy() if ranks else np.array([], dtype=np.int64)
+
+
+def evaluate_without_reasoning(
+    model: R2ecModel,
+    prompts: Sequence[str],
+    targets: Sequence[int],
+    histories: Sequence[Sequence[int]],
+    item_ids: Sequence[int],
+    item_prompts: Sequence[str],
+    batch_size: int = 8,
+    ks: Sequence[int] = DEFAULT_KS,
+) -> dict[str, float]:
+    """Re-encode the item table with the current weights, then Hit/NDCG@K and MRR over all items."""
+    model.build_item_table(item_ids, item_prompts, batch_size=max(batch_size, 32))
+    return ranking_metrics(rank_without_reasoning(model, prompts, targets, histories, batch_size), ks)

@@ -1,0 +1,122 @@
+"""SFT warm-start of the rec head (spec §4): the no-reasoning path trained with in-batch InfoNCE.
+
+The loop reads top to bottom: sample a batch, encode users (prompt + answer tag) and their target
+items (plus optional sampled negatives) with gradient, InfoNCE, clip, step; every ``eval_every``
+steps, validation N@10 (full ranking, no reasoning) decides which adapter weights are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from r2ec_pipeline.model.dual_head import R2ecModel
+from r2ec_pipeline.model.losses import in_batch_infonce
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SFTSettings:
+    steps: int = 40
+    batch_size: int = 8
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    negatives: int = 0
+    eval_every: int = 20
+    selection_metric: str = "ndcg_at_10"
+    seed: int = 0
+
+
+@dataclass
+class SFTResult:
+    history: dict[str, list[dict[str, float]]]   # metric name → [{"value", "step"}], for MLflow
+    initial_metrics: dict[str, float]            # validation metrics before training (zero-shot)
+    best_metrics: dict[str, float]               # validation metrics of the weights kept
+    best_step: int
+    seconds_per_step: float
+
+
+def _trainable_state(model: R2ecModel) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.lm.named_parameters() if p.requires_grad}
+
+
+def _restore(model: R2ecModel, state: dict[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, parameter in model.lm.named_parameters():
+            if name in state:
+                parameter.copy_(state[name])
+
+
+def _record(history: dict[str, list[dict[str, float]]], metrics: dict[str, float], step: int, prefix: str) -> None:
+    for name, value in metrics.items():
+        history.setdefault(f"{prefix}{name}", []).append({"value": float(value), "step": step})
+
+
+def train_sft(
+    model: R2ecModel,
+    user_prompts: Sequence[str],
+    target_ids: Sequence[int],
+    item_prompt: dict[int, str],
+    evaluate: Callable[[R2ecModel], dict[str, float]],
+    settings: SFTSettings,
+) -> SFTResult:
+    """Train the adapters; keep the weights (and item table) with the best validation metric."""
+    if min(settings.batch_size, len(user_prompts)) + settings.negatives < 2:
+        raise ValueError(
+            f"SFT needs at least 2 items in each softmax: {len(user_prompts)} training sample(s), "
+            f"batch_size {settings.batch_size}, negatives {settings.negatives}"
+        )
+    generator = np.random.default_rng(settings.seed)
+    torch.manual_seed(settings.seed)
+    catalog = np.array(sorted(item_prompt))
+    texts = model.user_texts(user_prompts)
+    parameters = [p for p in model.lm.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    history: dict[str, list[dict[str, float]]] = {}
+
+    initial = evaluate(model)
+    _record(history, initial, 0, "valid.")
+    best_value, best_step = initial[settings.selection_metric], 0
+    best_state, best_table = _trainable_state(model), model.item_table.clone()
+    model.lm.train()
+    train_seconds = 0.0
+    progress = tqdm(range(1, settings.steps + 1), desc="sft", leave=False)
+    for step in progress:
+        started = time.perf_counter()
+        batch = generator.choice(len(texts), size=min(settings.batch_size, len(texts)), replace=False)
+        targets = torch.tensor([target_ids[i] for i in batch])
+        negatives = generator.choice(catalog, size=settings.negatives, replace=False) if settings.negatives else []
+        columns = torch.cat([targets, torch.as_tensor(negatives, dtype=torch.long)])
+        user_states = model.encode([texts[i] for i in batch])
+        item_states = model.encode_shared_prefix([item_prompt[int(i)] for i in columns])
+        loss = in_batch_infonce(user_states, item_states, targets.to(model.device),
+                                model.config.similarity_temperature, columns.to(model.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
+        optimizer.step()
+        train_seconds += time.perf_counter() - started
+        _record(history, {"loss": loss.item(), "grad_norm": float(grad_norm)}, step, "train.")
+        progress.set_postfix(loss=f"{loss.item():.3f}")
+        if step % settings.eval_every == 0 or step == settings.steps:
+            metrics = evaluate(model)
+            _record(history, metrics, step, "valid.")
+            logger.info("sft step %d: loss %.4f, valid %s %.4f", step, loss.item(),
+                        settings.selection_metric, metrics[settings.selection_metric])
+            if metrics[settings.selection_metric] > best_value:
+                best_value, best_step = metrics[settings.selection_metric], step
+                best_state, best_table = _trainable_state(model), model.item_table.clone()
+            model.lm.train()
+    _restore(model, best_state)
+    model.item_table = best_table
+    best_metrics = {entry_name.removeprefix("valid."): entries[[e["step"] for e in entries].index(best_step)]["value"]
+                    for entry_name, entries in history.items() if entry_name.startswith("valid.")}
+    return SFTResult(history, initial, best_metrics, best_step, train_seconds / max(settings.steps, 1))

@@ -1,0 +1,31 @@
+"""sft: backbone + tokenizer → zero-shot dual-head model → SFT warm-start of the rec head (spec §4)."""
+
+from kedro.pipeline import Node, Pipeline
+
+from r2ec_pipeline.pipelines.sft.nodes import build_dual_head, select_eval_samples, train_sft_model
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                func=build_dual_head,
+                inputs=["backbone_lm", "backbone_tokenizer", "params:model"],
+                outputs="zero_shot_model",
+                name="build_dual_head",
+            ),
+            Node(
+                func=select_eval_samples,
+                inputs=["valid_samples", "params:sft"],
+                outputs="sft_eval_samples",
+                name="select_eval_samples",
+            ),
+            Node(
+                func=train_sft_model,
+                inputs=["zero_shot_model", "train_samples", "sft_eval_samples", "item_prompts",
+                        "validated_interactions", "params:model", "params:sft"],
+                outputs=["sft_model", "sft_history", "sft_report"],
+                name="train_sft",
+            ),
+        ]
+    )

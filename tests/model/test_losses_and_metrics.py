@@ -1,0 +1,47 @@
+"""InfoNCE and the ranking metrics against values computed by hand."""
+
+import math
+
+import pytest
+import torch
+
+from r2ec_pipeline.metrics import ranking_metrics
+from r2ec_pipeline.model.losses import in_batch_infonce
+
+
+def test_infonce_matches_a_hand_computed_softmax():
+    users = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    items = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    # cosines: row0 = [1, 1/√2], row1 = [0, 1/√2]; τ = 0.5
+    row0 = -math.log(math.exp(2.0) / (math.exp(2.0) + math.exp(math.sqrt(2))))
+    row1 = -math.log(math.exp(math.sqrt(2)) / (math.exp(0.0) + math.exp(math.sqrt(2))))
+    loss = in_batch_infonce(users, items, torch.tensor([7, 8]), temperature=0.5)
+    assert loss.item() == pytest.approx((row0 + row1) / 2, rel=1e-6)
+
+
+def test_duplicate_targets_are_not_negatives_of_each_other():
+    users = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    items = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    loss = in_batch_infonce(users, items, torch.tensor([5, 5]), temperature=0.1)
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)  # only the own column is left in each row
+
+
+def test_sampled_negatives_join_the_softmax():
+    users = torch.tensor([[1.0, 0.0]])
+    items = torch.tensor([[1.0, 0.0], [1.0, 0.0]])  # the negative is as close as the target
+    loss = in_batch_infonce(users, items, torch.tensor([3]), 1.0, column_ids=torch.tensor([3, 9]))
+    assert loss.item() == pytest.approx(math.log(2.0), rel=1e-6)
+
+
+def test_ranking_metrics_by_hand_including_rank_k_and_k_plus_one():
+    metrics = ranking_metrics([1, 5, 6, 10, 11], ks=(5, 10))
+    assert metrics["hit_at_5"] == pytest.approx(2 / 5)
+    assert metrics["hit_at_10"] == pytest.approx(4 / 5)
+    assert metrics["ndcg_at_5"] == pytest.approx((1 + 1 / math.log2(6)) / 5)
+    assert metrics["ndcg_at_10"] == pytest.approx((1 + 1 / math.log2(6) + 1 / math.log2(7) + 1 / math.log2(11)) / 5)
+    assert metrics["mrr"] == pytest.approx((1 + 1 / 5 + 1 / 6 + 1 / 10 + 1 / 11) / 5)
+
+
+def test_ranks_must_be_one_based():
+    with pytest.raises(ValueError, match="1-based"):
+        ranking_metrics([0, 1])
