@@ -6,7 +6,7 @@ from r2ec_pipeline.config import ConfigError, parse_block, validate_parameters
 
 
 def _params(**overrides):
-    params = {"data_ingestion": {}, "data_validation": {}, "prompts": {}}
+    params = {"data_ingestion": {}, "data_validation": {}, "prompts": {}, "model": {"backbone": "x"}, "sft": {}}
     for block, values in overrides.items():
         params[block] = values
     return params
@@ -29,6 +29,10 @@ def test_defaults_are_valid():
         ("prompts", {"temporal_ratios": [0.5, 0.2, 0.2]}, "temporal_ratios"),
         ("data_validation", {"rating_min": 6.0}, "rating_min"),
         ("data_ingestion", {"amazon": {"start_date": "2024-01-01"}}, "start_date"),
+        ("model", {"backbone": "x", "similarity_temperature": 0}, "model.similarity_temperature"),
+        ("model", {"backbone": "x", "history_mask": "none"}, "model.history_mask"),
+        ("sft", {"selection_metric": "ndcg@10"}, "sft.selection_metric"),
+        ("sft", {"batch_size": 1}, "sft.batch_size"),
     ],
 )
 def test_bad_values_name_the_parameter(block, values, named):
@@ -44,4 +48,17 @@ def test_unknown_source_lists_the_choices():
 
 def test_missing_block_is_named():
     with pytest.raises(ConfigError, match="parameter block 'prompts' is missing"):
-        validate_parameters({"data_ingestion": {}, "data_validation": {}})
+        validate_parameters({"data_ingestion": {}, "data_validation": {}, "model": {"backbone": "x"}, "sft": {}})
+
+
+@pytest.mark.parametrize("env", ["base", "paper"])
+def test_every_shipped_environment_has_valid_parameters(env):
+    from kedro.config import OmegaConfigLoader
+
+    from tests.conftest import PROJECT_ROOT
+
+    loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env=env)
+    typed = validate_parameters(loader["parameters"])
+    assert typed["model"].backbone
+    if env == "paper":
+        assert typed["prompts"].split == "temporal" and typed["model"].adapters.top_layers is None

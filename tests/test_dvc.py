@@ -6,7 +6,7 @@ import yaml
 from kedro.config import OmegaConfigLoader
 from kedro.framework.project import configure_project
 
-from r2ec_pipeline.pipeline_registry import DATA_PIPELINES, register_pipelines
+from r2ec_pipeline.pipeline_registry import STAGES, register_pipelines
 from tests.conftest import PROJECT_ROOT
 
 
@@ -32,7 +32,7 @@ def _paths(items) -> set[str]:
 
 def test_one_stage_per_pipeline_running_it():
     stages = _dvc()
-    assert list(stages) == list(DATA_PIPELINES)
+    assert list(stages) == list(STAGES)
     for name, stage in stages.items():
         assert stage["cmd"] == f"kedro run --pipelines {name}"
 
@@ -53,8 +53,13 @@ def test_stage_deps_cover_the_files_its_pipeline_reads():
         assert read <= _paths(stage["deps"]), name
 
 
-def test_stage_params_point_at_the_pipeline_parameter_block():
+def test_stage_params_cover_every_parameter_block_its_pipeline_reads():
+    pipelines = register_pipelines()
     for name, stage in _dvc().items():
-        [(path, keys)] = [next(iter(entry.items())) for entry in stage["params"]]
-        assert path == f"conf/base/parameters_{name}.yml" and keys == [name]
-        assert name in yaml.safe_load((PROJECT_ROOT / path).read_text())
+        tracked = dict(next(iter(entry.items())) for entry in stage["params"])
+        blocks = {p.removeprefix("params:") for p in pipelines[name].inputs() if p.startswith("params:")}
+        assert name in blocks
+        for block in blocks:
+            path = f"conf/base/parameters_{block}.yml"
+            assert tracked.get(path) == [block], (name, block)
+            assert block in yaml.safe_load((PROJECT_ROOT / path).read_text())

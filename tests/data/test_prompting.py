@@ -9,6 +9,7 @@ from r2ec_pipeline.data.prompting import (
     fit_item_prompt,
     fit_user_prompt,
     history_line,
+    history_lines,
     item_fields_text,
     relative_time,
     render_item_prompt,
@@ -82,3 +83,21 @@ def test_tokenizer_without_chat_template_is_refused(tiny_tokenizer):
     bare.chat_template = None
     with pytest.raises(PromptError, match="no chat template"):
         render_user_prompt(bare, INSTRUCTION, ["- a"])
+
+
+TITLES = {1: "Toy Story", 2: "GoldenEye"}
+
+
+def test_history_lines_oldest_first_with_relative_time():
+    lines = history_lines([1, 2], [4.0, 5.0], [0, 86_400], 2 * 86_400, TITLES)
+    assert lines == ["- 2d 0.0h ago: [Toy Story] rating 4", "- 1d 0.0h ago: [GoldenEye] rating 5"]
+
+
+def test_empty_history_is_refused():
+    with pytest.raises(PromptError, match="empty history"):
+        history_lines([], [], [], 0, TITLES)
+
+
+def test_unknown_history_item_is_named():
+    with pytest.raises(PromptError, match=r"unknown item ids in history: \[99999\] \(catalog has 2 items, ids 1..2\)"):
+        history_lines([1, 99999], [4.0, 3.0], [0, 1], 5, TITLES)

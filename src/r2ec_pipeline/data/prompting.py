@@ -37,6 +37,29 @@ def history_line(seconds_before: int, title: str, rating: float) -> str:
     return f"- {relative_time(seconds_before)}: [{title}] rating {rating:g}"
 
 
+def history_lines(
+    item_ids: Sequence[int],
+    ratings: Sequence[float],
+    timestamps: Sequence[int],
+    target_time: int,
+    titles: dict[int, str],
+) -> list[str]:
+    """The history lines of a user prompt, oldest first; refuses an empty history or unknown items."""
+    if len(item_ids) == 0:
+        raise PromptError("empty history: a user needs at least one earlier interaction to get a prompt")
+    if not len(item_ids) == len(ratings) == len(timestamps):
+        raise PromptError(f"history lengths differ: {len(item_ids)} items, {len(ratings)} ratings, "
+                          f"{len(timestamps)} timestamps")
+    unknown = sorted({int(item) for item in item_ids if int(item) not in titles})
+    if unknown:
+        raise PromptError(f"unknown item ids in history: {unknown[:10]} (catalog has {len(titles)} items, "
+                          f"ids {min(titles)}..{max(titles)})")
+    return [
+        history_line(target_time - int(stamp), titles[int(item)], float(rating))
+        for item, rating, stamp in zip(item_ids, ratings, timestamps)
+    ]
+
+
 def _chat(tokenizer: PreTrainedTokenizerBase, content: str) -> str:
     if not getattr(tokenizer, "chat_template", None):
         raise PromptError(f"tokenizer {type(tokenizer).__name__} has no chat template; use an instruct backbone")

@@ -15,7 +15,7 @@ from r2ec_pipeline.data.prompting import (
     count_tokens,
     fit_item_prompt,
     fit_user_prompt,
-    history_line,
+    history_lines,
     item_fields_text,
     render_user_prompt,
 )
@@ -34,23 +34,16 @@ def make_samples(interactions: pd.DataFrame, params: dict[str, Any]) -> pd.DataF
     return samples
 
 
-def _history_lines(sample: Any, titles: dict[int, str]) -> list[str]:
-    try:
-        return [
-            history_line(sample.target_timestamp - stamp, titles[item], rating)
-            for item, rating, stamp in zip(sample.history_item_ids, sample.history_ratings, sample.history_timestamps)
-        ]
-    except KeyError as error:
-        raise ValueError(f"user {sample.user_id}: unknown item id in history: {error.args[0]}") from None
-
-
 def render_user_prompts(
     samples: pd.DataFrame, items: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, params: dict[str, Any]
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Add ``prompt``, ``prompt_tokens`` and ``history_in_prompt`` to each sample; one table per split."""
     config = parse_block("prompts", params)
     titles = dict(zip(items["item_id"].astype(int), items["title"]))
-    lines = [_history_lines(sample, titles) for sample in samples.itertuples(index=False)]
+    lines = [
+        history_lines(s.history_item_ids, s.history_ratings, s.history_timestamps, s.target_timestamp, titles)
+        for s in samples.itertuples(index=False)
+    ]
     prompts = [render_user_prompt(tokenizer, config.user_instruction, sample_lines) for sample_lines in lines]
     lengths: list[int] = []
     for start in tqdm(range(0, len(prompts), _COUNT_CHUNK), desc="tokenizing user prompts", leave=False):
