@@ -68,10 +68,13 @@ def test_movielens_temporal_split_is_80_10_10(project: Path):
 
 
 def test_dvc_repro_twice_reproduces_nothing_the_second_time(tmp_path: Path):
+    """The data stages (`dvc repro prompts` = ingestion → validation → prompts): a second run is a no-op."""
     project = _project_copy(tmp_path / "r2ec")
-    first = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, env=_env(), capture_output=True, text=True)
+    (project / "dvc.lock").unlink(missing_ok=True)  # rebuild from scratch, not from the committed lock
+    repro = [sys.executable, "-m", "dvc", "repro", "prompts"]
+    first = subprocess.run(repro, cwd=project, env=_env(), capture_output=True, text=True)
     assert first.returncode == 0, first.stderr[-2000:]
-    second = subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=project, env=_env(), capture_output=True, text=True)
+    second = subprocess.run(repro, cwd=project, env=_env(), capture_output=True, text=True)
     assert second.returncode == 0, second.stderr[-2000:]
     assert "Data and pipelines are up to date" in second.stdout
     assert "Running stage" not in second.stdout

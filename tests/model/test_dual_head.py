@@ -153,3 +153,24 @@ def test_shared_prefix_encoding_passes_gradients_to_the_adapters(model):
     model.encode_shared_prefix(texts, min_prefix=4).sum().backward()
     grads = [p.grad for n, p in model.lm.named_parameters() if "lora_B" in n]
     assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+def test_full_finetune_saves_every_weight_and_reloads_identically(tiny_backbone_dir, tmp_path):
+    lm = attach_adapters(load_causal_lm(str(tiny_backbone_dir), tmp_path), AdapterSettings(full_finetune=True))
+    assert all(p.requires_grad for p in lm.parameters())
+    model = R2ecModel(lm.eval(), load_tokenizer(str(tiny_backbone_dir), tmp_path),
+                      DualHeadConfig(backbone=str(tiny_backbone_dir))).eval()
+    model.build_item_table([1, 2], [PROMPTS[0] + "<answer>", PROMPTS[1] + "<answer>"], progress=False)
+    path = save_dual_head(model, tmp_path / "full")
+    assert (path / "backbone" / "model.safetensors").is_file() and not (path / "adapter").exists()
+    loaded = load_dual_head(path, tmp_path).eval()
+    state = model.encode([PROMPTS[0] + "<answer>"])
+    torch.testing.assert_close(loaded.score(loaded.encode([PROMPTS[0] + "<answer>"])), model.score(state))
+
+
+def test_top_layers_puts_adapters_only_on_the_top_layers(tiny_backbone_dir, tmp_path):
+    lm = attach_adapters(load_causal_lm(str(tiny_backbone_dir), tmp_path), AdapterSettings(top_layers=1))
+    adapted = {name.split(".layers.")[1].split(".")[0] for name, _ in lm.named_parameters() if "lora_" in name}
+    assert adapted == {"1"}  # the tiny backbone has layers 0 and 1
+    with pytest.raises(ValueError, match="top_layers must be in 1..2"):
+        attach_adapters(load_causal_lm(str(tiny_backbone_dir), tmp_path), AdapterSettings(top_layers=5))

@@ -82,6 +82,12 @@ class R2ecModel(nn.Module):
         return next(self.lm.parameters()).device
 
     @property
+    def decoder(self) -> nn.Module:
+        """The transformer body without ``lm_head`` (adapters included): its output is the rec head's input."""
+        base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        return base.get_decoder()
+
+    @property
     def num_items(self) -> int:
         """Catalog size |V| (row 0 of the table is padding)."""
         return self.item_table.shape[0] - 1
@@ -94,11 +100,11 @@ class R2ecModel(nn.Module):
 
     def last_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Last-layer hidden state at each row's last real token (B×d)."""
-        out = self.lm(
+        out = self.decoder(  # the body only: no vocabulary logits, no per-layer states kept
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
-            output_hidden_states=True, use_cache=False, logits_to_keep=1,  # no vocabulary logits needed
+            use_cache=False,
         )
-        states = out.hidden_states[-1]
+        states = out.last_hidden_state
         rows = torch.arange(states.shape[0], device=states.device)
         return states[rows, last_token_index(attention_mask)]
 
@@ -119,7 +125,7 @@ class R2ecModel(nn.Module):
         if common < min_prefix:
             return self.encode(texts)
         prefix = torch.tensor([token_lists[0][:common]], device=self.device)
-        cache = self.lm(input_ids=prefix, use_cache=True, logits_to_keep=1).cache
+        cache = self.decoder(input_ids=prefix, use_cache=True).cache
         cache.batch_repeat_interleave(len(token_lists))
         suffixes = [ids[common:] for ids in token_lists]
         width = max(len(ids) for ids in suffixes)
@@ -128,11 +134,10 @@ class R2ecModel(nn.Module):
         suffix_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in suffixes], device=self.device)
         mask = torch.cat([torch.ones(len(suffixes), common, dtype=torch.long, device=self.device), suffix_mask], 1)
         positions = (common + torch.arange(width, device=self.device)).expand(len(suffixes), -1)
-        out = self.lm(
+        out = self.decoder(
             input_ids=suffix_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
-            output_hidden_states=True, logits_to_keep=1,
         )
-        states = out.hidden_states[-1]
+        states = out.last_hidden_state
         rows = torch.arange(len(suffixes), device=self.device)
         return states[rows, suffix_mask.sum(dim=1) - 1]
 

@@ -26,10 +26,10 @@ logger = logging.getLogger(__name__)
 class SFTSettings:
     steps: int = 40
     batch_size: int = 8
-    learning_rate: float = 1e-4
+    learning_rate: float = 1e-3
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
-    negatives: int = 0
+    negatives: int = 32
     eval_every: int = 20
     selection_metric: str = "ndcg_at_10"
     seed: int = 0
