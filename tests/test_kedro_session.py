@@ -17,16 +17,18 @@ from tests.conftest import FIXTURES, PROJECT_ROOT
 
 
 @pytest.fixture
-def project(tmp_path: Path, tiny_tokenizer_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def project(tmp_path: Path, tiny_backbone_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of the project's configuration in a temp folder, reading the tiny fixtures."""
     shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
     shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path)
     (tmp_path / "conf" / "local").mkdir()
-    globals_ = {"backbone": str(tiny_tokenizer_dir), "amazon_dir": str(FIXTURES / "amazon"),
+    globals_ = {"backbone": str(tiny_backbone_dir), "amazon_dir": str(FIXTURES / "amazon"),
                 "amazon_category": "Tiny_Instruments"}
     (tmp_path / "conf" / "local" / "globals.yml").write_text(yaml.safe_dump(globals_))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # An absolute URI per project: MLflow caches one SQL store per URI string, so the relative default
+    # (sqlite:///mlflow.db) would keep writing to the first test's file. This also exercises the override.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     configure_project("r2ec_pipeline")
     return tmp_path
 
@@ -43,13 +45,20 @@ def _nested(dotted: dict[str, object]) -> dict[str, object]:
     return nested
 
 
-def _run(project: Path, **runtime_params):
-    params = {"data_ingestion.source": "amazon_2023", "data_ingestion.amazon.min_items": 3, **runtime_params}
+TINY_TRAINING = {
+    "model.adapters.top_layers": 1, "model.adapters.r": 2, "model.adapters.alpha": 4, "model.encode_batch_size": 4,
+    "sft.steps": 2, "sft.batch_size": 2, "sft.negatives": 2, "sft.eval_every": 1, "sft.eval_users": 2,
+}
+
+
+def _run(project: Path, pipeline: str = "__default__", **runtime_params):
+    params = {"data_ingestion.source": "amazon_2023", "data_ingestion.amazon.min_items": 3, **TINY_TRAINING,
+              **runtime_params}
     with KedroSession.create(project_path=project, runtime_params=_nested(params)) as session:
-        return session.run()
+        return session.run(pipeline_names=[pipeline])
 
 
-def test_data_pipelines_run_end_to_end_and_are_tracked(project: Path):
+def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
     _run(project)
     test = pd.read_parquet(project / "data/05_model_input/test_samples.parquet")
     interactions = pd.read_parquet(project / "data/03_primary/interactions.parquet")
@@ -63,7 +72,11 @@ def test_data_pipelines_run_end_to_end_and_are_tracked(project: Path):
     assert run.data.params["prompts.window_size"] == "20"
     assert run.data.metrics["prompt_metrics.test.samples"] == len(test)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
-    assert {"validation_report.json", "prompt_summary.json"} <= artifacts
+    assert {"validation_report.json", "prompt_summary.json", "sft_report.json"} <= artifacts
+    # SFT: zero-shot (step 0) and trained validation metrics, and a checkpoint on disk
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "sft.valid.ndcg_at_10")
+    assert [m.step for m in history] == [0, 1, 2]
+    assert (project / "data/06_models/sft/r2ec_config.json").is_file()
 
 
 @pytest.mark.parametrize(
@@ -76,12 +89,12 @@ def test_data_pipelines_run_end_to_end_and_are_tracked(project: Path):
 )
 def test_bad_parameters_stop_before_any_node(project: Path, param, value, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
-        _run(project, **{param: value})
+        _run(project, pipeline="data", **{param: value})
     assert not list(project.rglob("*.parquet"))
 
 
 def test_missing_amazon_file_stops_ingestion_and_writes_nothing(project: Path):
     (project / "conf/local/globals.yml").write_text(yaml.safe_dump({"amazon_dir": str(project / "nowhere")}))
     with pytest.raises(Exception, match="Amazon Reviews 2023 file not found"):
-        _run(project)
+        _run(project, pipeline="data")
     assert not list(project.rglob("*.parquet"))

@@ -97,7 +97,7 @@ def _amazon_raw():
 def test_amazon_public_format_is_read_with_the_used_fields():
     raw = _amazon_raw()
     assert list(raw["reviews"].columns) == ["user_id", "parent_asin", "rating", "timestamp"]
-    assert len(raw["reviews"]) == 12 and len(raw["meta"]) == 6
+    assert len(raw["reviews"]) == 17 and len(raw["meta"]) == 6
 
 
 def test_amazon_preprocessing_window_titles_and_duplicates():
