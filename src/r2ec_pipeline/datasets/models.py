@@ -1,32 +1,46 @@
-"""Kedro datasets for the backbone and for dual-head checkpoints (safetensors + JSON, no pickle)."""
+"""Kedro datasets for the backbone (model, tokenizer) and dual-head checkpoints (safetensors + JSON)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
-from transformers import PreTrainedModel
 
-from r2ec_pipeline.model.backbone import load_causal_lm
+from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
 from r2ec_pipeline.model.checkpoint import CONFIG_FILE, load_dual_head, save_dual_head
 from r2ec_pipeline.model.dual_head import R2ecModel
 
 
-class BackboneModelDataset(AbstractDataset[None, PreTrainedModel]):
-    """The backbone causal LM: a packaged GGUF (cached as safetensors) or a local HF checkpoint."""
+class _BackboneDataset(AbstractDataset[None, Any]):
+    """Read-only: ``backbone`` is a packaged GGUF spec (cached under ``cache_dir``) or a local HF folder."""
+
+    loader: Callable[[str, str], Any]
 
     def __init__(self, backbone: str, cache_dir: str, metadata: dict[str, Any] | None = None) -> None:
         self._backbone, self._cache_dir, self.metadata = backbone, cache_dir, metadata
 
-    def load(self) -> PreTrainedModel:
-        return load_causal_lm(self._backbone, self._cache_dir)
+    def load(self) -> Any:
+        return type(self).loader(self._backbone, self._cache_dir)
 
     def save(self, data: None) -> None:
-        raise DatasetError("BackboneModelDataset is read-only")
+        raise DatasetError(f"{type(self).__name__} is read-only")
 
     def _describe(self) -> dict[str, Any]:
         return {"backbone": self._backbone, "cache_dir": self._cache_dir}
+
+
+class BackboneModelDataset(_BackboneDataset):
+    """The backbone causal LM (``lm_head`` included)."""
+
+    loader = staticmethod(load_causal_lm)
+
+
+class BackboneTokenizerDataset(_BackboneDataset):
+    """The backbone's tokenizer with its chat template."""
+
+    loader = staticmethod(load_tokenizer)
 
 
 class DualHeadModelDataset(AbstractDataset[R2ecModel, R2ecModel]):
