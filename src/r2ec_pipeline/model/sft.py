@@ -82,9 +82,9 @@ def train_sft(
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     history: dict[str, list[dict[str, float]]] = {}
 
-    initial = evaluate(model)
-    _record(history, initial, 0, "valid.")
-    best_value, best_step = initial[settings.selection_metric], 0
+    evaluations = {0: evaluate(model)}  # step → validation metrics; step 0 is the zero-shot model
+    _record(history, evaluations[0], 0, "valid.")
+    best_value, best_step = evaluations[0][settings.selection_metric], 0
     best_state, best_table = _trainable_state(model), model.item_table.clone()
     model.lm.train()
     train_seconds = 0.0
@@ -107,7 +107,7 @@ def train_sft(
         _record(history, {"loss": loss.item(), "grad_norm": float(grad_norm)}, step, "train.")
         progress.set_postfix(loss=f"{loss.item():.3f}")
         if step % settings.eval_every == 0 or step == settings.steps:
-            metrics = evaluate(model)
+            metrics = evaluations[step] = evaluate(model)
             _record(history, metrics, step, "valid.")
             logger.info("sft step %d: loss %.4f, valid %s %.4f", step, loss.item(),
                         settings.selection_metric, metrics[settings.selection_metric])
@@ -117,6 +117,4 @@ def train_sft(
             model.lm.train()
     _restore(model, best_state)
     model.item_table = best_table
-    best_metrics = {entry_name.removeprefix("valid."): entries[[e["step"] for e in entries].index(best_step)]["value"]
-                    for entry_name, entries in history.items() if entry_name.startswith("valid.")}
-    return SFTResult(history, initial, best_metrics, best_step, train_seconds / max(settings.steps, 1))
+    return SFTResult(history, evaluations[0], evaluations[best_step], best_step, train_seconds / settings.steps)
