@@ -131,6 +131,7 @@ class ModelParams(_Params):
     adapters: AdapterParams = AdapterParams()
     encode_batch_size: int = Field(8, ge=1, description="Prompts per forward pass when encoding.")
     num_threads: int | None = Field(None, ge=1, description="torch threads (null: every core).")
+    seed: int = Field(0, description="Seed of the adapters' initialisation (same seed, same model).")
 
 
 class SFTParams(_Params):

@@ -7,6 +7,7 @@ import resource
 from typing import Any
 
 import pandas as pd
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from r2ec_pipeline.config import parse_block
@@ -24,6 +25,7 @@ def build_dual_head(
 ) -> R2ecModel:
     """Backbone + fresh adapters (or full fine-tuning) + tokenizer: the zero-shot R²ec model."""
     config = parse_block("model", model_params)
+    torch.manual_seed(config.seed)  # LoRA's A matrices are random: seed them, or reruns differ
     lm = attach_adapters(backbone_lm, AdapterSettings(**config.adapters.model_dump()))
     head = DualHeadConfig(
         backbone=config.backbone, similarity_temperature=config.similarity_temperature,
