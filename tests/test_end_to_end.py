@@ -48,7 +48,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_movielens_leave_one_out_has_one_test_sample_per_user(project: Path):
-    _kedro(project)
+    _kedro(project, "--pipelines", "data")
     interactions = pd.read_parquet(project / "data/03_primary/interactions.parquet")
     items = pd.read_parquet(project / "data/03_primary/items.parquet")
     test = pd.read_parquet(project / "data/05_model_input/test_samples.parquet")
