@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from r2ec_pipeline.model.dual_head import R2ecModel, position_ids
 from r2ec_pipeline.model.generation import generate_reasoning
+from r2ec_pipeline.model.losses import in_batch_target_logprobs
 from r2ec_pipeline.model.scoring import target_ranks
 from r2ec_pipeline.rl.advantages import AdvantageType, group_advantages
 from r2ec_pipeline.rl.losses import LossType, best_paths, clipped_item_loss, clipped_token_loss, kl_penalty
@@ -72,15 +73,6 @@ def _policy_forward(
     return logprobs, out.hidden_states[-1][:, -1]
 
 
-def _target_logprobs(states: torch.Tensor, target_states: torch.Tensor, owners: torch.Tensor,
-                     targets: torch.Tensor, temperature: float) -> torch.Tensor:
-    """log p(v⁺) of each path under the in-batch softmax over the batch's target items."""
-    logits = F.normalize(states.float(), dim=-1) @ F.normalize(target_states.float(), dim=-1).T / temperature
-    duplicate = (targets[owners].view(-1, 1) == targets.view(1, -1)) & (owners.view(-1, 1) != torch.arange(
-        len(targets), device=owners.device).view(1, -1))
-    return F.log_softmax(logits.masked_fill(duplicate, float("-inf")), dim=-1).gather(1, owners.view(-1, 1)).squeeze(1)
-
-
 def recpo_step(
     model: R2ecModel,
     optimizer: torch.optim.Optimizer,
@@ -111,7 +103,7 @@ def recpo_step(
         advantages = group_advantages(rewards.float(), settings.advantage_type)
         selected = best_paths(advantages, settings.relabel_topk)
         old_target_states = model.item_table[targets]
-        old_item_logprobs = _target_logprobs(rollout.final_hidden, old_target_states, owners, targets, tau)
+        old_item_logprobs = in_batch_target_logprobs(rollout.final_hidden, old_target_states, owners, targets, tau)
 
     # 5. token loss on all paths, 6. item loss on the best path(s) only
     model.lm.train()
@@ -121,7 +113,7 @@ def recpo_step(
     token_loss, clip_fraction = clipped_token_loss(logprobs, old_logprobs, advantages.flatten(), mask,
                                                    settings.epsilon, settings.epsilon_high, settings.loss_type)
     target_states = model.encode_shared_prefix(batch.target_prompts)
-    item_logprobs = _target_logprobs(states, target_states, owners, targets, tau)
+    item_logprobs = in_batch_target_logprobs(states, target_states, owners, targets, tau)
     item_loss = clipped_item_loss(item_logprobs.view(users, group), old_item_logprobs.view(users, group),
                                   advantages, selected, settings.epsilon, settings.epsilon_high)
     loss = token_loss + item_loss
