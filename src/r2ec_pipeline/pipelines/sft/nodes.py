@@ -63,12 +63,12 @@ def train_sft_model(
     item_ids = item_prompts["item_id"].astype(int).tolist()
     prompts_by_item = dict(zip(item_ids, item_prompts["prompt"]))
     masks = mask_lists(eval_samples, interactions, model_config.history_mask)
+    eval_prompts, eval_targets = eval_samples["prompt"].tolist(), eval_samples["target_item_id"].astype(int).tolist()
+    item_texts = item_prompts["prompt"].tolist()
 
     def evaluate(current: R2ecModel) -> dict[str, float]:
-        return evaluate_without_reasoning(
-            current, eval_samples["prompt"].tolist(), eval_samples["target_item_id"].astype(int).tolist(), masks,
-            item_ids, item_prompts["prompt"].tolist(), batch_size=model_config.encode_batch_size,
-        )
+        return evaluate_without_reasoning(current, eval_prompts, eval_targets, masks, item_ids, item_texts,
+                                          batch_size=model_config.encode_batch_size)
 
     settings = SFTSettings(**config.model_dump(exclude={"eval_users"}))
     result = train_sft(
