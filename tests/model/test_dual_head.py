@@ -72,6 +72,21 @@ def test_generation_stops_at_the_tag_and_logprobs_match_teacher_forcing(model):
         torch.testing.assert_close(result.final_hidden[row], hidden, atol=1e-4, rtol=1e-3)
 
 
+def test_grouped_generation_equals_repeated_prompts_and_rows_ignore_their_batch(model):
+    def streams(seeds):
+        return [torch.Generator().manual_seed(seed) for seed in seeds]
+
+    kwargs = dict(max_new_tokens=6, do_sample=True, temperature=1.5, top_k=50)
+    grouped = generate_reasoning(model, PROMPTS, group=2, generator=streams([1, 2, 3, 4]), **kwargs)
+    repeated = generate_reasoning(model, [p for p in PROMPTS for _ in range(2)], generator=streams([1, 2, 3, 4]),
+                                  **kwargs)
+    alone = generate_reasoning(model, PROMPTS[1:], group=2, generator=streams([3, 4]), **kwargs)
+    assert grouped.token_ids == repeated.token_ids and grouped.token_ids[2:] == alone.token_ids
+    for got, expected in zip(grouped.logprobs[2:], alone.logprobs, strict=True):
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(grouped.final_hidden, repeated.final_hidden, atol=1e-4, rtol=1e-3)
+
+
 def test_generation_appends_the_tag_at_the_length_cap(model):
     result = generate_reasoning(model, PROMPTS[:1], max_new_tokens=3)
     tag_ids = model.tokenizer("<answer>", add_special_tokens=False)["input_ids"]

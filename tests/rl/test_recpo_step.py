@@ -3,61 +3,56 @@
 import pytest
 import torch
 
-from r2ec_pipeline.model.adapters import AdapterSettings, attach_adapters
-from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
-from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel
-from r2ec_pipeline.rl.step import Batch, RecPOSettings, recpo_step
-
-TITLES = ["Toy Story", "GoldenEye", "Four Rooms", "Get Shorty", "Copycat", "Babe"]
-
-
-def _chat(text):
-    return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
-
-
-def _model(tiny_backbone_dir, tmp_path, seed=0):
-    torch.manual_seed(seed)
-    lm = attach_adapters(load_causal_lm(str(tiny_backbone_dir), tmp_path), AdapterSettings(r=4, alpha=8))
-    model = R2ecModel(lm, load_tokenizer(str(tiny_backbone_dir), tmp_path),
-                      DualHeadConfig(backbone=str(tiny_backbone_dir), similarity_temperature=0.1))
-    items = [_chat(f"Title: {title}") + "<answer>" for title in TITLES]
-    model.build_item_table(list(range(1, 7)), items, progress=False)
-    return model, items
-
-
-def _batch(items, users=(1, 2, 3)):
-    """A learnable task: each user's prompt names its target item."""
-    return Batch(prompts=[_chat(f"next: {TITLES[u - 1]}") for u in users], targets=list(users),
-                 histories=[[] for _ in users], target_prompts=[items[u - 1] for u in users])
-
-
-SETTINGS = RecPOSettings(num_generations=4, temperature=1.0, top_k=None, max_completion_length=3,
-                         reward_type="fused", reward_beta=0.05, ndcg_cutoff=6)
+from r2ec_pipeline.rl.step import RecPOSettings, policy_forward, recpo_step, rollout
+from tests.rl.toy_task import SETTINGS, toy_batch, toy_model
 
 
 def test_parameters_change_after_one_step(tiny_backbone_dir, tmp_path):
-    model, items = _model(tiny_backbone_dir, tmp_path)
+    model = toy_model(tiny_backbone_dir, tmp_path)
     before = {n: p.detach().clone() for n, p in model.lm.named_parameters() if p.requires_grad}
     optimizer = torch.optim.AdamW([p for p in model.lm.parameters() if p.requires_grad], lr=1e-2)
-    metrics = recpo_step(model, optimizer, _batch(items), SETTINGS, torch.Generator().manual_seed(0))
+    metrics, paths = recpo_step(model, optimizer, toy_batch(), SETTINGS, torch.Generator().manual_seed(0))
     changed = [n for n, p in model.lm.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
     assert changed and metrics["skipped"] == 0.0
     assert set(metrics) >= {"reward_mean", "reward_std", "token_loss", "item_loss", "clip_fraction",
                             "completion_length", "truncated_share", "advantage_std"}
     assert 0.0 <= metrics["reward_mean"] <= 1.0
+    assert paths.selected.sum(dim=1).tolist() == [1, 1, 1] and len(paths.texts) == 3 * 4
 
 
 def test_mean_reward_rises_on_a_learnable_task(tiny_backbone_dir, tmp_path):
-    model, items = _model(tiny_backbone_dir, tmp_path)
+    model = toy_model(tiny_backbone_dir, tmp_path)
     optimizer = torch.optim.AdamW([p for p in model.lm.parameters() if p.requires_grad], lr=2e-2)
     generator = torch.Generator().manual_seed(0)
-    rewards = [recpo_step(model, optimizer, _batch(items), SETTINGS, generator)["reward_mean"] for _ in range(12)]
+    rewards = [recpo_step(model, optimizer, toy_batch(), SETTINGS, generator)[0]["reward_mean"] for _ in range(12)]
     before_training, last = rewards[0], sum(rewards[-3:]) / 3  # step 0's reward is measured before its update
     assert last > before_training + 0.15, rewards
 
 
 def test_one_path_per_user_is_refused_by_grpo(tiny_backbone_dir, tmp_path):
-    model, items = _model(tiny_backbone_dir, tmp_path)
+    model = toy_model(tiny_backbone_dir, tmp_path)
     optimizer = torch.optim.AdamW([p for p in model.lm.parameters() if p.requires_grad], lr=1e-2)
     with pytest.raises(ValueError, match="at least 2 paths per user"):
-        recpo_step(model, optimizer, _batch(items), RecPOSettings(num_generations=1, max_completion_length=2))
+        recpo_step(model, optimizer, toy_batch(), RecPOSettings(num_generations=1, max_completion_length=2))
+
+
+def test_policy_forward_reproduces_the_rollout_policy(tiny_backbone_dir, tmp_path):
+    """At the first update the ratio is 1: the training forward (shared prompt cache, right-padded
+    completions) gives the rollout's log-probs and user states."""
+    model = toy_model(tiny_backbone_dir, tmp_path)
+    batch = toy_batch()
+    paths = rollout(model, batch, SETTINGS, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        logprobs, _ = policy_forward(model, batch.prompts, paths.token_ids, SETTINGS.num_generations,
+                                     SETTINGS.temperature)
+    torch.testing.assert_close(logprobs * paths.mask, paths.old_logprobs, atol=1e-4, rtol=1e-4)
+    assert paths.mask.sum(dim=1).tolist() == [float(len(t)) for t in paths.token_ids]
+
+
+def test_num_iterations_reuses_one_rollout_for_several_updates(tiny_backbone_dir, tmp_path):
+    model = toy_model(tiny_backbone_dir, tmp_path)
+    optimizer = torch.optim.AdamW([p for p in model.lm.parameters() if p.requires_grad], lr=1e-2)
+    settings = RecPOSettings(**{**SETTINGS.__dict__, "num_iterations": 3})
+    metrics, _ = recpo_step(model, optimizer, toy_batch(), settings, torch.Generator().manual_seed(0))
+    steps = {int(state["step"]) for state in optimizer.state.values()}
+    assert steps == {3} and metrics["skipped"] == 0.0

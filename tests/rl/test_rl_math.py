@@ -68,9 +68,9 @@ def test_one_path_per_user_is_refused():
 
 def _token_loss_at(ratio: float, advantage: float):
     logprob = torch.tensor([[math.log(ratio)]], requires_grad=True)
-    loss, clip_fraction = clipped_token_loss(logprob, torch.zeros(1, 1), torch.tensor([advantage]), torch.ones(1, 1))
+    loss, clipped = clipped_token_loss(logprob, torch.zeros(1, 1), torch.tensor([advantage]), torch.ones(1, 1))
     loss.backward()
-    return loss.item(), logprob.grad.item(), clip_fraction.item()
+    return loss.item(), logprob.grad.item(), clipped.item()
 
 
 @pytest.mark.parametrize(
@@ -92,10 +92,24 @@ def test_clipping_engages_exactly_beyond_the_bounds(ratio, advantage, clipped):
         assert loss == pytest.approx(-ratio * advantage)
 
 
-def test_clip_fraction_counts_tokens_outside_the_trust_region():
+def test_clip_count_counts_tokens_outside_the_trust_region():
     logprobs = torch.log(torch.tensor([[1.0, 1.5, 0.5, 1.0]]))
-    _, fraction = clipped_token_loss(logprobs, torch.zeros(1, 4), torch.tensor([1.0]), torch.ones(1, 4))
-    assert fraction.item() == pytest.approx(0.5)
+    _, clipped = clipped_token_loss(logprobs, torch.zeros(1, 4), torch.tensor([1.0]), torch.ones(1, 4))
+    assert clipped.item() == 2.0
+
+
+@pytest.mark.parametrize("loss_type", ["token_mean", "sequence_mean"])
+def test_halves_with_the_global_denominator_add_up_to_the_whole_batch(loss_type):
+    # what two processes compute: each its own paths, divided by the whole batch's count
+    torch.manual_seed(0)
+    logprobs, old = torch.randn(4, 3), torch.randn(4, 3)
+    mask = torch.tensor([[1.0, 0, 0], [1, 1, 0], [1, 1, 1], [1, 0, 0]])
+    advantages = torch.tensor([1.0, -0.5, 2.0, -1.0])
+    whole, _ = clipped_token_loss(logprobs, old, advantages, mask, loss_type=loss_type)
+    count = mask.sum() if loss_type == "token_mean" else 4.0
+    halves = [clipped_token_loss(logprobs[rows], old[rows], advantages[rows], mask[rows], loss_type=loss_type,
+                                 denominator=count)[0] for rows in (slice(0, 2), slice(2, 4))]
+    assert (halves[0] + halves[1]).item() == pytest.approx(whole.item())
 
 
 def test_token_mean_and_sequence_mean_differ_on_ragged_lengths():

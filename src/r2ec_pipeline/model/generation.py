@@ -5,7 +5,8 @@ Each row stops when its decoded text contains the answer tag; a row that reaches
 generated tokens, one log-probability per token (under the sampling temperature, before top-k
 truncation, as RecPO's importance ratios need) and the last-layer hidden state at the tag's last
 token. That hidden state is the user state h, so no second forward pass over the whole sequence is
-needed.
+needed. With ``group`` > 1 each prompt is run once and its KV cache repeated for its ``group`` paths
+(RecPO's G samples per user), so the long prompt is not paid for G times.
 """
 
 from __future__ import annotations
@@ -30,13 +31,22 @@ class Generation:
     final_hidden: torch.Tensor       # B×d hidden state at the tag's last token (the user state h)
 
 
-def _next_tokens(logits: torch.Tensor, do_sample: bool, top_k: int | None, generator: torch.Generator | None):
+Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def _next_tokens(logits: torch.Tensor, do_sample: bool, top_k: int | None, generator: Generators) -> torch.Tensor:
+    """Greedy or top-k sampling; a list of generators draws each row from its own stream."""
     if not do_sample:
         return logits.argmax(dim=-1)
     if top_k is not None and 0 < top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    return torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
+    probs = F.softmax(logits, dim=-1)
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if len(generator) != len(probs):
+        raise ValueError(f"{len(generator)} generators for {len(probs)} rows")
+    return torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, generator, strict=True)])
 
 
 @torch.no_grad()
@@ -47,21 +57,32 @@ def generate_reasoning(
     do_sample: bool = False,
     temperature: float = 1.0,
     top_k: int | None = None,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
+    group: int = 1,
 ) -> Generation:
-    """Generate one reasoning path per prompt, each ending with the answer tag."""
+    """Generate ``group`` reasoning paths per prompt (rows prompt-major), each ending with the answer tag.
+
+    ``generator`` is one stream for the batch, or one per output row: per-row streams make a row's
+    sample independent of the batch it is in (same rollout on 1 or N processes).
+    """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    if group < 1:
+        raise ValueError(f"group must be >= 1, got {group}")
     tokenizer, tag = model.tokenizer, model.config.answer_tag
     tag_ids = tokenizer(tag, add_special_tokens=False)["input_ids"]
     tail_tokens = len(tag_ids) + 4  # enough decoded context to see a tag split across tokens
     batch = model.tokenize(prompts, padding_side="left")
     mask = batch["attention_mask"]
-    out = model.lm(input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids(mask), use_cache=True)
+    out = model.lm(input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids(mask),
+                   use_cache=True, logits_to_keep=1)
     cache, logits = out.cache, out.logits[:, -1].float() / temperature
     next_position = position_ids(mask)[:, -1] + 1
+    if group > 1:
+        cache.batch_repeat_interleave(group)
+        logits, mask, next_position = (t.repeat_interleave(group, dim=0) for t in (logits, mask, next_position))
 
-    size = len(prompts)
+    size = len(prompts) * group
     generated: list[list[int]] = [[] for _ in range(size)]
     logprobs: list[list[torch.Tensor]] = [[] for _ in range(size)]
     forced: list[list[int]] = [[] for _ in range(size)]

@@ -26,23 +26,27 @@ def clipped_token_loss(
     eps_low: float = 0.2,
     eps_high: float = 0.28,
     loss_type: LossType = "token_mean",
+    denominator: torch.Tensor | float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Token loss over all completion tokens (paths × T, ``mask`` marks real tokens incl. ``<answer>``).
 
-    ``token_mean`` averages over every completion token of the batch (long paths weigh more);
-    ``sequence_mean`` averages each path's tokens first, then the paths. Returns (loss, clip fraction).
+    ``token_mean`` averages over every completion token of the batch (long paths weigh more):
+    Σ loss_t / Σ mask; ``sequence_mean`` averages each path's tokens first, then the paths.
+    ``denominator`` replaces the local count (tokens or paths) by the global batch's, when the batch
+    is split over processes. Returns (loss, number of clipped tokens).
     """
     mask = mask.to(logprobs.dtype)
     ratio = torch.exp(logprobs - old_logprobs)
     per_token = _clipped(ratio, advantages.view(-1, 1), eps_low, eps_high) * mask
     if loss_type == "token_mean":
-        loss = per_token.sum() / mask.sum().clamp(min=1.0)
+        total, count = per_token.sum(), mask.sum()
     elif loss_type == "sequence_mean":
-        loss = (per_token.sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)).mean()
+        total, count = (per_token.sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)).sum(), torch.tensor(float(len(mask)))
     else:
         raise ValueError(f"unknown loss_type {loss_type!r} (expected token_mean or sequence_mean)")
+    loss = total / torch.as_tensor(count if denominator is None else denominator).clamp(min=1.0)
     clipped = ((ratio < 1.0 - eps_low) | (ratio > 1.0 + eps_high)).to(mask.dtype) * mask
-    return loss, clipped.sum() / mask.sum().clamp(min=1.0)
+    return loss, clipped.sum().detach()
 
 
 def best_paths(advantages: torch.Tensor, topk: int = 1) -> torch.Tensor:
@@ -60,20 +64,27 @@ def clipped_item_loss(
     selected: torch.Tensor,
     eps_low: float = 0.2,
     eps_high: float = 0.28,
+    denominator: torch.Tensor | float | None = None,
 ) -> torch.Tensor:
     """Item loss on the selected (best) paths only: the clipped form on p(v⁺)'s ratio, weighted by A.
 
     All inputs are (users × G); ``target_logprobs`` is log p(v⁺) under the in-batch softmax now, and
-    ``old_target_logprobs`` the same at rollout time. Paths not selected contribute nothing.
+    ``old_target_logprobs`` the same at rollout time. Paths not selected contribute nothing; the sum
+    is divided by the number of selected paths (``denominator``: of the global batch).
     """
     ratio = torch.exp(target_logprobs - old_target_logprobs)
     per_path = _clipped(ratio, advantages, eps_low, eps_high)
     weight = selected.to(per_path.dtype)
-    return (per_path * weight).sum() / weight.sum().clamp(min=1.0)
+    count = weight.sum() if denominator is None else denominator
+    return (per_path * weight).sum() / torch.as_tensor(count).clamp(min=1.0)
 
 
-def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def kl_penalty(
+    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
+    denominator: torch.Tensor | float | None = None,
+) -> torch.Tensor:
     """Mean per-token KL(π_θ ‖ π_ref) with the k3 estimator: exp(ref − θ) − (ref − θ) − 1 (≥ 0)."""
     delta = ref_logprobs - logprobs
     per_token = (torch.exp(delta) - delta - 1.0) * mask.to(logprobs.dtype)
-    return per_token.sum() / mask.sum().clamp(min=1.0)
+    count = mask.sum() if denominator is None else denominator
+    return per_token.sum() / torch.as_tensor(count).clamp(min=1.0)

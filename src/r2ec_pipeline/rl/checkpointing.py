@@ -1,0 +1,101 @@
+"""Resumable RecPO training state: ``<root>/checkpoint-<step>/``, written atomically, oldest pruned.
+
+A checkpoint holds everything the next step depends on: the trainable weights and the item table
+(``trainable.safetensors``), the optimizer and scheduler states and torch's RNG (``optimizer.pt``,
+tensors and plain containers only, read back with ``weights_only=True``), and the step, settings
+and metric history (``trainer_state.json``). Data order and rollout sampling are functions of
+(seed, step), so they need no saved state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from r2ec_pipeline.model.dual_head import R2ecModel
+
+STATE_FILE = "trainer_state.json"
+TABLE_KEY = "__item_table__"
+_NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+class ResumeError(ValueError):
+    """A checkpoint is missing, incomplete, or was written under different training settings."""
+
+
+class CheckpointStore:
+    """The folder of training checkpoints of one RecPO run."""
+
+    def __init__(self, root: str | os.PathLike[str], keep: int = 2) -> None:
+        self.root, self.keep = Path(root), keep
+
+    def checkpoints(self) -> list[Path]:
+        """Complete checkpoints, oldest first."""
+        if not self.root.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.root.iterdir() if (m := _NAME.match(p.name))]
+        return [path for _, path in sorted(found) if (path / STATE_FILE).is_file()]
+
+    def latest(self) -> Path | None:
+        found = self.checkpoints()
+        return found[-1] if found else None
+
+    def save(
+        self, model: R2ecModel, optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any]
+    ) -> Path:
+        """Write ``checkpoint-<state['step']>`` through a staging folder, then drop all but the newest ``keep``."""
+        target = self.root / f"checkpoint-{state['step']}"
+        self.root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+        try:
+            tensors = {name: p.detach().cpu().contiguous() for name, p in model.lm.named_parameters()
+                       if p.requires_grad}
+            tensors[TABLE_KEY] = model.item_table.detach().float().cpu().contiguous()
+            save_file(tensors, staging / "trainable.safetensors")
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                        "torch_rng": torch.get_rng_state()}, staging / "optimizer.pt")
+            (staging / STATE_FILE).write_text(json.dumps(state, indent=1))
+            shutil.rmtree(target, ignore_errors=True)
+            os.replace(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        for old in self.checkpoints()[:-self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+        return target
+
+    def resolve(self, resume: bool | str | None) -> Path | None:
+        """``True``: the latest checkpoint here (None if there is none); a path: that one; falsy: None."""
+        if not resume:
+            return None
+        if resume is True:
+            return self.latest()
+        path = Path(resume)
+        if not (path / STATE_FILE).is_file():
+            raise ResumeError(f"resume_from_checkpoint {str(path)!r} is not a RecPO checkpoint ({STATE_FILE} missing)")
+        return path
+
+    @staticmethod
+    def load(path: Path, model: R2ecModel, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
+        """Restore weights, item table, optimizer, scheduler and RNG in place; return the trainer state."""
+        tensors = load_file(path / "trainable.safetensors")
+        model.item_table = tensors.pop(TABLE_KEY).to(model.device)
+        parameters = {name: p for name, p in model.lm.named_parameters() if p.requires_grad}
+        if set(parameters) != set(tensors):
+            missing, extra = sorted(set(parameters) - set(tensors)), sorted(set(tensors) - set(parameters))
+            raise ResumeError(f"checkpoint {path} does not fit this model: missing {missing[:3]}, extra {extra[:3]}")
+        with torch.no_grad():
+            for name, parameter in parameters.items():
+                parameter.copy_(tensors[name])
+        saved = torch.load(path / "optimizer.pt", weights_only=True)
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        torch.set_rng_state(saved["torch_rng"])
+        return json.loads((path / STATE_FILE).read_text())

@@ -1,0 +1,220 @@
+"""The RecPO training loop (spec §5): steps over shuffled users, table refreshes, evaluation, checkpoints.
+
+Everything a step depends on is a function of (seed, step) or lives in a checkpoint, so a run killed
+after step k and resumed gives the same step k+1 as an uninterrupted one; and the batch order and
+rollout streams are indexed by the *global* batch, so N processes reproduce one process's run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import get_constant_schedule_with_warmup
+
+from r2ec_pipeline.model.dual_head import R2ecModel
+from r2ec_pipeline.rl.checkpointing import CheckpointStore, ResumeError
+from r2ec_pipeline.rl.distributed import Collective
+from r2ec_pipeline.rl.step import Batch, RecPOSettings, recpo_step
+
+logger = logging.getLogger(__name__)
+
+# settings a resumed run may change without invalidating the saved state
+RESUMABLE_CHANGES = {"max_steps", "num_train_epochs", "save_steps", "save_total_limit", "eval_steps",
+                     "log_completions_steps"}
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    per_device_train_batch_size: int = 4   # users per process per step
+    max_steps: int | None = 8              # None: num_train_epochs over the training users
+    num_train_epochs: float = 3.0          # the paper's cap
+    learning_rate: float = 1e-5            # AdamW; constant after warmup (spec: 1e-5 constant)
+    weight_decay: float = 0.0
+    warmup_steps: int = 0                  # linear warmup, honoured (the reference code ignores it, §7)
+    refresh_every: int | None = None       # whole item table re-encoded every N steps (targets: every step)
+    eval_steps: int | None = None          # validation every N steps (always before and after training)
+    save_steps: int | None = None          # checkpoint every N steps (and at the end)
+    save_total_limit: int = 2
+    log_completions_steps: int = 1         # keep the sampled texts and rewards of every N-th step
+    seed: int = 0
+
+
+@dataclass
+class RecPOData:
+    """Training samples and the catalog, as plain lists (no Kedro, no pandas)."""
+
+    prompts: list[str]
+    targets: list[int]
+    histories: list[list[int]]             # items masked when ranking each sample
+    item_prompt: dict[int, str]            # catalog: item id → item prompt
+
+
+@dataclass
+class RecPOResult:
+    history: dict[str, list[dict[str, float]]]   # metric → [{"value", "step"}], for MLflow
+    samples: list[dict[str, Any]]                 # sampled reasoning paths with their rewards
+    initial_metrics: dict[str, float]             # validation before training
+    final_metrics: dict[str, float]               # validation after the last step
+    steps: int
+    resumed_from: int = 0
+    seconds_per_step: float = 0.0
+    skipped_steps: int = 0
+    evaluations: dict[int, dict[str, float]] = field(default_factory=dict)
+
+
+def total_steps(samples: int, settings: TrainerSettings, world_size: int = 1) -> int:
+    """max_steps, or the steps of num_train_epochs epochs of full global batches."""
+    if settings.max_steps is not None:
+        return settings.max_steps
+    per_epoch = samples // (settings.per_device_train_batch_size * world_size)
+    if per_epoch < 1:
+        raise ValueError(f"{samples} training samples do not fill one global batch")
+    return math.ceil(settings.num_train_epochs * per_epoch)
+
+
+def batch_indices(samples: int, global_batch: int, step: int, seed: int) -> np.ndarray:
+    """Sample indices of global batch ``step`` (1-based): epoch-wise seeded permutations, last partial batch dropped."""
+    per_epoch = samples // global_batch
+    if per_epoch < 1:
+        raise ValueError(f"{samples} training samples do not fill one global batch of {global_batch}")
+    epoch, offset = divmod(step - 1, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(samples)
+    return order[offset * global_batch:(offset + 1) * global_batch]
+
+
+def row_generators(seed: int, step: int, rows: Sequence[int], device: torch.device) -> list[torch.Generator]:
+    """One sampling stream per global rollout row, so a row's sample does not depend on its process."""
+    return [torch.Generator(device=device).manual_seed(int(np.random.SeedSequence([seed, step, row]).generate_state(1)[0]))
+            for row in rows]
+
+
+def _batch(data: RecPOData, indices: Sequence[int]) -> Batch:
+    return Batch(prompts=[data.prompts[i] for i in indices], targets=[data.targets[i] for i in indices],
+                 histories=[data.histories[i] for i in indices],
+                 target_prompts=[data.item_prompt[data.targets[i]] for i in indices])
+
+
+def _record(history: dict[str, list[dict[str, float]]], metrics: dict[str, float], step: int, prefix: str) -> None:
+    for name, value in metrics.items():
+        history.setdefault(f"{prefix}{name}", []).append({"value": float(value), "step": step})
+
+
+def _sample_rows(step: int, batch: Batch, paths, group: int) -> list[dict[str, Any]]:
+    rows = []
+    for row, text in enumerate(paths.texts):
+        user = row // group
+        rows.append({"step": step, "target_item_id": batch.targets[user], "path": row % group,
+                     "reward": round(float(paths.rewards.flatten()[row]), 6),
+                     "advantage": round(float(paths.advantages.flatten()[row]), 6),
+                     "best": bool(paths.selected.flatten()[row]), "truncated": paths.truncated[row], "text": text})
+    return rows
+
+
+def _check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Any) -> None:
+    changed = {key: (saved.get(key), value) for key, value in current.items()
+               if key not in RESUMABLE_CHANGES and saved.get(key) != value}
+    if changed:
+        raise ResumeError(f"cannot resume from {path}: settings changed since it was written (saved, now): {changed}")
+
+
+def train_recpo(
+    model: R2ecModel,
+    data: RecPOData,
+    settings: RecPOSettings,
+    trainer: TrainerSettings,
+    evaluate: Callable[[R2ecModel], dict[str, float]] | None = None,
+    store: CheckpointStore | None = None,
+    resume_from_checkpoint: bool | str | None = None,
+    collective: Collective | None = None,
+) -> RecPOResult:
+    """Train in place with RecPO; validation before, every ``eval_steps`` and after (main process)."""
+    collective = collective or Collective()
+    torch.manual_seed(trainer.seed)
+    group, per_device = settings.num_generations, trainer.per_device_train_batch_size
+    global_batch = per_device * collective.world_size
+    steps = total_steps(len(data.prompts), trainer, collective.world_size)
+    item_ids = sorted(data.item_prompt)
+    parameters = [p for p in model.lm.parameters() if p.requires_grad]
+    if not parameters:
+        raise ValueError("the model has no trainable parameters (load adapters as trainable)")
+    optimizer = torch.optim.AdamW(parameters, lr=trainer.learning_rate, weight_decay=trainer.weight_decay)
+    scheduler = get_constant_schedule_with_warmup(optimizer, trainer.warmup_steps)
+    config = {**asdict(settings), **asdict(trainer), "world_size": collective.world_size}
+
+    def refresh_table() -> None:
+        model.build_item_table(item_ids, [data.item_prompt[i] for i in item_ids], progress=collective.is_main)
+
+    def validation() -> dict[str, float]:
+        return evaluate(model) if evaluate is not None and collective.is_main else {}
+
+    history: dict[str, list[dict[str, float]]] = {}
+    samples: list[dict[str, Any]] = []
+    evaluations: dict[int, dict[str, float]] = {}
+    start, seconds, skipped = 0, 0.0, 0
+    if resume_from_checkpoint and store is None:
+        raise ResumeError("resume_from_checkpoint needs a checkpoint folder")
+    checkpoint = store.resolve(resume_from_checkpoint) if store is not None else None
+    if checkpoint is not None:
+        state = CheckpointStore.load(checkpoint, model, optimizer, scheduler)
+        _check_resumable(state["config"], config, checkpoint)
+        start, history, samples = state["step"], state["history"], state["samples"]
+        evaluations = {int(k): v for k, v in state["evaluations"].items()}
+        seconds, skipped = state["seconds"], state["skipped"]
+        logger.info("resumed RecPO from %s at step %d", checkpoint, start)
+    else:
+        if model.num_items < 1:
+            refresh_table()
+        evaluations[0] = validation()
+        _record(history, evaluations[0], 0, "valid.")
+
+    def save(step: int) -> None:
+        if store is not None and collective.is_main:
+            store.save(model, optimizer, scheduler, {
+                "step": step, "config": config, "history": history, "samples": samples,
+                "evaluations": evaluations, "seconds": seconds, "skipped": skipped,
+            })
+        collective.barrier()
+
+    progress = tqdm(range(start + 1, steps + 1), desc="recpo", disable=not collective.is_main, leave=False)
+    for step in progress:
+        started = time.perf_counter()
+        indices = batch_indices(len(data.prompts), global_batch, step, trainer.seed)[collective.shard(global_batch)]
+        batch = _batch(data, indices.tolist())
+        first_row = collective.rank * per_device * group
+        generators = row_generators(trainer.seed, step, range(first_row, first_row + per_device * group), model.device)
+        learning_rate = scheduler.get_last_lr()[0]
+        metrics, paths = recpo_step(model, optimizer, batch, settings, generators, collective)
+        scheduler.step()
+        elapsed = time.perf_counter() - started
+        seconds, skipped = seconds + elapsed, skipped + int(metrics["skipped"] > 0)
+        _record(history, {**metrics, "learning_rate": learning_rate, "seconds_per_step": elapsed}, step, "train.")
+        if trainer.log_completions_steps and step % trainer.log_completions_steps == 0 and collective.is_main:
+            samples.extend(_sample_rows(step, batch, paths, group))
+        progress.set_postfix(reward=f"{metrics['reward_mean']:.3f}", loss=f"{metrics['loss']:.3f}")
+        if trainer.refresh_every and step % trainer.refresh_every == 0 and step < steps:
+            refresh_table()
+        if trainer.eval_steps and step % trainer.eval_steps == 0 and step < steps:
+            refresh_table()
+            evaluations[step] = validation()
+            _record(history, evaluations[step], step, "valid.")
+        if trainer.save_steps and step % trainer.save_steps == 0 and step < steps:
+            save(step)
+
+    if start < steps:
+        refresh_table()  # the table must match the final weights, for evaluation and for the saved model
+        evaluations[steps] = validation()
+        _record(history, evaluations[steps], steps, "valid.")
+        save(steps)
+    seconds_per_step = seconds / max(steps, 1)
+    logger.info("RecPO: %d steps (from step %d), %.1f s/step, %d skipped", steps, start, seconds_per_step, skipped)
+    return RecPOResult(history=history, samples=samples, initial_metrics=evaluations.get(0, {}),
+                       final_metrics=evaluations.get(steps, {}), steps=steps, resumed_from=start,
+                       seconds_per_step=seconds_per_step, skipped_steps=skipped, evaluations=evaluations)

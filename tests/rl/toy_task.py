@@ -1,0 +1,49 @@
+"""A learnable toy recommendation task on the tiny random backbone: each user's prompt names its target."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from r2ec_pipeline.model.adapters import AdapterSettings, attach_adapters
+from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
+from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel
+from r2ec_pipeline.rl.step import Batch, RecPOSettings
+from r2ec_pipeline.rl.trainer import RecPOData
+
+TITLES = ["Toy Story", "GoldenEye", "Four Rooms", "Get Shorty", "Copycat", "Babe"]
+SETTINGS = RecPOSettings(num_generations=4, temperature=1.0, top_k=None, max_completion_length=3,
+                         reward_type="fused", reward_beta=0.05, ndcg_cutoff=6)
+
+
+def chat(text: str) -> str:
+    return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def item_prompts() -> dict[int, str]:
+    return {index + 1: chat(f"Title: {title}") + "<answer>" for index, title in enumerate(TITLES)}
+
+
+def toy_model(backbone_dir: Path, cache_dir: Path, seed: int = 0) -> R2ecModel:
+    """Tiny backbone + LoRA adapters (seeded) with its item table built."""
+    torch.manual_seed(seed)
+    lm = attach_adapters(load_causal_lm(str(backbone_dir), cache_dir), AdapterSettings(r=4, alpha=8))
+    model = R2ecModel(lm, load_tokenizer(str(backbone_dir), cache_dir),
+                      DualHeadConfig(backbone=str(backbone_dir), similarity_temperature=0.1))
+    items = item_prompts()
+    model.build_item_table(list(items), list(items.values()), progress=False)
+    return model
+
+
+def toy_batch(users: tuple[int, ...] = (1, 2, 3)) -> Batch:
+    items = item_prompts()
+    return Batch(prompts=[chat(f"next: {TITLES[u - 1]}") for u in users], targets=list(users),
+                 histories=[[] for _ in users], target_prompts=[items[u] for u in users])
+
+
+def toy_data() -> RecPOData:
+    """Six users, one per item, each named in its prompt."""
+    batch = toy_batch(tuple(range(1, 7)))
+    return RecPOData(prompts=batch.prompts, targets=batch.targets, histories=batch.histories,
+                     item_prompt=item_prompts())
