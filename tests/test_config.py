@@ -6,7 +6,8 @@ from r2ec_pipeline.config import ConfigError, parse_block, validate_parameters
 
 
 def _params(**overrides):
-    params = {"data_ingestion": {}, "data_validation": {}, "prompts": {}, "model": {"backbone": "x"}, "sft": {}}
+    params = {"data_ingestion": {}, "data_validation": {}, "prompts": {}, "model": {"backbone": "x"}, "sft": {},
+              "recpo": {}}
     for block, values in overrides.items():
         params[block] = values
     return params
@@ -33,6 +34,17 @@ def test_defaults_are_valid():
         ("model", {"backbone": "x", "history_mask": "none"}, "model.history_mask"),
         ("sft", {"selection_metric": "ndcg@10"}, "sft.selection_metric"),
         ("sft", {"batch_size": 1}, "sft.batch_size"),
+        # RecPO: the bad configs, each named before any node runs
+        ("recpo", {"reward_type": "ndcg"}, "recpo.reward_type"),
+        ("recpo", {"advantage_type": "ppo"}, "recpo.advantage_type"),
+        ("recpo", {"similarity_temperature": 0}, "recpo.similarity_temperature"),
+        ("recpo", {"similarity_temperature": -0.1}, "recpo.similarity_temperature"),
+        ("recpo", {"num_generations": 1}, "num_generations must be >= 2 with advantage_type 'grpo'"),
+        ("recpo", {"reward_beta": 1.5}, "recpo.reward_beta"),
+        ("recpo", {"reward_beta": -0.1}, "recpo.reward_beta"),
+        ("recpo", {"relabel_topk": 5}, "relabel_topk 5 > num_generations 4"),
+        ("recpo", {"loss_type": "dapo"}, "recpo.loss_type"),
+        ("recpo", {"num_genrations": 4}, "recpo.num_genrations"),
     ],
 )
 def test_bad_values_name_the_parameter(block, values, named):
@@ -48,7 +60,8 @@ def test_unknown_source_lists_the_choices():
 
 def test_missing_block_is_named():
     with pytest.raises(ConfigError, match="parameter block 'prompts' is missing"):
-        validate_parameters({"data_ingestion": {}, "data_validation": {}, "model": {"backbone": "x"}, "sft": {}})
+        validate_parameters({"data_ingestion": {}, "data_validation": {}, "model": {"backbone": "x"}, "sft": {},
+                             "recpo": {}})
 
 
 @pytest.mark.parametrize("env", ["base", "paper"])

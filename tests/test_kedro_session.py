@@ -48,6 +48,8 @@ def _nested(dotted: dict[str, object]) -> dict[str, object]:
 TINY_TRAINING = {
     "model.adapters.top_layers": 1, "model.adapters.r": 2, "model.adapters.alpha": 4, "model.encode_batch_size": 4,
     "sft.steps": 2, "sft.batch_size": 2, "sft.negatives": 2, "sft.eval_every": 1, "sft.eval_users": 2,
+    "recpo.per_device_train_batch_size": 2, "recpo.num_generations": 2, "recpo.max_completion_length": 2,
+    "recpo.max_steps": 2, "recpo.save_steps": 1, "recpo.eval_users": 2, "recpo.learning_rate": 1e-2,
 }
 
 
@@ -77,6 +79,21 @@ def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "sft.valid.ndcg_at_10")
     assert [m.step for m in history] == [0, 1, 2]
     assert (project / "data/06_models/sft/r2ec_config.json").is_file()
+    # RecPO: per-step metrics, validation with and without reasoning before/after, samples table, model
+    client = mlflow.MlflowClient()
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "recpo.train.reward_mean")] == [1, 2]
+    for name in ("recpo.train.token_loss", "recpo.train.item_loss", "recpo.train.clip_fraction",
+                 "recpo.train.completion_length", "recpo.train.truncated_share", "recpo.train.learning_rate",
+                 "recpo.train.seconds_per_step", "recpo.train.advantage_std", "recpo.train.reward_rank"):
+        assert len(client.get_metric_history(run.info.run_id, name)) == 2, name
+    for name in ("recpo.valid.reasoning.ndcg_at_10", "recpo.valid.direct.ndcg_at_10"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [0, 2], name
+    assert {"recpo_report.json", "recpo_samples.csv"} <= artifacts
+    samples = pd.read_csv(project / "data/08_reporting/recpo_samples.csv")
+    assert len(samples) == 2 * 2 * 2 and samples["text"].str.endswith("<answer>").all()
+    assert (project / "data/06_models/recpo/r2ec_config.json").is_file()
+    checkpoints = sorted(p.name for p in (project / "data/06_models/recpo_checkpoints").iterdir())
+    assert checkpoints == ["checkpoint-1", "checkpoint-2"]  # save_steps 1, and the end
 
 
 @pytest.mark.parametrize(
@@ -91,6 +108,22 @@ def test_bad_parameters_stop_before_any_node(project: Path, param, value, named)
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         _run(project, pipeline="data", **{param: value})
     assert not list(project.rglob("*.parquet"))
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "named"),
+    [
+        ("recpo.reward_type", "ndcg", "recpo.reward_type"),
+        ("recpo.advantage_type", "ppo", "recpo.advantage_type"),
+        ("recpo.similarity_temperature", 0, "recpo.similarity_temperature"),
+        ("recpo.num_generations", 1, "num_generations must be >= 2"),
+        ("recpo.reward_beta", 2, "recpo.reward_beta"),
+    ],
+)
+def test_bad_recpo_parameters_stop_before_any_node(project: Path, param, value, named):
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        _run(project, pipeline="recpo", **{param: value})
+    assert not (project / "data").exists() or not list((project / "data").rglob("*"))
 
 
 def test_missing_amazon_file_stops_ingestion_and_writes_nothing(project: Path):

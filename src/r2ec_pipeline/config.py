@@ -154,12 +154,72 @@ class SFTParams(_Params):
     seed: int = 0
 
 
+class RecPOParams(_Params):
+    """RecPO (spec §5). Names follow TRL's GRPOConfig where the concept is the same; the rest are R²ec's.
+
+    The defaults are a CPU profile (≤ 10 min on ML-100k with SmolLM2-135M on 2 cores); conf/paper
+    has the paper's setting.
+    """
+
+    # rollout and policy loss (TRL names)
+    num_generations: int = Field(4, ge=1, description="G: reasoning paths sampled per user.")
+    temperature: float = Field(1.5, gt=0, description="Rollout sampling temperature.")
+    top_k: int | None = Field(200, ge=1, description="Top-k sampling (null: the whole vocabulary).")
+    max_completion_length: int = Field(32, ge=1, description="Reasoning tokens before <answer> is forced.")
+    epsilon: float = Field(0.2, ge=0, lt=1, description="ε_low: ratios below 1 − ε are clipped.")
+    epsilon_high: float = Field(0.28, ge=0, description="ε_high: ratios above 1 + ε_high are clipped.")
+    beta: float = Field(0.0, ge=0, description="KL weight to the reference policy (LoRA: adapters disabled).")
+    loss_type: Literal["token_mean", "sequence_mean"] = "token_mean"
+    num_iterations: int = Field(1, ge=1, description="Policy updates per rollout.")
+    # optimisation and schedule (TRL / transformers names)
+    per_device_train_batch_size: int = Field(4, ge=1, description="Users per process per step.")
+    max_steps: int | None = Field(8, ge=1, description="Optimizer steps (null: num_train_epochs).")
+    num_train_epochs: float = Field(3.0, gt=0, description="Epochs when max_steps is null (paper: at most 3).")
+    learning_rate: float = Field(1e-5, gt=0, description="AdamW, constant after warmup.")
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    save_steps: int | None = Field(None, ge=1, description="Checkpoint every N steps (and at the end).")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
+    resume_from_checkpoint: bool | str = Field(
+        False, description="true: the latest checkpoint in recpo_checkpoints; a path: that checkpoint."
+    )
+    eval_steps: int | None = Field(None, ge=1, description="Validation every N steps (always before and after).")
+    eval_users: int | None = Field(32, ge=1, description="Seeded subset of validation users (null: all).")
+    log_completions_steps: int = Field(1, ge=0, description="Keep sampled reasoning texts every N steps (0: never).")
+    seed: int = 0
+    # R²ec's own
+    reward_type: Literal["fused", "rank_only", "sim_only"] = Field("fused", description="Reward (spec §5.3).")
+    reward_beta: float = Field(0.05, ge=0, le=1, description="β in R = (1 − β)·R_rank + β·R_sim.")
+    ndcg_cutoff: int = Field(1000, ge=1, description="K_r of R_rank = NDCG@K_r.")
+    advantage_type: Literal["grpo", "rloo"] = Field("grpo", description="Group-relative advantage (spec §5.4).")
+    relabel_topk: int = Field(1, ge=1, description="Best paths per user that train the rec head.")
+    similarity_temperature: float | None = Field(
+        None, gt=0, description="τ for rewards and the item loss (null: model.similarity_temperature)."
+    )
+    refresh_every: int | None = Field(
+        None, ge=1, description="Re-encode the whole item table every N steps (targets' rows: every step)."
+    )
+
+    @model_validator(mode="after")
+    def _groups_are_usable(self) -> RecPOParams:
+        if self.num_generations < 2:
+            raise ValueError(
+                f"num_generations must be >= 2 with advantage_type '{self.advantage_type}' "
+                f"(a group of {self.num_generations} has no relative advantage)"
+            )
+        if self.relabel_topk > self.num_generations:
+            raise ValueError(f"relabel_topk {self.relabel_topk} > num_generations {self.num_generations}")
+        return self
+
+
 PARAMETER_MODELS: dict[str, type[_Params]] = {
     "data_ingestion": IngestionParams,
     "data_validation": ValidationParams,
     "prompts": PromptParams,
     "model": ModelParams,
     "sft": SFTParams,
+    "recpo": RecPOParams,
 }
 
 
@@ -167,7 +227,7 @@ def _describe(block: str, error: ValidationError) -> str:
     lines = []
     for item in error.errors():
         where = ".".join(str(part) for part in (block, *item["loc"]))
-        got = f" (got {item['input']!r})" if item.get("type") not in {"missing"} and "input" in item else ""
+        got = f" (got {item['input']!r})" if item["loc"] and item.get("type") != "missing" and "input" in item else ""
         lines.append(f"parameter '{where}': {item['msg']}{got}")
     return "; ".join(lines)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from r2ec_pipeline.pipelines import data_ingestion, data_validation, prompts, sft
+from r2ec_pipeline.pipelines import data_ingestion, data_validation, prompts, recpo, sft
 
 # The stages in the order they build on each other; each is also a DVC stage of the same name.
 STAGES = {
@@ -16,6 +16,7 @@ STAGES = {
     "data_validation": data_validation.create_pipeline,
     "prompts": prompts.create_pipeline,
     "sft": sft.create_pipeline,
+    "recpo": recpo.create_pipeline,
 }
 DATA_PIPELINES = ("data_ingestion", "data_validation", "prompts")
 

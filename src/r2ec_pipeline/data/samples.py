@@ -87,3 +87,10 @@ def earlier_items(interactions: pd.DataFrame, samples: pd.DataFrame) -> list[lis
     ordered = interactions.sort_values(["user_id", "timestamp"], kind="stable")
     by_user = {int(user): group["item_id"].tolist() for user, group in ordered.groupby("user_id", sort=False)}
     return [by_user[int(user)][: int(position)] for user, position in zip(samples["user_id"], samples["position"])]
+
+
+def seeded_subset(samples: pd.DataFrame, size: int | None, seed: int) -> pd.DataFrame:
+    """A fixed random subset of ``size`` samples in their original order (all of them if None or larger)."""
+    if size is None or size >= len(samples):
+        return samples
+    return samples.sample(n=size, random_state=seed).sort_index()

@@ -11,6 +11,7 @@ from kedro.io import AbstractDataset, DatasetError
 from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
 from r2ec_pipeline.model.checkpoint import CONFIG_FILE, load_dual_head, save_dual_head
 from r2ec_pipeline.model.dual_head import R2ecModel
+from r2ec_pipeline.rl.checkpointing import CheckpointStore
 
 
 class _BackboneDataset(AbstractDataset[None, Any]):
@@ -43,13 +44,21 @@ class BackboneTokenizerDataset(_BackboneDataset):
     loader = staticmethod(load_tokenizer)
 
 
-class DualHeadModelDataset(AbstractDataset[R2ecModel, R2ecModel]):
-    """A dual-head checkpoint folder (adapters, item table, tokenizer, config); written atomically."""
+class DualHeadModelDataset(AbstractDataset[R2ecModel, R2ecModel | None]):
+    """A dual-head checkpoint folder (adapters, item table, tokenizer, config); written atomically.
 
-    def __init__(self, filepath: str, cache_dir: str, metadata: dict[str, Any] | None = None) -> None:
-        self._filepath, self._cache_dir, self.metadata = Path(filepath), cache_dir, metadata
+    With ``missing_ok`` a checkpoint that was never written loads as ``None`` (the consumer decides
+    what to start from) instead of failing.
+    """
 
-    def load(self) -> R2ecModel:
+    def __init__(
+        self, filepath: str, cache_dir: str, missing_ok: bool = False, metadata: dict[str, Any] | None = None
+    ) -> None:
+        self._filepath, self._cache_dir, self._missing_ok, self.metadata = Path(filepath), cache_dir, missing_ok, metadata
+
+    def load(self) -> R2ecModel | None:
+        if self._missing_ok and not self._exists():
+            return None
         return load_dual_head(self._filepath, self._cache_dir)
 
     def save(self, data: R2ecModel) -> None:
@@ -59,4 +68,20 @@ class DualHeadModelDataset(AbstractDataset[R2ecModel, R2ecModel]):
         return (self._filepath / CONFIG_FILE).is_file()
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": str(self._filepath)}
+        return {"filepath": str(self._filepath), "missing_ok": self._missing_ok}
+
+
+class CheckpointStoreDataset(AbstractDataset[None, CheckpointStore]):
+    """The folder of resumable RecPO training checkpoints, handed to the training node as a store."""
+
+    def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
+        self._path, self.metadata = Path(path), metadata
+
+    def load(self) -> CheckpointStore:
+        return CheckpointStore(self._path)
+
+    def save(self, data: None) -> None:
+        raise DatasetError("CheckpointStoreDataset is written by the trainer, not saved as a node output")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": str(self._path)}

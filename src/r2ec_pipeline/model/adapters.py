@@ -38,3 +38,14 @@ def attach_adapters(lm: PreTrainedModel, settings: AdapterSettings) -> PreTraine
         target_modules=list(settings.target_modules), layers_to_transform=layers, task_type="CAUSAL_LM",
     )
     return get_peft_model(lm, config)
+
+
+def enable_training(lm: PreTrainedModel | PeftModel) -> int:
+    """Make the trainable part trainable again after loading (peft loads adapters frozen): LoRA weights
+    only, or every weight of a fully fine-tuned model. Returns the number of trainable parameters."""
+    if isinstance(lm, PeftModel):
+        for name, parameter in lm.named_parameters():
+            parameter.requires_grad_("lora_" in name)
+    else:
+        lm.requires_grad_(True)
+    return sum(p.numel() for p in lm.parameters() if p.requires_grad)

@@ -71,6 +71,13 @@ class CheckpointStore:
             shutil.rmtree(old, ignore_errors=True)
         return target
 
+    def clear(self) -> int:
+        """Remove every checkpoint (a fresh run must not leave stale ones to be resumed later)."""
+        stale = self.checkpoints()
+        for path in stale:
+            shutil.rmtree(path, ignore_errors=True)
+        return len(stale)
+
     def resolve(self, resume: bool | str | None) -> Path | None:
         """``True``: the latest checkpoint here (None if there is none); a path: that one; falsy: None."""
         if not resume:

@@ -170,6 +170,9 @@ def train_recpo(
         seconds, skipped = state["seconds"], state["skipped"]
         logger.info("resumed RecPO from %s at step %d", checkpoint, start)
     else:
+        if store is not None and collective.is_main and (stale := store.clear()):
+            logger.warning("fresh RecPO run: removed %d old checkpoint(s) from %s "
+                           "(resume_from_checkpoint: true continues a run instead)", stale, store.root)
         if model.num_items < 1:
             refresh_table()
         evaluations[0] = validation()

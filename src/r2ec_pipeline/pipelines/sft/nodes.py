@@ -11,7 +11,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from r2ec_pipeline.config import parse_block
-from r2ec_pipeline.data.samples import earlier_items
+from r2ec_pipeline.data.samples import earlier_items, seeded_subset
 from r2ec_pipeline.model.adapters import AdapterSettings, attach_adapters
 from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel
 from r2ec_pipeline.model.evaluation import evaluate_without_reasoning
@@ -37,9 +37,7 @@ def build_dual_head(
 def select_eval_samples(valid_samples: pd.DataFrame, sft_params: dict[str, Any]) -> pd.DataFrame:
     """A fixed, seeded subset of validation samples (``eval_users``), or all of them."""
     config = parse_block("sft", sft_params)
-    if config.eval_users is None or config.eval_users >= len(valid_samples):
-        return valid_samples
-    return valid_samples.sample(n=config.eval_users, random_state=config.seed).sort_index()
+    return seeded_subset(valid_samples, config.eval_users, config.seed)
 
 
 def mask_lists(samples: pd.DataFrame, interactions: pd.DataFrame, history_mask: str) -> list[list[int]]:

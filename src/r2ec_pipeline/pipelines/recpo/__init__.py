@@ -1,0 +1,5 @@
+"""recpo: RecPO training of both heads from the SFT checkpoint (spec §5)."""
+
+from r2ec_pipeline.pipelines.recpo.pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

@@ -1,0 +1,31 @@
+"""recpo: SFT checkpoint (or zero-shot model) → RecPO → the trained dual-head model and its report (spec §5)."""
+
+from kedro.pipeline import Node, Pipeline
+
+from r2ec_pipeline.pipelines.recpo.nodes import select_recpo_eval_samples, start_policy, train_recpo_model
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                func=start_policy,
+                inputs=["sft_model", "backbone_lm", "backbone_tokenizer", "params:model", "params:recpo"],
+                outputs="recpo_initial_model",
+                name="start_policy",
+            ),
+            Node(
+                func=select_recpo_eval_samples,
+                inputs=["valid_samples", "params:recpo"],
+                outputs="recpo_eval_samples",
+                name="select_recpo_eval_samples",
+            ),
+            Node(
+                func=train_recpo_model,
+                inputs=["recpo_initial_model", "train_samples", "recpo_eval_samples", "item_prompts",
+                        "validated_interactions", "recpo_checkpoints", "params:model", "params:recpo"],
+                outputs=["recpo_model", "recpo_history", "recpo_samples", "recpo_report"],
+                name="train_recpo",
+            ),
+        ]
+    )
