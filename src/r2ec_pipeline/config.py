@@ -173,7 +173,7 @@ class RecPOParams(_Params):
     num_iterations: int = Field(1, ge=1, description="Policy updates per rollout.")
     # optimisation and schedule (TRL / transformers names)
     per_device_train_batch_size: int = Field(4, ge=1, description="Users per process per step.")
-    max_steps: int | None = Field(8, ge=1, description="Optimizer steps (null: num_train_epochs).")
+    max_steps: int | None = Field(12, ge=1, description="Optimizer steps (null: num_train_epochs).")
     num_train_epochs: float = Field(3.0, gt=0, description="Epochs when max_steps is null (paper: at most 3).")
     learning_rate: float = Field(1e-5, gt=0, description="AdamW, constant after warmup.")
     weight_decay: float = Field(0.0, ge=0)
@@ -185,7 +185,7 @@ class RecPOParams(_Params):
         False, description="true: the latest checkpoint in recpo_checkpoints; a path: that checkpoint."
     )
     eval_steps: int | None = Field(None, ge=1, description="Validation every N steps (always before and after).")
-    eval_users: int | None = Field(32, ge=1, description="Seeded subset of validation users (null: all).")
+    eval_users: int | None = Field(48, ge=1, description="Seeded subset of validation users (null: all).")
     log_completions_steps: int = Field(1, ge=0, description="Keep sampled reasoning texts every N steps (0: never).")
     seed: int = 0
     # R²ec's own

@@ -26,9 +26,10 @@ from r2ec_pipeline.rl.step import Batch, RecPOSettings, recpo_step
 
 logger = logging.getLogger(__name__)
 
-# settings a resumed run may change without invalidating the saved state
+# settings a resumed run may change without invalidating the saved state (the global batch may not
+# change, but how it is split over processes may: batches and rollouts are indexed globally)
 RESUMABLE_CHANGES = {"max_steps", "num_train_epochs", "save_steps", "save_total_limit", "eval_steps",
-                     "log_completions_steps"}
+                     "log_completions_steps", "per_device_train_batch_size", "world_size"}
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def train_recpo(
         raise ValueError("the model has no trainable parameters (load adapters as trainable)")
     optimizer = torch.optim.AdamW(parameters, lr=trainer.learning_rate, weight_decay=trainer.weight_decay)
     scheduler = get_constant_schedule_with_warmup(optimizer, trainer.warmup_steps)
-    config = {**asdict(settings), **asdict(trainer), "world_size": collective.world_size}
+    config = {**asdict(settings), **asdict(trainer), "world_size": collective.world_size, "global_batch": global_batch}
 
     def refresh_table() -> None:
         model.build_item_table(item_ids, [data.item_prompt[i] for i in item_ids], progress=collective.is_main)
