@@ -78,3 +78,28 @@ def test_dvc_repro_twice_reproduces_nothing_the_second_time(tmp_path: Path):
     assert second.returncode == 0, second.stderr[-2000:]
     assert "Data and pipelines are up to date" in second.stdout
     assert "Running stage" not in second.stdout
+
+
+def test_recpo_from_zero_shot_then_resumed_on_movielens(project: Path):
+    """`kedro run --pipelines recpo` on SmolLM2 with no SFT checkpoint (zero-shot start), then resumed."""
+    import json
+
+    short = "recpo.max_steps=2,recpo.save_steps=1,recpo.eval_users=4,recpo.per_device_train_batch_size=2"
+    _kedro(project, "--pipelines", "data")
+    _kedro(project, "--pipelines", "recpo", "--params", short)
+    report = json.loads((project / "data/08_reporting/recpo_report.json").read_text())
+    assert report["steps"] == 2 and report["resumed_from_step"] == 0 and len(report["reward_mean_by_step"]) == 2
+    assert {"reasoning.ndcg_at_10", "direct.ndcg_at_10"} <= set(report["before"]) & set(report["after"])
+    checkpoints = project / "data/06_models/recpo_checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-1", "checkpoint-2"]
+
+    _kedro(project, "--pipelines", "recpo", "--params",
+           short.replace("max_steps=2", "max_steps=3") + ",recpo.resume_from_checkpoint=true")
+    resumed = json.loads((project / "data/08_reporting/recpo_report.json").read_text())
+    assert resumed["resumed_from_step"] == 2 and resumed["steps"] == 3
+    assert resumed["reward_mean_by_step"][:2] == report["reward_mean_by_step"]
+    assert resumed["before"] == report["before"]  # carried over from the checkpoint, not re-measured
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-2", "checkpoint-3"]
+    samples = pd.read_csv(project / "data/08_reporting/recpo_samples.csv")
+    assert sorted(samples["step"].unique()) == [1, 2, 3]
+    assert samples["text"].str.contains("<answer>", regex=False).all()

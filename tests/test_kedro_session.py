@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -90,7 +93,7 @@ def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
         assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [0, 2], name
     assert {"recpo_report.json", "recpo_samples.csv"} <= artifacts
     samples = pd.read_csv(project / "data/08_reporting/recpo_samples.csv")
-    assert len(samples) == 2 * 2 * 2 and samples["text"].str.endswith("<answer>").all()
+    assert len(samples) == 2 * 2 * 2 and samples["text"].str.contains("<answer>", regex=False).all()
     assert (project / "data/06_models/recpo/r2ec_config.json").is_file()
     checkpoints = sorted(p.name for p in (project / "data/06_models/recpo_checkpoints").iterdir())
     assert checkpoints == ["checkpoint-1", "checkpoint-2"]  # save_steps 1, and the end
@@ -131,3 +134,26 @@ def test_missing_amazon_file_stops_ingestion_and_writes_nothing(project: Path):
     with pytest.raises(Exception, match="Amazon Reviews 2023 file not found"):
         _run(project, pipeline="data")
     assert not list(project.rglob("*.parquet"))
+
+
+def test_recpo_under_torchrun_trains_on_two_processes_and_writes_once(project: Path):
+    """`torchrun -m kedro run --pipelines recpo`: one global batch over 2 gloo processes, outputs and the
+    MLflow run written by rank 0 only. No SFT checkpoint here, so RecPO starts from the zero-shot model."""
+    _run(project, pipeline="data")
+    (project / "src").mkdir()  # the kedro CLI wants a source folder; the package itself is installed
+    params = {**TINY_TRAINING, "recpo.per_device_train_batch_size": 1, "recpo.max_steps": 2}
+    torchrun = str(Path(sys.executable).with_name("torchrun"))
+    done = subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "--master_port", "29537", "-m", "kedro", "run", "--pipelines", "recpo",
+         "--params", ",".join(f"{key}={value}" for key, value in params.items())],
+        cwd=project, capture_output=True, text=True, timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((project / "data/08_reporting/recpo_report.json").read_text())
+    assert report["world_size"] == 2 and report["steps"] == 2 and report["after"]
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["r2ec"], output_format="list")
+    assert len(runs) == 2  # the data run and one run for the 2-process launch
+    recpo_run = next(run for run in runs if "recpo.train.loss" in run.data.metrics)
+    history = mlflow.MlflowClient().get_metric_history(recpo_run.info.run_id, "recpo.train.loss")
+    assert [m.step for m in history] == [1, 2]

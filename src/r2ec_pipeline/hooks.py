@@ -1,12 +1,17 @@
-"""Project hooks: fail on a bad parameter before any node runs; size torch's thread pool."""
+"""Project hooks: fail on a bad parameter before any node runs; size torch's thread pool; let only the
+first process of a multi-process run (``accelerate launch`` / torchrun) write outputs."""
 
 from __future__ import annotations
 
 import logging
 import os
 
+from typing import Any
+
 from kedro.framework.context import KedroContext
 from kedro.framework.hooks import hook_impl
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Pipeline
 
 from r2ec_pipeline.config import validate_parameters
 
@@ -26,6 +31,28 @@ class ParameterValidationHooks:
         logger.info("parameters validated: %s", ", ".join(sorted(context.params)))
         import torch
 
-        threads = typed["model"].num_threads or os.cpu_count() or 1
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
+        threads = typed["model"].num_threads or max(1, (os.cpu_count() or 1) // local_processes)
         torch.set_num_threads(threads)
         logger.info("torch threads: %d", threads)
+
+
+def process_rank() -> int:
+    """This process's global rank under torchrun / ``accelerate launch`` (0 when run alone)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+class DistributedRunHooks:
+    """Under a multi-process launch every process runs the pipeline, but only rank 0 writes outputs.
+
+    The other ranks' outputs become in-memory datasets, so no file, checkpoint or MLflow entry is
+    written twice (settings.py also turns kedro-mlflow's hooks off for them: one MLflow run per launch).
+    """
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: DataCatalog) -> None:
+        if process_rank() == 0:
+            return
+        for name in pipeline.all_outputs():
+            catalog[name] = MemoryDataset(copy_mode="assign")
+        logger.info("rank %d: outputs kept in memory, written by rank 0 only", process_rank())

@@ -1,16 +1,20 @@
 """Kedro project settings: hooks and the configuration loader.
 
 kedro-mlflow registers its own hooks through its entry point (one MLflow run per ``kedro run``);
-``ParameterValidationHooks`` checks every parameter block before any node runs.
+``ParameterValidationHooks`` checks every parameter block before any node runs;
+``DistributedRunHooks`` lets only rank 0 of a multi-process launch write outputs, and for the other
+ranks kedro-mlflow is turned off.
 """
 
 import os
 
 from kedro.config import OmegaConfigLoader
 
-from r2ec_pipeline.hooks import ParameterValidationHooks
+from r2ec_pipeline.hooks import DistributedRunHooks, ParameterValidationHooks, process_rank
 
-HOOKS = (ParameterValidationHooks(),)
+HOOKS = (ParameterValidationHooks(), DistributedRunHooks())
+if process_rank() > 0:
+    DISABLE_HOOKS_FOR_PLUGINS = ("kedro-mlflow", "kedro_mlflow")  # the distribution name, either spelling
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
