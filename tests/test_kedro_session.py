@@ -143,6 +143,8 @@ def test_recpo_under_torchrun_trains_on_two_processes_and_writes_once(project: P
     (project / "src").mkdir()  # the kedro CLI wants a source folder; the package itself is installed
     params = {**TINY_TRAINING, "recpo.per_device_train_batch_size": 1, "recpo.max_steps": 2}
     torchrun = str(Path(sys.executable).with_name("torchrun"))
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    runs_before = len(mlflow.search_runs(search_all_experiments=True, output_format="list"))
     done = subprocess.run(
         [torchrun, "--nproc_per_node", "2", "--master_port", "29537", "-m", "kedro", "run", "--pipelines", "recpo",
          "--params", ",".join(f"{key}={value}" for key, value in params.items())],
@@ -151,9 +153,8 @@ def test_recpo_under_torchrun_trains_on_two_processes_and_writes_once(project: P
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((project / "data/08_reporting/recpo_report.json").read_text())
     assert report["world_size"] == 2 and report["steps"] == 2 and report["after"]
-    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["r2ec"], output_format="list")
-    assert len(runs) == 2  # the data run and one run for the 2-process launch
-    recpo_run = next(run for run in runs if "recpo.train.loss" in run.data.metrics)
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert len(runs) == runs_before + 1  # one MLflow run for the 2-process launch, from rank 0
+    [recpo_run] = [run for run in runs if "recpo.train.loss" in run.data.metrics]
     history = mlflow.MlflowClient().get_metric_history(recpo_run.info.run_id, "recpo.train.loss")
     assert [m.step for m in history] == [1, 2]
