@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -15,6 +15,28 @@ from r2ec_pipeline.model.scoring import target_ranks
 
 
 @torch.no_grad()
+def _rank_in_batches(
+    model: R2ecModel,
+    prompts: Sequence[str],
+    targets: Sequence[int],
+    histories: Sequence[Sequence[int]],
+    user_states: Callable[[Sequence[str]], torch.Tensor],
+    batch_size: int,
+    desc: str,
+    progress: bool,
+) -> np.ndarray:
+    """1-based rank of each target, with h = ``user_states(prompt batch)``, in eval mode."""
+    was_training = model.lm.training
+    model.lm.eval()
+    ranks = []
+    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress, leave=False):
+        stop = start + batch_size
+        scores = model.score(user_states(prompts[start:stop]), histories[start:stop])
+        ranks.append(target_ranks(scores, torch.tensor(targets[start:stop], device=scores.device)).cpu())
+    model.lm.train(was_training)
+    return torch.cat(ranks).numpy() if ranks else np.array([], dtype=np.int64)
+
+
 def rank_without_reasoning(
     model: R2ecModel,
     prompts: Sequence[str],
@@ -24,17 +46,9 @@ def rank_without_reasoning(
     progress: bool = True,
 ) -> np.ndarray:
     """1-based rank of each target when h comes from prompt + answer tag (the no-reasoning path)."""
-    was_training = model.lm.training
-    model.lm.eval()
-    ranks = []
-    texts = model.user_texts(prompts)
-    for start in tqdm(range(0, len(texts), batch_size), desc="ranking", disable=not progress, leave=False):
-        stop = start + batch_size
-        states = model.encode_shared_prefix(texts[start:stop])
-        scores = model.score(states, histories[start:stop])
-        ranks.append(target_ranks(scores, torch.tensor(targets[start:stop], device=scores.device)).cpu())
-    model.lm.train(was_training)
-    return torch.cat(ranks).numpy() if ranks else np.array([], dtype=np.int64)
+    return _rank_in_batches(model, prompts, targets, histories,
+                            lambda batch: model.encode_shared_prefix(model.user_texts(batch)),
+                            batch_size, "ranking", progress)
 
 
 def evaluate_without_reasoning(
@@ -52,7 +66,6 @@ def evaluate_without_reasoning(
     return ranking_metrics(rank_without_reasoning(model, prompts, targets, histories, batch_size), ks)
 
 
-@torch.no_grad()
 def rank_with_reasoning(
     model: R2ecModel,
     prompts: Sequence[str],
@@ -63,17 +76,15 @@ def rank_with_reasoning(
     progress: bool = True,
 ) -> tuple[np.ndarray, list[str]]:
     """1-based rank of each target when h comes after greedy reasoning, and the reasoning texts."""
-    was_training = model.lm.training
-    model.lm.eval()
-    ranks, texts = [], []
-    for start in tqdm(range(0, len(prompts), batch_size), desc="reasoning", disable=not progress, leave=False):
-        stop = start + batch_size
-        generation = generate_reasoning(model, prompts[start:stop], max_new_tokens)
-        scores = model.score(generation.final_hidden, histories[start:stop])
-        ranks.append(target_ranks(scores, torch.tensor(targets[start:stop], device=scores.device)).cpu())
+    texts: list[str] = []
+
+    def after_reasoning(batch: Sequence[str]) -> torch.Tensor:
+        generation = generate_reasoning(model, batch, max_new_tokens)
         texts.extend(generation.texts)
-    model.lm.train(was_training)
-    return (torch.cat(ranks).numpy() if ranks else np.array([], dtype=np.int64)), texts
+        return generation.final_hidden
+
+    ranks = _rank_in_batches(model, prompts, targets, histories, after_reasoning, batch_size, "reasoning", progress)
+    return ranks, texts
 
 
 def evaluate_both_modes(
