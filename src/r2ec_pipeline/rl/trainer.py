@@ -71,6 +71,28 @@ class RecPOResult:
     evaluations: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
+@dataclass
+class _Progress:
+    """What a run has produced so far: saved in every checkpoint, restored on resume."""
+
+    step: int = 0
+    history: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    evaluations: dict[int, dict[str, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    skipped: int = 0
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> _Progress:
+        return cls(step=state["step"], history=state["history"], samples=state["samples"],
+                   evaluations={int(k): v for k, v in state["evaluations"].items()},
+                   seconds=state["seconds"], skipped=state["skipped"])
+
+    def evaluated(self, step: int, metrics: dict[str, float]) -> None:
+        self.evaluations[step] = metrics
+        _record(self.history, metrics, step, "valid.")
+
+
 def total_steps(samples: int, settings: TrainerSettings, world_size: int = 1) -> int:
     """max_steps, or the steps of num_train_epochs epochs of full global batches."""
     if settings.max_steps is not None:
@@ -156,35 +178,27 @@ def train_recpo(
     def validation() -> dict[str, float]:
         return evaluate(model) if evaluate is not None and collective.is_main else {}
 
-    history: dict[str, list[dict[str, float]]] = {}
-    samples: list[dict[str, Any]] = []
-    evaluations: dict[int, dict[str, float]] = {}
-    start, seconds, skipped = 0, 0.0, 0
     if resume_from_checkpoint and store is None:
         raise ResumeError("resume_from_checkpoint needs a checkpoint folder")
     checkpoint = store.resolve(resume_from_checkpoint) if store is not None else None
     if checkpoint is not None:
         state = CheckpointStore.load(checkpoint, model, optimizer, scheduler)
         _check_resumable(state["config"], config, checkpoint)
-        start, history, samples = state["step"], state["history"], state["samples"]
-        evaluations = {int(k): v for k, v in state["evaluations"].items()}
-        seconds, skipped = state["seconds"], state["skipped"]
-        logger.info("resumed RecPO from %s at step %d", checkpoint, start)
+        done = _Progress.from_state(state)
+        logger.info("resumed RecPO from %s at step %d", checkpoint, done.step)
     else:
+        done = _Progress()
         if store is not None and collective.is_main and (stale := store.clear()):
             logger.warning("fresh RecPO run: removed %d old checkpoint(s) from %s "
                            "(resume_from_checkpoint: true continues a run instead)", stale, store.root)
         if model.num_items < 1:
             refresh_table()
-        evaluations[0] = validation()
-        _record(history, evaluations[0], 0, "valid.")
+        done.evaluated(0, validation())
+    start = done.step
 
-    def save(step: int) -> None:
+    def save() -> None:
         if store is not None and collective.is_main:
-            store.save(model, optimizer, scheduler, {
-                "step": step, "config": config, "history": history, "samples": samples,
-                "evaluations": evaluations, "seconds": seconds, "skipped": skipped,
-            })
+            store.save(model, optimizer, scheduler, {"config": config, **asdict(done)})
         collective.barrier()
 
     progress = tqdm(range(start + 1, steps + 1), desc="recpo", disable=not collective.is_main, leave=False)
@@ -198,27 +212,27 @@ def train_recpo(
         metrics, paths = recpo_step(model, optimizer, batch, settings, generators, collective)
         scheduler.step()
         elapsed = time.perf_counter() - started
-        seconds, skipped = seconds + elapsed, skipped + int(metrics["skipped"] > 0)
-        _record(history, {**metrics, "learning_rate": learning_rate, "seconds_per_step": elapsed}, step, "train.")
+        done.step, done.seconds, done.skipped = step, done.seconds + elapsed, done.skipped + int(metrics["skipped"] > 0)
+        _record(done.history, {**metrics, "learning_rate": learning_rate, "seconds_per_step": elapsed}, step, "train.")
         if trainer.log_completions_steps and step % trainer.log_completions_steps == 0 and collective.is_main:
-            samples.extend(_sample_rows(step, batch, paths, group))
+            done.samples.extend(_sample_rows(step, batch, paths, group))
         progress.set_postfix(reward=f"{metrics['reward_mean']:.3f}", loss=f"{metrics['loss']:.3f}")
-        if trainer.refresh_every and step % trainer.refresh_every == 0 and step < steps:
+        if step == steps:
+            break
+        if trainer.refresh_every and step % trainer.refresh_every == 0:
             refresh_table()
-        if trainer.eval_steps and step % trainer.eval_steps == 0 and step < steps:
+        if trainer.eval_steps and step % trainer.eval_steps == 0:
             refresh_table()
-            evaluations[step] = validation()
-            _record(history, evaluations[step], step, "valid.")
-        if trainer.save_steps and step % trainer.save_steps == 0 and step < steps:
-            save(step)
+            done.evaluated(step, validation())
+        if trainer.save_steps and step % trainer.save_steps == 0:
+            save()
 
     if start < steps:
         refresh_table()  # the table must match the final weights, for evaluation and for the saved model
-        evaluations[steps] = validation()
-        _record(history, evaluations[steps], steps, "valid.")
-        save(steps)
-    seconds_per_step = seconds / max(steps, 1)
-    logger.info("RecPO: %d steps (from step %d), %.1f s/step, %d skipped", steps, start, seconds_per_step, skipped)
-    return RecPOResult(history=history, samples=samples, initial_metrics=evaluations.get(0, {}),
-                       final_metrics=evaluations.get(steps, {}), steps=steps, resumed_from=start,
-                       seconds_per_step=seconds_per_step, skipped_steps=skipped, evaluations=evaluations)
+        done.evaluated(steps, validation())
+        save()
+    seconds_per_step = done.seconds / max(steps, 1)
+    logger.info("RecPO: %d steps (from step %d), %.1f s/step, %d skipped", steps, start, seconds_per_step, done.skipped)
+    return RecPOResult(history=done.history, samples=done.samples, initial_metrics=done.evaluations.get(0, {}),
+                       final_metrics=done.evaluations.get(steps, {}), steps=steps, resumed_from=start,
+                       seconds_per_step=seconds_per_step, skipped_steps=done.skipped, evaluations=done.evaluations)
