@@ -70,13 +70,15 @@ class Rollout:
     old_item_logprobs: torch.Tensor     # users·G: log p(v⁺) in-batch at rollout time
 
 
-def _padded(rows: Sequence[torch.Tensor | list[int]], value: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad rows to one width; returns (values, mask)."""
+def _padded(
+    rows: Sequence[torch.Tensor | list[int]], device: torch.device, value: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad rows to one width on ``device``; returns (values, mask)."""
     width = max(len(row) for row in rows)
-    values = torch.full((len(rows), width), value)
-    mask = torch.zeros(len(rows), width)
+    values = torch.full((len(rows), width), value, device=device)
+    mask = torch.zeros(len(rows), width, device=device)
     for index, row in enumerate(rows):
-        values[index, :len(row)] = torch.as_tensor(row, dtype=values.dtype)
+        values[index, :len(row)] = torch.as_tensor(row, dtype=values.dtype, device=device)
         mask[index, :len(row)] = 1.0
     return values, mask
 
@@ -96,8 +98,8 @@ def policy_forward(
     cache = out.cache
     cache.batch_repeat_interleave(group)
     first_logits = out.logits[:, -1:].repeat_interleave(group, dim=0)
-    ids, completion_mask = _padded(completions, value=model.tokenizer.pad_token_id)
-    ids, completion_mask = ids.long().to(model.device), completion_mask.long().to(model.device)
+    ids, completion_mask = _padded(completions, model.device, value=model.tokenizer.pad_token_id)
+    ids, completion_mask = ids.long(), completion_mask.long()
     mask = torch.cat([prompt_mask.repeat_interleave(group, dim=0), completion_mask], dim=1)
     starts = prompt_mask.sum(dim=1).repeat_interleave(group).view(-1, 1)
     positions = starts + torch.arange(ids.shape[1], device=model.device).view(1, -1)
@@ -132,10 +134,10 @@ def rollout(
     columns = owners + collective.rank * users
     old_item_logprobs = in_batch_target_logprobs(generation.final_hidden, model.item_table[column_ids], columns,
                                                  column_ids, tau)
-    old_logprobs, mask = _padded([row.float().cpu() for row in generation.logprobs])
+    old_logprobs, mask = _padded([row.float() for row in generation.logprobs], model.device)
     return Rollout(
         token_ids=generation.token_ids, texts=generation.texts, truncated=generation.truncated,
-        old_logprobs=old_logprobs.to(model.device), mask=mask.to(model.device),
+        old_logprobs=old_logprobs, mask=mask,
         rank_part=rank_part.float(), sim_part=sim_part.float(), rewards=rewards.float(), advantages=advantages,
         selected=best_paths(advantages, settings.relabel_topk), columns=columns, column_ids=column_ids,
         old_item_logprobs=old_item_logprobs,
@@ -152,7 +154,8 @@ def policy_update(
     model.lm.train()
     logprobs, states = policy_forward(model, batch.prompts, paths.token_ids, group, settings.temperature)
     tokens = collective.total(paths.mask.sum())
-    token_count = tokens if settings.loss_type == "token_mean" else collective.total(torch.tensor(len(paths.mask)))
+    paths_count = torch.tensor(float(len(paths.mask)), device=model.device)  # collectives need the device
+    token_count = tokens if settings.loss_type == "token_mean" else collective.total(paths_count)
     token_loss, clipped = clipped_token_loss(logprobs, paths.old_logprobs, paths.advantages.flatten(), paths.mask,
                                              settings.epsilon, settings.epsilon_high, settings.loss_type,
                                              denominator=token_count.to(logprobs.dtype))

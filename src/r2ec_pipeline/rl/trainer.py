@@ -22,7 +22,7 @@ from transformers import get_constant_schedule_with_warmup
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.rl.checkpointing import CheckpointStore, ResumeError
 from r2ec_pipeline.rl.distributed import Collective
-from r2ec_pipeline.rl.step import Batch, RecPOSettings, recpo_step
+from r2ec_pipeline.rl.step import Batch, RecPOSettings, Rollout, recpo_step
 
 logger = logging.getLogger(__name__)
 
@@ -130,15 +130,12 @@ def _record(history: dict[str, list[dict[str, float]]], metrics: dict[str, float
         history.setdefault(f"{prefix}{name}", []).append({"value": float(value), "step": step})
 
 
-def _sample_rows(step: int, batch: Batch, paths, group: int) -> list[dict[str, Any]]:
-    rows = []
-    for row, text in enumerate(paths.texts):
-        user = row // group
-        rows.append({"step": step, "target_item_id": batch.targets[user], "path": row % group,
-                     "reward": round(float(paths.rewards.flatten()[row]), 6),
-                     "advantage": round(float(paths.advantages.flatten()[row]), 6),
-                     "best": bool(paths.selected.flatten()[row]), "truncated": paths.truncated[row], "text": text})
-    return rows
+def _sample_rows(step: int, batch: Batch, paths: Rollout, group: int) -> list[dict[str, Any]]:
+    rewards, advantages = paths.rewards.flatten().tolist(), paths.advantages.flatten().tolist()
+    best = paths.selected.flatten().tolist()
+    return [{"step": step, "target_item_id": batch.targets[row // group], "path": row % group,
+             "reward": round(rewards[row], 6), "advantage": round(advantages[row], 6), "best": best[row],
+             "truncated": paths.truncated[row], "text": text} for row, text in enumerate(paths.texts)]
 
 
 def _check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Any) -> None:
