@@ -35,7 +35,7 @@ RESUMABLE_CHANGES = {"max_steps", "num_train_epochs", "save_steps", "save_total_
 @dataclass(frozen=True)
 class TrainerSettings:
     per_device_train_batch_size: int = 4   # users per process per step
-    max_steps: int | None = 8              # None: num_train_epochs over the training users
+    max_steps: int | None = 12             # None: num_train_epochs over the training users
     num_train_epochs: float = 3.0          # the paper's cap
     learning_rate: float = 1e-5            # AdamW; constant after warmup (spec: 1e-5 constant)
     weight_decay: float = 0.0
@@ -62,13 +62,21 @@ class RecPOData:
 class RecPOResult:
     history: dict[str, list[dict[str, float]]]   # metric → [{"value", "step"}], for MLflow
     samples: list[dict[str, Any]]                 # sampled reasoning paths with their rewards
-    initial_metrics: dict[str, float]             # validation before training
-    final_metrics: dict[str, float]               # validation after the last step
+    evaluations: dict[int, dict[str, float]]      # step → validation metrics (0: before training)
     steps: int
     resumed_from: int = 0
     seconds_per_step: float = 0.0
     skipped_steps: int = 0
-    evaluations: dict[int, dict[str, float]] = field(default_factory=dict)
+
+    @property
+    def initial_metrics(self) -> dict[str, float]:
+        """Validation before training."""
+        return self.evaluations.get(0, {})
+
+    @property
+    def final_metrics(self) -> dict[str, float]:
+        """Validation after the last step."""
+        return self.evaluations.get(self.steps, {})
 
 
 @dataclass
@@ -230,6 +238,5 @@ def train_recpo(
         save()
     seconds_per_step = done.seconds / max(steps, 1)
     logger.info("RecPO: %d steps (from step %d), %.1f s/step, %d skipped", steps, start, seconds_per_step, done.skipped)
-    return RecPOResult(history=done.history, samples=done.samples, initial_metrics=done.evaluations.get(0, {}),
-                       final_metrics=done.evaluations.get(steps, {}), steps=steps, resumed_from=start,
-                       seconds_per_step=seconds_per_step, skipped_steps=done.skipped, evaluations=done.evaluations)
+    return RecPOResult(history=done.history, samples=done.samples, evaluations=done.evaluations, steps=steps,
+                       resumed_from=start, seconds_per_step=seconds_per_step, skipped_steps=done.skipped)
