@@ -53,6 +53,8 @@ TINY_TRAINING = {
     "sft.steps": 2, "sft.batch_size": 2, "sft.negatives": 2, "sft.eval_every": 1, "sft.eval_users": 2,
     "recpo.per_device_train_batch_size": 2, "recpo.num_generations": 2, "recpo.max_completion_length": 2,
     "recpo.max_steps": 2, "recpo.save_steps": 1, "recpo.eval_users": 2, "recpo.learning_rate": 1e-2,
+    "baselines.sasrec.max_epochs": 2, "baselines.sasrec.hidden_size": 8, "evaluation.users": 3,
+    "evaluation.reasoning_tokens": 2, "evaluation.top_n": 4, "registration.reasoning_tokens": 2,
 }
 
 
@@ -97,6 +99,31 @@ def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
     assert (project / "data/06_models/recpo/r2ec_config.json").is_file()
     checkpoints = sorted(p.name for p in (project / "data/06_models/recpo_checkpoints").iterdir())
     assert checkpoints == ["checkpoint-1", "checkpoint-2"]  # save_steps 1, and the end
+    # Evaluation: every model on the same 3 users per split, both modes for R²ec, exports and plots
+    metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
+    valid = pd.read_parquet(project / "data/05_model_input/valid_samples.parquet")
+    assert metrics["users"] == {"test": min(3, len(test)), "valid": min(3, len(valid))}
+    for split in ("valid", "test"):
+        assert set(metrics[split]) == {"popularity", "sasrec", "zero_shot", "sft", "recpo"}
+        assert set(metrics[split]["recpo"]) == {"direct", "reasoning"} and set(metrics[split]["sasrec"]) == {"direct"}
+        assert 0 < metrics[split]["recpo"]["reasoning"]["mrr"] <= 1
+    exported = pd.read_parquet(project / "data/08_reporting/rankings_export.parquet")
+    assert list(exported.columns) == ["user_id", "target_item_id", "history_item_ids", "topk_item_ids", "model", "mode"]
+    assert len(exported) == 3 * (2 + 3 * 2)  # test users × (2 baselines + 3 R²ec models × 2 modes)
+    raw_items = set(pd.read_parquet(project / "data/03_primary/items.parquet")["raw_item_id"])
+    # top_n 4 of a 4-item catalog, the user's history masked: lists are shorter, never hold masked items
+    assert all(set(ids) <= raw_items and len(ids) <= 4 - len(set(h)) for ids, h in
+               zip(exported["topk_item_ids"], exported["history_item_ids"], strict=True))
+    assert all(not set(ids) & set(h) for ids, h in zip(exported["topk_item_ids"], exported["history_item_ids"]))
+    assert set(exported["target_item_id"]) <= raw_items
+    assert client.get_metric_history(run.info.run_id, "eval.test.recpo.reasoning.ndcg_at_10")
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"metrics_test.png", "training_curves.png", "reasoning_samples.csv", "rankings_export.parquet",
+            "sasrec_report.json", "registration.json"} <= artifacts
+    # Registration: the first version is both challenger and champion
+    registration = json.loads((project / "data/08_reporting/registration.json").read_text())
+    assert registration["version"] == 1 and registration["aliases"] == ["challenger", "champion"]
+    assert int(client.get_model_version_by_alias("r2ec", "champion").version) == 1
 
 
 @pytest.mark.parametrize(

@@ -148,7 +148,8 @@ class SFTParams(_Params):
     )
     eval_every: int = Field(20, ge=1, description="Steps between validation runs (and at the last step).")
     eval_users: int | None = Field(
-        150, ge=1, description="Seeded subset of validation users (null: all); full ranking either way."
+        150, ge=0, description="Seeded subset of validation users (null: all; 0: no validation, keep the last "
+        "weights); full ranking either way."
     )
     selection_metric: METRIC_NAMES = Field("ndcg_at_10", description="Validation metric that picks the kept weights.")
     seed: int = 0
@@ -185,7 +186,9 @@ class RecPOParams(_Params):
         False, description="true: the latest checkpoint in recpo_checkpoints; a path: that checkpoint."
     )
     eval_steps: int | None = Field(None, ge=1, description="Validation every N steps (always before and after).")
-    eval_users: int | None = Field(48, ge=1, description="Seeded subset of validation users (null: all).")
+    eval_users: int | None = Field(
+        48, ge=0, description="Seeded subset of validation users (null: all; 0: no validation)."
+    )
     log_completions_steps: int = Field(1, ge=0, description="Keep sampled reasoning texts every N steps (0: never).")
     seed: int = 0
     # R²ec's own
@@ -213,6 +216,73 @@ class RecPOParams(_Params):
         return self
 
 
+class SASRecParams(_Params):
+    """SASRec baseline (Kang & McAuley 2018) with full-catalog cross-entropy at every position."""
+
+    max_length: int = Field(50, ge=1, description="Latest items the model reads.")
+    hidden_size: int = Field(64, ge=2)
+    num_blocks: int = Field(2, ge=1)
+    num_heads: int = Field(2, ge=1)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(128, ge=1, description="Training windows per step.")
+    max_epochs: int = Field(200, ge=1)
+    patience: int = Field(5, ge=1, description="Epochs without a better validation N@10 before stopping.")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> SASRecParams:
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        return self
+
+
+class BaselinesParams(_Params):
+    """Non-LLM baselines, trained on the training split and ranked by the evaluation stage."""
+
+    sasrec: SASRecParams = SASRecParams()
+
+
+EVALUATED_MODELS = ("popularity", "sasrec", "zero_shot", "sft", "recpo")
+R2EC_MODELS = ("zero_shot", "sft", "recpo")
+
+
+class EvaluationParams(_Params):
+    """Full ranking of every model in both modes on validation and test (spec §6)."""
+
+    users: int | None = Field(
+        32, ge=1, description="Seeded subset of users per split, the same for every model (null: every user)."
+    )
+    reasoning_tokens: int = Field(32, ge=1, description="Greedy reasoning tokens before <answer> is forced.")
+    ks: list[int] = Field([5, 10, 20], min_length=1, description="Cutoffs of Hit@K and NDCG@K.")
+    top_n: int = Field(50, ge=1, description="Items per sample in the rankings export.")
+    reasoning_samples: int = Field(5, ge=0, description="Reasoning texts kept per R²ec model and split.")
+    seed: int = 0
+
+
+class RegistrationParams(_Params):
+    """MLflow registration of the RecPO model and the champion/challenger gate."""
+
+    model_name: str = Field("r2ec", min_length=1, description="Registered model name.")
+    promotion_metric: str = Field(
+        "valid.recpo.reasoning.ndcg_at_10",
+        description="Key of metrics.json (split.model.mode.metric) the challenger must beat the champion on.",
+    )
+    default_k: int = Field(10, ge=1, description="Recommendations returned when a request gives no k.")
+    max_k: int = Field(100, ge=1, description="Largest k a request may ask for.")
+    reasoning_tokens: int = Field(32, ge=0, description="Greedy reasoning tokens when serving (0: no reasoning).")
+
+    @model_validator(mode="after")
+    def _metric_is_qualified(self) -> RegistrationParams:
+        parts = self.promotion_metric.split(".")
+        if len(parts) != 4 or parts[0] not in ("valid", "test") or parts[1] not in EVALUATED_MODELS:
+            raise ValueError(f"promotion_metric {self.promotion_metric!r} must read split.model.mode.metric, "
+                             f"e.g. 'valid.recpo.reasoning.ndcg_at_10'")
+        if self.default_k > self.max_k:
+            raise ValueError(f"default_k {self.default_k} > max_k {self.max_k}")
+        return self
+
+
 PARAMETER_MODELS: dict[str, type[_Params]] = {
     "data_ingestion": IngestionParams,
     "data_validation": ValidationParams,
@@ -220,6 +290,9 @@ PARAMETER_MODELS: dict[str, type[_Params]] = {
     "model": ModelParams,
     "sft": SFTParams,
     "recpo": RecPOParams,
+    "baselines": BaselinesParams,
+    "evaluation": EvaluationParams,
+    "registration": RegistrationParams,
 }
 
 

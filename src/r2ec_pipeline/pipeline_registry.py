@@ -8,22 +8,35 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from r2ec_pipeline.pipelines import data_ingestion, data_validation, prompts, recpo, sft
+from r2ec_pipeline.pipelines import (
+    baselines,
+    data_ingestion,
+    data_validation,
+    evaluation,
+    prompts,
+    recpo,
+    registration,
+    sft,
+)
 
 # The stages in the order they build on each other; each is also a DVC stage of the same name.
 STAGES = {
     "data_ingestion": data_ingestion.create_pipeline,
     "data_validation": data_validation.create_pipeline,
     "prompts": prompts.create_pipeline,
+    "baselines": baselines.create_pipeline,
     "sft": sft.create_pipeline,
     "recpo": recpo.create_pipeline,
+    "evaluation": evaluation.create_pipeline,
 }
+# After the stages: publishing to the MLflow registry is a side effect, not a reproducible DVC output.
+RELEASE = {"registration": registration.create_pipeline}
 DATA_PIPELINES = ("data_ingestion", "data_validation", "prompts")
 
 
 def register_pipelines() -> dict[str, Pipeline]:
-    """Every stage under its own name, ``data`` (ingestion → validation → prompts) and ``__default__`` (all)."""
-    pipelines = {name: create() for name, create in STAGES.items()}
+    """Every pipeline under its own name, ``data`` (ingestion → validation → prompts) and ``__default__`` (all)."""
+    pipelines = {name: create() for name, create in {**STAGES, **RELEASE}.items()}
     pipelines["data"] = sum((pipelines[name] for name in DATA_PIPELINES), Pipeline([]))
-    pipelines["__default__"] = sum(pipelines[name] for name in STAGES)
+    pipelines["__default__"] = sum(pipelines[name] for name in [*STAGES, *RELEASE])
     return pipelines

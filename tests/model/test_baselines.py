@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from r2ec_pipeline.baselines.popularity import Popularity
-from r2ec_pipeline.baselines.sasrec import SASRecSettings, pad_sequences, train_sasrec
+from r2ec_pipeline.baselines.sasrec import SASRecSettings, pad_sequences, train_sasrec, training_windows
 from r2ec_pipeline.metrics import ndcg_at_k
 from r2ec_pipeline.model.scoring import mask_items, target_ranks
 
@@ -26,16 +26,21 @@ def test_sequences_keep_the_latest_items_left_padded():
     assert pad_sequences([[1, 2, 3, 4], [7], []], 3).tolist() == [[2, 3, 4], [0, 0, 7], [0, 0, 0]]
 
 
+def test_training_windows_label_every_item_but_the_first_once():
+    inputs, labels = training_windows([[1, 2, 3, 4, 5, 6], [7], [8, 9]], max_length=3)
+    assert inputs.tolist() == [[3, 4, 5], [0, 1, 2], [0, 0, 8]]  # [7] alone has nothing to predict
+    assert labels.tolist() == [[4, 5, 6], [0, 2, 3], [0, 0, 9]]
+
+
 def test_sasrec_learns_a_next_item_rule_and_keeps_its_best_epoch():
     # the next item is always (last item mod 20) + 1: a rule only a sequential model can pick up
     rng = np.random.default_rng(0)
-    histories, targets = [], []
+    sequences = []
     for _ in range(600):
-        start, length = int(rng.integers(1, 21)), int(rng.integers(1, 6))
-        sequence = [(start + step - 1) % 20 + 1 for step in range(length + 1)]
-        histories.append(sequence[:-1])
-        targets.append(sequence[-1])
-    valid_histories, valid_targets = histories[:100], torch.tensor(targets[:100])
+        start, length = int(rng.integers(1, 21)), int(rng.integers(2, 7))
+        sequences.append([(start + step - 1) % 20 + 1 for step in range(length)])
+    valid_histories = [sequence[:-1] for sequence in sequences[:100]]
+    valid_targets = torch.tensor([sequence[-1] for sequence in sequences[:100]])
 
     def evaluate(model) -> float:
         with torch.no_grad():
@@ -43,6 +48,6 @@ def test_sasrec_learns_a_next_item_rule_and_keeps_its_best_epoch():
         return ndcg_at_k(target_ranks(scores, valid_targets).numpy(), 10)
 
     settings = SASRecSettings(max_length=8, hidden_size=32, dropout=0.0, batch_size=64, max_epochs=15, patience=3)
-    model, log = train_sasrec(20, histories[100:], targets[100:], evaluate, settings)
+    model, log = train_sasrec(20, sequences[100:], evaluate, settings)
     assert log[-1]["loss"] < log[0]["loss"], log
     assert evaluate(model) == max(entry["valid_ndcg_at_10"] for entry in log) > 0.9

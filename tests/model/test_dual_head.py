@@ -189,3 +189,16 @@ def test_top_layers_puts_adapters_only_on_the_top_layers(tiny_backbone_dir, tmp_
     assert adapted == {"1"}  # the tiny backbone has layers 0 and 1
     with pytest.raises(ValueError, match="top_layers must be in 1..2"):
         attach_adapters(load_causal_lm(str(tiny_backbone_dir), tmp_path), AdapterSettings(top_layers=5))
+
+
+def test_direct_state_read_off_the_prompt_cache_equals_encoding_prompt_plus_tag(model):
+    with torch.no_grad():  # non-zero adapters, so the adapter path is part of the comparison
+        for name, parameter in model.lm.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.1)
+    plain = generate_reasoning(model, PROMPTS, max_new_tokens=5)
+    both = generate_reasoning(model, PROMPTS, max_new_tokens=5, direct=True)
+    expected = model.encode(model.user_texts(PROMPTS))
+    torch.testing.assert_close(both.direct_hidden, expected, atol=1e-4, rtol=1e-3)
+    assert both.token_ids == plain.token_ids  # the tag was cropped off the cache before generating
+    torch.testing.assert_close(both.final_hidden, plain.final_hidden, atol=1e-4, rtol=1e-3)

@@ -32,21 +32,28 @@ def relative_time(seconds: int) -> str:
     return f"{days}d {rest / 3600:.1f}h ago"
 
 
-def history_line(seconds_before: int, title: str, rating: float) -> str:
-    """One history line of the user prompt."""
-    return f"- {relative_time(seconds_before)}: [{title}] rating {rating:g}"
+def history_line(seconds_before: int | None, title: str, rating: float | None) -> str:
+    """One history line of the user prompt; an unknown time or rating is left out of the line."""
+    when = f"{relative_time(seconds_before)}: " if seconds_before is not None else ""
+    rated = f" rating {rating:g}" if rating is not None else ""
+    return f"- {when}[{title}]{rated}"
 
 
 def history_lines(
     item_ids: Sequence[int],
-    ratings: Sequence[float],
-    timestamps: Sequence[int],
-    target_time: int,
+    ratings: Sequence[float] | None,
+    timestamps: Sequence[int] | None,
+    target_time: int | None,
     titles: dict[int, str],
 ) -> list[str]:
-    """The history lines of a user prompt, oldest first; refuses an empty history or unknown items."""
+    """The history lines of a user prompt, oldest first; refuses an empty history or unknown items.
+
+    Ratings and timestamps may be None (a served request need not know them): lines then omit them.
+    """
     if len(item_ids) == 0:
         raise PromptError("empty history: a user needs at least one earlier interaction to get a prompt")
+    ratings = [None] * len(item_ids) if ratings is None else ratings
+    timestamps = [None] * len(item_ids) if timestamps is None or target_time is None else timestamps
     if not len(item_ids) == len(ratings) == len(timestamps):
         raise PromptError(f"history lengths differ: {len(item_ids)} items, {len(ratings)} ratings, "
                           f"{len(timestamps)} timestamps")
@@ -55,7 +62,8 @@ def history_lines(
         raise PromptError(f"unknown item ids in history: {unknown[:10]} (catalog has {len(titles)} items, "
                           f"ids {min(titles)}..{max(titles)})")
     return [
-        history_line(target_time - int(stamp), titles[int(item)], float(rating))
+        history_line(None if stamp is None else target_time - int(stamp), titles[int(item)],
+                     None if rating is None else float(rating))
         for item, rating, stamp in zip(item_ids, ratings, timestamps)
     ]
 

@@ -119,3 +119,13 @@ def load_causal_lm(
         if not (path / "config.json").is_file():
             raise BackboneError(f"backbone folder {spec!r} has no config.json: not a Hugging Face checkpoint")
     return AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, dtype=dtype)
+
+
+def backbone_folder(spec: str, cache_root: str | os.PathLike[str]) -> Path:
+    """The Hugging Face folder holding the backbone's weights and tokenizer (a packaged GGUF is cached first)."""
+    if not spec.startswith("packaged:"):
+        return _local_folder(spec)
+    cached = cache_dir_for(spec, cache_root)
+    if not (cached / _WEIGHTS_MARKER).is_file():
+        load_causal_lm(spec, cache_root)
+    return cached

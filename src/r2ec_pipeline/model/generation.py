@@ -6,7 +6,9 @@ generated tokens, one log-probability per token (under the sampling temperature,
 truncation, as RecPO's importance ratios need) and the last-layer hidden state at the tag's last
 token. That hidden state is the user state h, so no second forward pass over the whole sequence is
 needed. With ``group`` > 1 each prompt is run once and its KV cache repeated for its ``group`` paths
-(RecPO's G samples per user), so the long prompt is not paid for G times.
+(RecPO's G samples per user), so the long prompt is not paid for G times. With ``direct=True`` the
+no-reasoning user state (prompt + answer tag) is read off the same prompt cache before generating,
+so evaluating both modes costs one prompt pass, not two.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Generation:
     texts: list[str]                 # decoded generated text, ending with the answer tag
     truncated: list[bool]            # the cap was reached and the tag appended
     final_hidden: torch.Tensor       # B×d hidden state at the tag's last token (the user state h)
+    direct_hidden: torch.Tensor | None = None  # B×d state of prompt + tag, no reasoning (``direct=True``)
 
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -49,6 +52,21 @@ def _next_tokens(logits: torch.Tensor, do_sample: bool, top_k: int | None, gener
     return torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, generator, strict=True)])
 
 
+def _direct_states(
+    model: R2ecModel, cache, mask: torch.Tensor, next_position: torch.Tensor, tag_ids: list[int]
+) -> torch.Tensor:
+    """h after prompt + answer tag, run on the prompt's cache; the tag is cropped off the cache again."""
+    rows, width = mask.shape[0], len(tag_ids)
+    tag = torch.tensor(tag_ids, device=mask.device).expand(rows, -1)
+    out = model.decoder(
+        input_ids=tag, attention_mask=torch.cat([mask, torch.ones_like(tag)], dim=1),
+        position_ids=next_position.unsqueeze(1) + torch.arange(width, device=mask.device), cache=cache,
+        use_cache=True,
+    )
+    cache.crop(-width)
+    return out.last_hidden_state[:, -1].float()
+
+
 @torch.no_grad()
 def generate_reasoning(
     model: R2ecModel,
@@ -59,6 +77,7 @@ def generate_reasoning(
     top_k: int | None = None,
     generator: Generators = None,
     group: int = 1,
+    direct: bool = False,
 ) -> Generation:
     """Generate ``group`` reasoning paths per prompt (rows prompt-major), each ending with the answer tag.
 
@@ -78,6 +97,11 @@ def generate_reasoning(
                    use_cache=True, logits_to_keep=1)
     cache, logits = out.cache, out.logits[:, -1].float() / temperature
     next_position = position_ids(mask)[:, -1] + 1
+    direct_hidden = None
+    if direct:
+        if not cache.is_croppable:
+            raise ValueError(f"{type(model.lm).__name__}'s cache cannot be cropped: encode the direct mode apart")
+        direct_hidden = _direct_states(model, cache, mask, next_position, tag_ids)
     if group > 1:
         cache.batch_repeat_interleave(group)
         logits, mask, next_position = (t.repeat_interleave(group, dim=0) for t in (logits, mask, next_position))
@@ -125,4 +149,5 @@ def generate_reasoning(
         texts=[tokenizer.decode(row) for row in generated],
         truncated=truncated,
         final_hidden=final_hidden,
+        direct_hidden=direct_hidden,
     )

@@ -65,10 +65,14 @@ def train_sft(
     user_prompts: Sequence[str],
     target_ids: Sequence[int],
     item_prompt: dict[int, str],
-    evaluate: Callable[[R2ecModel], dict[str, float]],
+    evaluate: Callable[[R2ecModel], dict[str, float]] | None,
     settings: SFTSettings,
 ) -> SFTResult:
-    """Train the adapters; keep the weights (and item table) with the best validation metric."""
+    """Train the adapters; keep the weights (and item table) with the best validation metric.
+
+    Without ``evaluate`` nothing is validated: the last weights are kept and the item table is
+    encoded once at the end (the evaluation stage validates them instead).
+    """
     if min(settings.batch_size, len(user_prompts)) + settings.negatives < 2:
         raise ValueError(
             f"SFT needs at least 2 items in each softmax: {len(user_prompts)} training sample(s), "
@@ -82,9 +86,9 @@ def train_sft(
     optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     history: dict[str, list[dict[str, float]]] = {}
 
-    evaluations = {0: evaluate(model)}  # step → validation metrics; step 0 is the zero-shot model
-    _record(history, evaluations[0], 0, "valid.")
-    best_value, best_step = evaluations[0][settings.selection_metric], 0
+    evaluations = {0: evaluate(model)} if evaluate else {}  # step → validation metrics; 0 is zero-shot
+    _record(history, evaluations.get(0, {}), 0, "valid.")
+    best_value, best_step = evaluations[0][settings.selection_metric] if evaluate else float("-inf"), 0
     best_state, best_table = _trainable_state(model), model.item_table.clone()
     model.lm.train()
     train_seconds = 0.0
@@ -106,7 +110,7 @@ def train_sft(
         train_seconds += time.perf_counter() - started
         _record(history, {"loss": loss.item(), "grad_norm": float(grad_norm)}, step, "train.")
         progress.set_postfix(loss=f"{loss.item():.3f}")
-        if step % settings.eval_every == 0 or step == settings.steps:
+        if evaluate and (step % settings.eval_every == 0 or step == settings.steps):
             metrics = evaluations[step] = evaluate(model)
             _record(history, metrics, step, "valid.")
             logger.info("sft step %d: loss %.4f, valid %s %.4f", step, loss.item(),
@@ -115,6 +119,9 @@ def train_sft(
                 best_value, best_step = metrics[settings.selection_metric], step
                 best_state, best_table = _trainable_state(model), model.item_table.clone()
             model.lm.train()
+    if not evaluate:
+        model.build_item_table(list(catalog), [item_prompt[int(i)] for i in catalog])
+        return SFTResult(history, {}, {}, settings.steps, train_seconds / settings.steps)
     _restore(model, best_state)
     model.item_table = best_table
     return SFTResult(history, evaluations[0], evaluations[best_step], best_step, train_seconds / settings.steps)

@@ -94,7 +94,8 @@ def train_recpo_model(
     values = config.model_dump()
     checkpoints.keep = config.save_total_limit
     result = train_recpo(model, data, RecPOSettings(**_fields(RecPOSettings, values)),
-                         TrainerSettings(**_fields(TrainerSettings, values)), evaluate=evaluate, store=checkpoints,
+                         TrainerSettings(**_fields(TrainerSettings, values)),
+                         evaluate=evaluate if len(eval_samples) else None, store=checkpoints,
                          resume_from_checkpoint=config.resume_from_checkpoint, collective=collective)
     rewards = [point["value"] for point in result.history.get("train.reward_mean", [])]
     report = {
@@ -104,6 +105,11 @@ def train_recpo_model(
         "resumed_from_step": result.resumed_from,
         "skipped_steps": result.skipped_steps,
         "reward_mean_by_step": rewards,
+        "validation_by_step": {
+            mode: {str(step): values[f"{mode}.ndcg_at_10"] for step, values in sorted(result.evaluations.items())
+                   if f"{mode}.ndcg_at_10" in values}
+            for mode in ("reasoning", "direct")
+        },
         "seconds_per_step": result.seconds_per_step,
         "eval_users": len(eval_samples),
         "world_size": collective.world_size,

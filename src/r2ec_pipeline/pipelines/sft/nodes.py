@@ -71,7 +71,7 @@ def train_sft_model(
     settings = SFTSettings(**config.model_dump(exclude={"eval_users"}))
     result = train_sft(
         model, train_samples["prompt"].tolist(), train_samples["target_item_id"].astype(int).tolist(),
-        prompts_by_item, evaluate, settings,
+        prompts_by_item, evaluate if len(eval_samples) else None, settings,
     )
     steps_per_epoch = len(train_samples) / config.batch_size
     report = {
@@ -83,6 +83,7 @@ def train_sft_model(
         "estimated_seconds_per_epoch": result.seconds_per_step * steps_per_epoch,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    logger.info("zero-shot N@10 %.4f → SFT N@10 %.4f (step %d)", result.initial_metrics["ndcg_at_10"],
-                result.best_metrics["ndcg_at_10"], result.best_step)
+    if result.best_metrics:
+        logger.info("zero-shot N@10 %.4f → SFT N@10 %.4f (step %d)", result.initial_metrics["ndcg_at_10"],
+                    result.best_metrics["ndcg_at_10"], result.best_step)
     return model, result.history, report

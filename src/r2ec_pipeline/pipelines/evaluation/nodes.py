@@ -1,0 +1,170 @@
+"""Nodes of the evaluation pipeline: rank every model on the same users, then metrics and exports.
+
+Each ranking node returns one row per (split, sample, mode) with the target's rank and the top
+``top_n`` items; ``summarise_rankings`` turns them into metrics.json, MLflow metrics and the rankings
+export, so every model goes through the same metric code.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from matplotlib.figure import Figure
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from r2ec_pipeline.baselines.popularity import Popularity
+from r2ec_pipeline.baselines.sasrec import SASRec
+from r2ec_pipeline.config import parse_block
+from r2ec_pipeline.data.samples import seeded_subset
+from r2ec_pipeline.model.dual_head import R2ecModel
+from r2ec_pipeline.model.evaluation import Ranking, rank_both_modes
+from r2ec_pipeline.model.scoring import mask_items
+from r2ec_pipeline.pipelines.baselines.nodes import sasrec_scores
+from r2ec_pipeline.pipelines.sft.nodes import build_dual_head, mask_lists
+from r2ec_pipeline.reporting import (
+    flatten, markdown_table, metrics_bar_chart, metrics_by_model, results_table, training_curves,
+)
+
+logger = logging.getLogger(__name__)
+SPLIT_NAMES = ("valid", "test")
+
+
+def select_evaluation_samples(valid_samples: pd.DataFrame, test_samples: pd.DataFrame,
+                              params: dict[str, Any]) -> pd.DataFrame:
+    """The seeded subset of each split that every model is ranked on (all samples if ``users`` is null)."""
+    config = parse_block("evaluation", params)
+    parts = [seeded_subset(samples, config.users, config.seed).assign(split=split)
+             for split, samples in zip(SPLIT_NAMES, (valid_samples, test_samples), strict=True)]
+    samples = pd.concat(parts, ignore_index=True)
+    logger.info("evaluating on %s samples", samples["split"].value_counts().to_dict())
+    return samples
+
+
+def _rows(model: str, mode: str, samples: pd.DataFrame, ranking: Ranking, reasoning: list[str] | None) -> pd.DataFrame:
+    """One row per sample; masked items (score −inf) never appear in a top list, so lists may be shorter."""
+    finite = np.isfinite(ranking.top_scores)
+    return pd.DataFrame({
+        "model": model, "mode": mode, "split": samples["split"].to_numpy(),
+        "user_id": samples["user_id"].astype(int).to_numpy(),
+        "target_item_id": samples["target_item_id"].astype(int).to_numpy(),
+        "rank": ranking.ranks.astype(int),
+        "topk_item_ids": [ids[keep] for ids, keep in zip(ranking.top_ids.astype(int), finite, strict=True)],
+        "topk_scores": [values[keep] for values, keep in zip(ranking.top_scores.astype(float), finite, strict=True)],
+        "reasoning": reasoning if reasoning is not None else [None] * len(samples),
+    })
+
+
+def _rank_scores(model: str, scores: torch.Tensor, samples: pd.DataFrame, masks: list[list[int]],
+                 top_n: int) -> pd.DataFrame:
+    ranking = Ranking.from_scores(mask_items(scores, masks), samples["target_item_id"].astype(int).tolist(), top_n)
+    return _rows(model, "direct", samples, ranking, None)
+
+
+def rank_popularity(counts: pd.DataFrame, samples: pd.DataFrame, interactions: pd.DataFrame,
+                    model_params: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
+    """Popularity ranked like every other model (history masked)."""
+    masks = mask_lists(samples, interactions, parse_block("model", model_params).history_mask)
+    popularity = Popularity.fit(counts["item_id"].repeat(counts["count"]).astype(int).tolist(),
+                                int(counts["item_id"].max()))
+    return _rank_scores("popularity", popularity.score(masks), samples, masks, parse_block("evaluation", params).top_n)
+
+
+def rank_sasrec(sasrec: SASRec, samples: pd.DataFrame, interactions: pd.DataFrame,
+                model_params: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
+    """SASRec reads each user's full earlier history (its latest ``max_length`` items)."""
+    masks = mask_lists(samples, interactions, parse_block("model", model_params).history_mask)
+    full = mask_lists(samples, interactions, "full")
+    return _rank_scores("sasrec", sasrec_scores(sasrec, full), samples, masks, parse_block("evaluation", params).top_n)
+
+
+def _rank_r2ec(name: str, model: R2ecModel, samples: pd.DataFrame, interactions: pd.DataFrame,
+               model_params: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
+    """Both modes from one prompt pass per batch: greedy reasoning, and direct (no reasoning)."""
+    model_config, config = parse_block("model", model_params), parse_block("evaluation", params)
+    masks = mask_lists(samples, interactions, model_config.history_mask)
+    rankings, texts = rank_both_modes(model, samples["prompt"].tolist(), samples["target_item_id"].astype(int).tolist(),
+                                      masks, config.reasoning_tokens, model_config.encode_batch_size,
+                                      top_n=config.top_n)
+    return pd.concat([_rows(name, "direct", samples, rankings["direct"], None),
+                      _rows(name, "reasoning", samples, rankings["reasoning"], texts)], ignore_index=True)
+
+
+def rank_zero_shot(backbone_lm: PreTrainedModel, backbone_tokenizer: PreTrainedTokenizerBase,
+                   item_prompts: pd.DataFrame, samples: pd.DataFrame, interactions: pd.DataFrame,
+                   model_params: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
+    """The untrained dual-head model: the backbone's own hidden states as user and item embeddings."""
+    model = build_dual_head(backbone_lm, backbone_tokenizer, model_params)
+    batch = max(parse_block("model", model_params).encode_batch_size, 32)
+    model.build_item_table(item_prompts["item_id"].astype(int).tolist(), item_prompts["prompt"].tolist(), batch)
+    return _rank_r2ec("zero_shot", model, samples, interactions, model_params, params)
+
+
+def rank_sft(sft_model: R2ecModel | None, samples: pd.DataFrame, interactions: pd.DataFrame,
+             model_params: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
+    """The SFT checkpoint (its saved item table)."""
+    if sft_model is None:
+        raise FileNotFoundError("no SFT checkpoint in data/06_models/sft: run `kedro run --pipelines sft` first")
+    return _rank_r2ec("sft", sft_model, samples, interactions, model_params, params)
+
+
+def rank_recpo(recpo_model: R2ecModel, samples: pd.DataFrame, interactions: pd.DataFrame,
+               model_params: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
+    """The RecPO model (its saved item table)."""
+    return _rank_r2ec("recpo", recpo_model, samples, interactions, model_params, params)
+
+
+def summarise_rankings(
+    popularity: pd.DataFrame, sasrec: pd.DataFrame, zero_shot: pd.DataFrame, sft: pd.DataFrame,
+    recpo: pd.DataFrame, params: dict[str, Any],
+) -> tuple[dict[str, Any], dict[str, list[dict[str, float]]], pd.DataFrame, Figure]:
+    """metrics.json, the same as MLflow metrics, every ranking in one table, and a bar chart."""
+    rankings = pd.concat([popularity, sasrec, zero_shot, sft, recpo], ignore_index=True)
+    metrics = metrics_by_model(rankings, parse_block("evaluation", params).ks)
+    history = {name: [{"value": value, "step": 0}] for name, value in flatten(metrics).items()}
+    logger.info("test results:\n%s", markdown_table(results_table(metrics, "test")))
+    return metrics, history, rankings, metrics_bar_chart(metrics, "test")
+
+
+def export_rankings(rankings: pd.DataFrame, interactions: pd.DataFrame, items: pd.DataFrame, samples: pd.DataFrame,
+                    model_params: dict[str, Any]) -> pd.DataFrame:
+    """Test rankings with the dataset's raw ids, for scoring outside this project."""
+    users = interactions.drop_duplicates("user_id").set_index("user_id")["raw_user_id"]
+    raw_items = dict(zip(items["item_id"].astype(int), items["raw_item_id"].astype(str), strict=True))
+    test = samples[samples["split"] == "test"]
+    history_mask = parse_block("model", model_params).history_mask
+    histories = dict(zip(test["user_id"].astype(int), mask_lists(test, interactions, history_mask), strict=True))
+    rows = rankings[rankings["split"] == "test"]
+
+    def raw(ids) -> list[str]:
+        return [raw_items[int(i)] for i in ids]
+
+    return pd.DataFrame({
+        "user_id": rows["user_id"].map(users).astype(str).to_numpy(),
+        "target_item_id": raw(rows["target_item_id"]),
+        "history_item_ids": [raw(histories[int(u)]) for u in rows["user_id"]],
+        "topk_item_ids": [raw(ids) for ids in rows["topk_item_ids"]],
+        "model": rows["model"].to_numpy(), "mode": rows["mode"].to_numpy(),
+    })
+
+
+def reasoning_samples(rankings: pd.DataFrame, items: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
+    """A few users per R²ec model and split: target, top-5 titles and the greedy reasoning, to read."""
+    keep = parse_block("evaluation", params).reasoning_samples
+    titles = dict(zip(items["item_id"].astype(int), items["title"], strict=True))
+    with_text = rankings[rankings["mode"] == "reasoning"]
+    picked = with_text.groupby(["model", "split"], sort=False).head(keep)
+    return pd.DataFrame({
+        "model": picked["model"], "split": picked["split"], "user_id": picked["user_id"],
+        "target": picked["target_item_id"].map(titles), "target_rank": picked["rank"],
+        "top5": [" | ".join(titles[int(i)] for i in ids[:5]) for ids in picked["topk_item_ids"]],
+        "reasoning": picked["reasoning"],
+    })
+
+
+def plot_training_curves(recpo_report: dict[str, Any], sasrec_report: dict[str, Any]) -> Figure:
+    """RecPO reward per step and validation N@10 during training (SASRec epochs, RecPO validations)."""
+    return training_curves(recpo_report, sasrec_report)

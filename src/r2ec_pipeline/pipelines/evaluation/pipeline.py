@@ -1,0 +1,44 @@
+"""evaluation: Pop, SASRec, R²ec zero-shot, SFT and RecPO ranked on the same users → metrics, exports, plots."""
+
+from kedro.pipeline import Node, Pipeline
+
+from r2ec_pipeline.pipelines.evaluation.nodes import (
+    export_rankings,
+    plot_training_curves,
+    rank_popularity,
+    rank_recpo,
+    rank_sasrec,
+    rank_sft,
+    rank_zero_shot,
+    reasoning_samples,
+    select_evaluation_samples,
+    summarise_rankings,
+)
+
+_RANKED = ["evaluation_samples", "validated_interactions", "params:model", "params:evaluation"]
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(select_evaluation_samples, ["valid_samples", "test_samples", "params:evaluation"],
+                 "evaluation_samples", name="select_evaluation_samples"),
+            Node(rank_popularity, ["popularity_counts", *_RANKED], "popularity_rankings", name="rank_popularity"),
+            Node(rank_sasrec, ["sasrec_model", *_RANKED], "sasrec_rankings", name="rank_sasrec"),
+            Node(rank_zero_shot, ["backbone_lm", "backbone_tokenizer", "item_prompts", *_RANKED],
+                 "zero_shot_rankings", name="rank_zero_shot"),
+            Node(rank_sft, ["sft_model", *_RANKED], "sft_rankings", name="rank_sft"),
+            Node(rank_recpo, ["recpo_model", *_RANKED], "recpo_rankings", name="rank_recpo"),
+            Node(summarise_rankings,
+                 ["popularity_rankings", "sasrec_rankings", "zero_shot_rankings", "sft_rankings", "recpo_rankings",
+                  "params:evaluation"],
+                 ["evaluation_metrics", "evaluation_history", "evaluation_rankings", "metrics_plot"],
+                 name="summarise_rankings"),
+            Node(export_rankings, ["evaluation_rankings", "validated_interactions", "validated_items",
+                                   "evaluation_samples", "params:model"], "rankings_export", name="export_rankings"),
+            Node(reasoning_samples, ["evaluation_rankings", "validated_items", "params:evaluation"],
+                 "reasoning_samples", name="reasoning_samples"),
+            Node(plot_training_curves, ["recpo_report", "sasrec_report"], "training_curves_plot",
+                 name="plot_training_curves"),
+        ]
+    )

@@ -1,0 +1,54 @@
+"""Node of the registration pipeline: log, register, gate the champion alias, report."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from r2ec_pipeline.config import parse_block
+from r2ec_pipeline.reporting import lookup
+from r2ec_pipeline.serving.pyfunc import ServingSettings
+from r2ec_pipeline.serving.registry import log_pyfunc, register_and_gate
+
+logger = logging.getLogger(__name__)
+
+
+def example_request(samples: pd.DataFrame, items: pd.DataFrame, k: int) -> pd.DataFrame:
+    """One real user's latest history in raw ids: the model's input example in MLflow."""
+    raw = dict(zip(items["item_id"].astype(int), items["raw_item_id"].astype(str), strict=True))
+    sample = samples.iloc[0]
+    return pd.DataFrame([{
+        "history_item_ids": [raw[int(i)] for i in sample["history_item_ids"]][-5:],
+        "history_ratings": [float(r) for r in sample["history_ratings"]][-5:],
+        "history_timestamps": [int(t) for t in sample["history_timestamps"]][-5:],
+        "k": k,
+    }])
+
+
+def register_model(
+    checkpoint: Path,
+    backbone: Path,
+    items: pd.DataFrame,
+    test_samples: pd.DataFrame,
+    metrics: dict[str, Any],
+    prompts_params: dict[str, Any],
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """Log the RecPO checkpoint as a pyfunc in the run, register it, move ``champion`` only if it wins."""
+    prompts, config = parse_block("prompts", prompts_params), parse_block("registration", params)
+    settings = ServingSettings(
+        user_instruction=prompts.user_instruction, window_size=prompts.window_size,
+        max_user_prompt_tokens=prompts.max_user_prompt_tokens, reasoning_tokens=config.reasoning_tokens,
+        default_k=config.default_k, max_k=config.max_k,
+    )
+    value = lookup(metrics, config.promotion_metric)
+    if value is None:
+        logger.warning("metrics.json has no %s: the new version cannot become champion", config.promotion_metric)
+    info = log_pyfunc(checkpoint, backbone, items, settings, example_request(test_samples, items, config.default_k))
+    report = register_and_gate(info.model_uri, config.model_name, config.promotion_metric, value)
+    log = logger.info if report["promoted"] else logger.warning
+    log("%s version %s: %s", config.model_name, report["version"], report["promotion"])
+    return report

@@ -1,0 +1,128 @@
+"""Metrics tables and plots from the evaluation stage's outputs (used by nodes and by `make run`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from r2ec_pipeline.metrics import ranking_metrics  # noqa: E402
+
+MODEL_LABELS = {"popularity": "Pop", "sasrec": "SASRec", "zero_shot": "R²ec zero-shot", "sft": "SFT",
+                "recpo": "RecPO"}
+TABLE_METRICS = ("hit_at_5", "ndcg_at_5", "hit_at_10", "ndcg_at_10", "hit_at_20", "ndcg_at_20", "mrr")
+
+
+def metrics_by_model(rankings: pd.DataFrame, ks: Iterable[int]) -> dict[str, Any]:
+    """``{split: {model: {mode: {metric: value}}}}`` plus ``users`` per split, from per-sample ranks."""
+    ks = list(ks)
+    result: dict[str, Any] = {}
+    for (split, model, mode), group in rankings.groupby(["split", "model", "mode"], sort=False):
+        result.setdefault(split, {}).setdefault(model, {})[mode] = ranking_metrics(group["rank"], ks)
+    first = rankings.drop_duplicates(["split", "model", "mode"]).iloc[0] if len(rankings) else None
+    users = {}
+    if first is not None:
+        same = rankings[(rankings["model"] == first["model"]) & (rankings["mode"] == first["mode"])]
+        users = same.groupby("split").size().astype(int).to_dict()
+    result["users"] = users
+    return result
+
+
+def lookup(metrics: dict[str, Any], key: str) -> float | None:
+    """The value at a dotted key (``valid.recpo.reasoning.ndcg_at_10``), or None if absent."""
+    node: Any = metrics
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return float(node) if isinstance(node, int | float) else None
+
+
+def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Dotted names → values, for MLflow."""
+    flat: dict[str, float] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        elif isinstance(value, int | float):
+            flat[name] = float(value)
+    return flat
+
+
+def results_table(metrics: dict[str, Any], split: str = "test") -> pd.DataFrame:
+    """One row per model and mode (baselines first), the usual metric columns."""
+    rows = []
+    for model in MODEL_LABELS:
+        for mode, values in (metrics.get(split, {}).get(model) or {}).items():
+            label = MODEL_LABELS[model] + ("" if model in ("popularity", "sasrec") else f" ({mode})")
+            rows.append({"model": label, **{m: values.get(m) for m in TABLE_METRICS if m in values}})
+    return pd.DataFrame(rows)
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """A GitHub markdown table with 4 decimals."""
+    header = "| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns) + "\n"
+    body = "".join("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |\n"
+                   for row in table.itertuples(index=False))
+    return header + body
+
+
+def metrics_bar_chart(metrics: dict[str, Any], split: str = "test") -> plt.Figure:
+    """Hit@10 and NDCG@10 per model and mode on ``split``."""
+    table = results_table(metrics, split)
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for axis, name in zip(axes, ("hit_at_10", "ndcg_at_10"), strict=True):
+        values = table[name] if name in table else pd.Series(dtype=float)
+        axis.barh(table["model"], values, color="tab:blue")
+        axis.invert_yaxis()
+        axis.set_title(f"{name.replace('_at_', '@').upper()} ({split}, {metrics.get('users', {}).get(split, 0)} users)")
+        for y, value in enumerate(values):
+            axis.text(value, y, f" {value:.3f}", va="center", fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def training_curves(recpo_report: dict[str, Any], sasrec_report: dict[str, Any]) -> plt.Figure:
+    """RecPO's mean reward per step, and validation N@10 over training for every model that validated."""
+    figure, (reward_axis, ndcg_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    rewards = recpo_report.get("reward_mean_by_step", [])
+    reward_axis.plot(range(1, len(rewards) + 1), rewards, marker="o")
+    reward_axis.set(title="RecPO mean reward per step", xlabel="step", ylabel="reward")
+    log = sasrec_report.get("log", [])
+    if log:
+        ndcg_axis.plot([e["epoch"] for e in log], [e["valid_ndcg_at_10"] for e in log], label="SASRec (epoch)")
+    for name, points in (recpo_report.get("validation_by_step") or {}).items():
+        steps = sorted(points, key=int)
+        ndcg_axis.plot([int(s) for s in steps], [points[s] for s in steps], marker="o", label=f"RecPO {name} (step)")
+    ndcg_axis.set(title="validation N@10 during training", xlabel="epoch / step", ylabel="NDCG@10")
+    handles, labels = ndcg_axis.get_legend_handles_labels()
+    if handles:
+        unique = dict(zip(labels, handles, strict=True))
+        ndcg_axis.legend(unique.values(), unique.keys(), fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def print_summary(metrics_path: str | Path, registration_path: str | Path) -> str:
+    """What `make run` prints at the end: the test table and the registered model version."""
+    metrics = json.loads(Path(metrics_path).read_text())
+    users = metrics.get("users", {})
+    lines = [f"Test metrics ({users.get('test', '?')} test users, full ranking over the catalog, history masked):",
+             markdown_table(results_table(metrics, "test"))]
+    if Path(registration_path).is_file():
+        registration = json.loads(Path(registration_path).read_text())
+        lines.append(f"Registered model: {registration['model_name']} version {registration['version']} "
+                     f"(aliases: {', '.join(registration['aliases']) or 'none'}); {registration['promotion']}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(print_summary("data/08_reporting/metrics.json", "data/08_reporting/registration.json"))

@@ -1,0 +1,89 @@
+"""Log the dual-head model as an MLflow pyfunc, register it, and gate the ``champion`` alias.
+
+A new version always gets the ``challenger`` alias; ``champion`` moves to it only when its
+promotion metric (stored as a version tag) beats the current champion's. A refused promotion is a
+normal outcome, reported and tagged, never an error.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+import r2ec_pipeline
+from r2ec_pipeline.serving.pyfunc import SIGNATURE, R2ecPyfunc, ServingSettings
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+METRIC_TAG = "promotion_metric"
+VALUE_TAG = "promotion_value"
+# What the served model imports; `--env-manager local` uses the current environment instead.
+PIP_REQUIREMENTS = ["torch==2.13.0", "transformers==5.24.0", "peft==0.21.2", "mlflow==3.17.2", "pandas==3.1.1",
+                    "safetensors", "gguf"]
+
+
+@dataclass(frozen=True)
+class Promotion:
+    promoted: bool
+    reason: str
+
+
+def promotion_decision(metric: str, challenger: float | None, champion: float | None) -> Promotion:
+    """Promote when there is no champion, or when the challenger is strictly better on ``metric``."""
+    if challenger is None:
+        return Promotion(False, f"not promoted: the challenger has no {metric}")
+    if champion is None:
+        return Promotion(True, f"promoted: no champion yet ({metric} = {challenger:.4f})")
+    if challenger > champion:
+        return Promotion(True, f"promoted: {metric} {challenger:.4f} > champion's {champion:.4f}")
+    return Promotion(False, f"not promoted: {metric} {challenger:.4f} does not beat the champion's {champion:.4f}")
+
+
+def log_pyfunc(checkpoint: Path, backbone: Path, items: pd.DataFrame, settings: ServingSettings,
+               input_example: pd.DataFrame) -> mlflow.models.model.ModelInfo:
+    """Log the model (adapters, item table, tokenizer, config, backbone, catalog) to the active run."""
+    with tempfile.TemporaryDirectory() as staging:
+        items_path, serving_path = Path(staging) / "items.parquet", Path(staging) / "serving.json"
+        items[["item_id", "raw_item_id", "title"]].to_parquet(items_path, index=False)
+        serving_path.write_text(json.dumps(asdict(settings), indent=2))
+        return mlflow.pyfunc.log_model(
+            name="model", python_model=R2ecPyfunc(),
+            artifacts={"checkpoint": str(checkpoint), "backbone": str(backbone), "items": str(items_path),
+                       "serving": str(serving_path)},
+            code_paths=[str(Path(r2ec_pipeline.__file__).parent)], signature=SIGNATURE,
+            input_example=input_example, pip_requirements=PIP_REQUIREMENTS,
+        )
+
+
+def champion_value(client: MlflowClient, name: str, metric: str) -> float | None:
+    """The current champion's value of ``metric`` (None when there is no champion or it lacks the tag)."""
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+    if version.tags.get(METRIC_TAG) != metric or VALUE_TAG not in version.tags:
+        return None
+    return float(version.tags[VALUE_TAG])
+
+
+def register_and_gate(model_uri: str, name: str, metric: str, value: float | None) -> dict[str, object]:
+    """Register ``model_uri`` as a new version of ``name``: challenger always, champion if it wins."""
+    client = MlflowClient()
+    version = mlflow.register_model(model_uri, name).version
+    if value is not None:
+        client.set_model_version_tag(name, version, METRIC_TAG, metric)
+        client.set_model_version_tag(name, version, VALUE_TAG, repr(float(value)))
+    client.set_registered_model_alias(name, CHALLENGER, version)
+    decision = promotion_decision(metric, value, champion_value(client, name, metric))
+    if decision.promoted:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    client.set_model_version_tag(name, version, "promotion", decision.reason)
+    aliases = sorted(client.get_model_version(name, version).aliases)
+    return {"model_name": name, "version": int(version), "aliases": aliases, "promoted": decision.promoted,
+            "promotion": decision.reason, "metric": metric, "value": value, "model_uri": model_uri}
