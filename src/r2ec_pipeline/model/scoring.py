@@ -44,7 +44,7 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     alike ranks its target last rather than first. Masked (−inf) items never outrank a finite target.
     """
     target_scores = scores.gather(1, targets.view(-1, 1))
-    return (scores >= target_scores).sum(dim=1)
+    return (scores[:, 1:] >= target_scores).sum(dim=1)  # column 0 is padding, not an item
 
 
 def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,55 @@
+"""Registration: challenger always, champion only when the validation metric improves; the pyfunc predicts."""
+
+from __future__ import annotations
+
+import mlflow
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from r2ec_pipeline.serving.registry import promotion_decision
+from tests.serving.conftest import log_and_register
+
+
+def test_promotion_decision_by_hand():
+    assert promotion_decision("m", 0.2, None).promoted
+    assert promotion_decision("m", 0.2, 0.1).promoted
+    assert not promotion_decision("m", 0.1, 0.1).promoted  # a tie keeps the champion
+    refused = promotion_decision("m", 0.05, 0.1)
+    assert not refused.promoted and "does not beat the champion's 0.1000" in refused.reason
+    assert not promotion_decision("m", None, 0.1).promoted
+
+
+def test_a_worse_challenger_leaves_the_champion_and_a_better_one_takes_it(mlflow_store, tiny_checkpoint,
+                                                                         tiny_backbone_dir):
+    client = MlflowClient()
+    first = log_and_register(tiny_checkpoint, tiny_backbone_dir, 0.10)
+    assert first["promoted"] and first["aliases"] == ["challenger", "champion"]
+
+    worse = log_and_register(tiny_checkpoint, tiny_backbone_dir, 0.05)
+    assert not worse["promoted"] and worse["aliases"] == ["challenger"]
+    assert int(client.get_model_version_by_alias("r2ec", "champion").version) == first["version"]
+    assert int(client.get_model_version_by_alias("r2ec", "challenger").version) == worse["version"]
+    assert "not promoted" in client.get_model_version("r2ec", str(worse["version"])).tags["promotion"]
+
+    better = log_and_register(tiny_checkpoint, tiny_backbone_dir, 0.20)
+    assert better["promoted"] and better["aliases"] == ["challenger", "champion"]
+    assert int(client.get_model_version_by_alias("r2ec", "champion").version) == better["version"] == 3
+
+
+def test_the_registered_pyfunc_recommends_unseen_items_and_names_bad_requests(mlflow_store, tiny_checkpoint,
+                                                                            tiny_backbone_dir):
+    log_and_register(tiny_checkpoint, tiny_backbone_dir, 0.1)
+    model = mlflow.pyfunc.load_model("models:/r2ec@champion")
+    request = pd.DataFrame([{"history_item_ids": ["B01", "B02"], "history_ratings": [5.0, 2.0],
+                             "history_timestamps": [100, 200], "k": 2}])
+    [answer] = model.predict(request).to_dict(orient="records")
+    assert len(answer["item_ids"]) == 2 and not set(answer["item_ids"]) & {"B01", "B02"}
+    assert answer["titles"] == [{"B03": "Comedy Two", "B04": "Action Three"}[i] for i in answer["item_ids"]]
+    assert answer["scores"][0] >= answer["scores"][1] and answer["reasoning"].endswith("<answer>")
+    for row, message in (({"history_item_ids": ["B01", "NOPE"]}, r"unknown item ids \['NOPE'\]"),
+                         ({"history_item_ids": []}, "history_item_ids is empty"),
+                         ({"history_item_ids": ["B01"], "k": 9}, r"k must be an integer in 1\.\.3")):
+        with pytest.raises(MlflowException, match=message):
+            model.predict(pd.DataFrame([row]))
