@@ -7,7 +7,7 @@ from r2ec_pipeline.config import ConfigError, parse_block, validate_parameters
 
 def _params(**overrides):
     params = {"data_ingestion": {}, "data_validation": {}, "prompts": {}, "model": {"backbone": "x"}, "sft": {},
-              "recpo": {}}
+              "recpo": {}, "baselines": {}, "evaluation": {}, "registration": {}}
     for block, values in overrides.items():
         params[block] = values
     return params
@@ -45,6 +45,13 @@ def test_defaults_are_valid():
         ("recpo", {"relabel_topk": 5}, "relabel_topk 5 > num_generations 4"),
         ("recpo", {"loss_type": "dapo"}, "recpo.loss_type"),
         ("recpo", {"num_genrations": 4}, "recpo.num_genrations"),
+        # evaluation, baselines, registration
+        ("baselines", {"sasrec": {"hidden_size": 63}}, "hidden_size 63 is not divisible by num_heads 2"),
+        ("evaluation", {"users": 0}, "evaluation.users"),
+        ("evaluation", {"ks": []}, "evaluation.ks"),
+        ("registration", {"promotion_metric": "ndcg_at_10"}, "must read split.model.mode.metric"),
+        ("registration", {"promotion_metric": "valid.bert4rec.direct.ndcg_at_10"}, "must read split.model.mode"),
+        ("registration", {"default_k": 20, "max_k": 10}, "default_k 20 > max_k 10"),
     ],
 )
 def test_bad_values_name_the_parameter(block, values, named):
