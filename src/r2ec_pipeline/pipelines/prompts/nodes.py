@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -23,6 +26,21 @@ from r2ec_pipeline.data.samples import SPLITS, assign_splits, build_samples
 
 logger = logging.getLogger(__name__)
 _COUNT_CHUNK = 2048
+
+
+@contextmanager
+def _parallel_tokenizers() -> Iterator[None]:
+    """Let the Rust tokenizer use every core while this stage counts ~100k prompts (nothing else runs then);
+    the Makefile turns it off elsewhere so it never competes with torch."""
+    previous = os.environ.get("TOKENIZERS_PARALLELISM")
+    os.environ["TOKENIZERS_PARALLELISM"] = "true"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop("TOKENIZERS_PARALLELISM", None)
+        else:
+            os.environ["TOKENIZERS_PARALLELISM"] = previous
 
 
 def make_samples(interactions: pd.DataFrame, params: dict[str, Any]) -> pd.DataFrame:
@@ -46,8 +64,9 @@ def render_user_prompts(
     ]
     prompts = [render_user_prompt(tokenizer, config.user_instruction, sample_lines) for sample_lines in lines]
     lengths: list[int] = []
-    for start in tqdm(range(0, len(prompts), _COUNT_CHUNK), desc="tokenizing user prompts", leave=False):
-        lengths.extend(count_tokens(tokenizer, prompts[start:start + _COUNT_CHUNK]))
+    with _parallel_tokenizers():
+        for start in tqdm(range(0, len(prompts), _COUNT_CHUNK), desc="tokenizing user prompts", leave=False):
+            lengths.extend(count_tokens(tokenizer, prompts[start:start + _COUNT_CHUNK]))
     kept = [len(sample_lines) for sample_lines in lines]
     for index in np.flatnonzero(np.asarray(lengths) > config.max_user_prompt_tokens):
         prompts[index], lengths[index], kept[index] = fit_user_prompt(
