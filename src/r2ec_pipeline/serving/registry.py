@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import asdict, dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import mlflow
@@ -23,9 +24,13 @@ from r2ec_pipeline.serving.pyfunc import SIGNATURE, R2ecPyfunc, ServingSettings
 CHAMPION, CHALLENGER = "champion", "challenger"
 METRIC_TAG = "promotion_metric"
 VALUE_TAG = "promotion_value"
-# What the served model imports; `--env-manager local` uses the current environment instead.
-PIP_REQUIREMENTS = ["torch==2.13.0", "transformers==5.24.0", "peft==0.21.2", "mlflow==3.17.2", "pandas==3.1.1",
-                    "safetensors", "gguf"]
+# What the served model imports (`--env-manager local` uses the current environment instead). Pinned to
+# the versions installed here, so MLflow need not load the model to infer them.
+SERVING_PACKAGES = ("torch", "transformers", "peft", "safetensors", "mlflow", "pandas", "pyarrow")
+
+
+def pip_requirements() -> list[str]:
+    return [f"{name}=={version(name)}" for name in SERVING_PACKAGES]
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ def log_pyfunc(checkpoint: Path, backbone: Path, items: pd.DataFrame, settings: 
             artifacts={"checkpoint": str(checkpoint), "backbone": str(backbone), "items": str(items_path),
                        "serving": str(serving_path)},
             code_paths=[str(Path(r2ec_pipeline.__file__).parent)], signature=SIGNATURE,
-            input_example=input_example, pip_requirements=PIP_REQUIREMENTS,
+            input_example=input_example, pip_requirements=pip_requirements(),
         )
 
 
