@@ -100,6 +100,8 @@ def training_curves(recpo_report: dict[str, Any], sasrec_report: dict[str, Any])
     if log:
         ndcg_axis.plot([e["epoch"] for e in log], [e["valid_ndcg_at_10"] for e in log], label="SASRec (epoch)")
     for name, points in (recpo_report.get("validation_by_step") or {}).items():
+        if not points:
+            continue  # RecPO ran without validation (eval_users: 0)
         steps = sorted(points, key=int)
         ndcg_axis.plot([int(s) for s in steps], [points[s] for s in steps], marker="o", label=f"RecPO {name} (step)")
     ndcg_axis.set(title="validation N@10 during training", xlabel="epoch / step", ylabel="NDCG@10")
