@@ -2,12 +2,13 @@
 
 import pytest
 
-from r2ec_pipeline.config import ConfigError, parse_block, validate_parameters
+from r2ec_pipeline.config import ABLATION_VARIANTS, ConfigError, parse_block, validate_parameters
 
 
 def _params(**overrides):
     params = {"data_ingestion": {}, "data_validation": {}, "prompts": {}, "model": {"backbone": "x"}, "sft": {},
-              "recpo": {}, "baselines": {}, "evaluation": {}, "registration": {}}
+              "recpo": {}, "baselines": {}, "evaluation": {}, "registration": {},
+              "ablations": {"variants": {name: {} for name in ABLATION_VARIANTS}}}
     for block, values in overrides.items():
         params[block] = values
     return params
@@ -52,6 +53,9 @@ def test_defaults_are_valid():
         ("registration", {"promotion_metric": "ndcg_at_10"}, "must read split.model.mode.metric"),
         ("registration", {"promotion_metric": "valid.bert4rec.direct.ndcg_at_10"}, "must read split.model.mode"),
         ("registration", {"default_k": 20, "max_k": 10}, "default_k 20 > max_k 10"),
+        ("ablations", {"variants": {"fused_grpo": {}}}, "variants must be exactly"),
+        ("ablations", {"variants": {**{n: {} for n in ABLATION_VARIANTS}, "rloo": {"advantage_type": "ppo"}}},
+         "ablations.variants.rloo.advantage_type"),
     ],
 )
 def test_bad_values_name_the_parameter(block, values, named):

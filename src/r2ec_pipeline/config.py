@@ -283,6 +283,35 @@ class RegistrationParams(_Params):
         return self
 
 
+# The ablation grid's variants: one namespaced recpo + ranking pipeline each (Kedro's dynamic-pipeline
+# pattern: names in code, each variant's RecPO overrides in parameters_ablations.yml).
+ABLATION_VARIANTS = ("fused_grpo", "rank_only", "sim_only", "rloo", "relabel_top2", "beta_001", "beta_02")
+
+
+class AblationParams(_Params):
+    """RecPO variants (spec §5 ablations) trained from the SFT checkpoint and ranked on the same users."""
+
+    recpo: dict[str, Any] = Field({}, description="Overrides of the recpo block shared by every variant.")
+    variants: dict[str, dict[str, Any]] = Field(description="Variant name → its own recpo overrides.")
+    splits: list[Literal["valid", "test"]] = Field(["test"], min_length=1, description="Splits to rank.")
+
+    @model_validator(mode="after")
+    def _variants_are_valid_recpo_blocks(self) -> AblationParams:
+        if set(self.variants) != set(ABLATION_VARIANTS):
+            raise ValueError(f"variants must be exactly {list(ABLATION_VARIANTS)} (the pipeline's namespaces); "
+                             f"got {sorted(self.variants)}")
+        return self
+
+    def recpo_block(self, base: dict[str, Any], variant: str) -> dict[str, Any]:
+        """The variant's full recpo block: base, then the shared overrides, then its own; validated."""
+        block = {**base, **self.recpo, **self.variants[variant]}
+        try:
+            RecPOParams.model_validate(block)
+        except ValidationError as error:
+            raise ConfigError(_describe(f"ablations.variants.{variant}", error)) from None
+        return block
+
+
 PARAMETER_MODELS: dict[str, type[_Params]] = {
     "data_ingestion": IngestionParams,
     "data_validation": ValidationParams,
@@ -293,6 +322,7 @@ PARAMETER_MODELS: dict[str, type[_Params]] = {
     "baselines": BaselinesParams,
     "evaluation": EvaluationParams,
     "registration": RegistrationParams,
+    "ablations": AblationParams,
 }
 
 
@@ -325,6 +355,12 @@ def validate_parameters(params: dict[str, Any]) -> dict[str, Any]:
             typed[block] = parse_block(block, params[block])
         except ConfigError as error:
             problems.append(str(error))
+    if not problems and "ablations" in typed:
+        for variant in ABLATION_VARIANTS:  # each variant's merged recpo block must be valid too
+            try:
+                typed["ablations"].recpo_block(params["recpo"], variant)
+            except ConfigError as error:
+                problems.append(str(error))
     if problems:
         raise ConfigError("invalid parameters: " + "; ".join(problems))
     return typed

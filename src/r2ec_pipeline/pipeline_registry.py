@@ -9,6 +9,7 @@ from __future__ import annotations
 from kedro.pipeline import Pipeline
 
 from r2ec_pipeline.pipelines import (
+    ablations,
     baselines,
     data_ingestion,
     data_validation,
@@ -29,14 +30,16 @@ STAGES = {
     "recpo": recpo.create_pipeline,
     "evaluation": evaluation.create_pipeline,
 }
-# After the stages: publishing to the MLflow registry is a side effect, not a reproducible DVC output.
+# Not DVC stages: publishing to the MLflow registry is a side effect, and the ablation grid is run on
+# demand (`kedro run --pipelines ablations`, or one variant at a time with `dvc exp run -S ...`).
 RELEASE = {"registration": registration.create_pipeline}
+ON_DEMAND = {"ablations": ablations.create_pipeline}
 DATA_PIPELINES = ("data_ingestion", "data_validation", "prompts")
 
 
 def register_pipelines() -> dict[str, Pipeline]:
     """Every pipeline under its own name, ``data`` (ingestion → validation → prompts) and ``__default__`` (all)."""
-    pipelines = {name: create() for name, create in {**STAGES, **RELEASE}.items()}
+    pipelines = {name: create() for name, create in {**STAGES, **RELEASE, **ON_DEMAND}.items()}
     pipelines["data"] = sum((pipelines[name] for name in DATA_PIPELINES), Pipeline([]))
     pipelines["__default__"] = sum(pipelines[name] for name in [*STAGES, *RELEASE])
     return pipelines

@@ -90,6 +90,20 @@ def metrics_bar_chart(metrics: dict[str, Any], split: str = "test") -> plt.Figur
     return figure
 
 
+def variant_bar_chart(table: pd.DataFrame) -> plt.Figure:
+    """N@10 and H@10 of every ablation variant, one bar per mode, on the first split in ``table``."""
+    split = table["split"].iloc[0] if len(table) else "test"
+    rows = table[table["split"] == split]
+    figure, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for axis, name in zip(axes, ("ndcg_at_10", "hit_at_10"), strict=True):
+        wide = rows.pivot(index="variant", columns="mode", values=name).reindex(rows["variant"].unique())
+        wide.plot.barh(ax=axis)
+        axis.invert_yaxis()
+        axis.set_title(f"{name.replace('_at_', '@').upper()} by RecPO variant ({split})")
+    figure.tight_layout()
+    return figure
+
+
 def training_curves(recpo_report: dict[str, Any], sasrec_report: dict[str, Any]) -> plt.Figure:
     """RecPO's mean reward per step, and validation N@10 over training for every model that validated."""
     figure, (reward_axis, ndcg_axis) = plt.subplots(1, 2, figsize=(11, 4))

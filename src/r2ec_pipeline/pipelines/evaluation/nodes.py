@@ -81,7 +81,7 @@ def rank_sasrec(sasrec: SASRec, samples: pd.DataFrame, interactions: pd.DataFram
     return _rank_scores("sasrec", sasrec_scores(sasrec, full), samples, masks, parse_block("evaluation", params).top_n)
 
 
-def _rank_r2ec(name: str, model: R2ecModel, samples: pd.DataFrame, interactions: pd.DataFrame,
+def rank_r2ec(name: str, model: R2ecModel, samples: pd.DataFrame, interactions: pd.DataFrame,
                model_params: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
     """Both modes from one prompt pass per batch: greedy reasoning, and direct (no reasoning)."""
     model_config, config = parse_block("model", model_params), parse_block("evaluation", params)
@@ -100,7 +100,7 @@ def rank_zero_shot(backbone_lm: PreTrainedModel, backbone_tokenizer: PreTrainedT
     model = build_dual_head(backbone_lm, backbone_tokenizer, model_params)
     batch = max(parse_block("model", model_params).encode_batch_size, 32)
     model.build_item_table(item_prompts["item_id"].astype(int).tolist(), item_prompts["prompt"].tolist(), batch)
-    return _rank_r2ec("zero_shot", model, samples, interactions, model_params, params)
+    return rank_r2ec("zero_shot", model, samples, interactions, model_params, params)
 
 
 def rank_sft(sft_model: R2ecModel | None, samples: pd.DataFrame, interactions: pd.DataFrame,
@@ -108,13 +108,13 @@ def rank_sft(sft_model: R2ecModel | None, samples: pd.DataFrame, interactions: p
     """The SFT checkpoint (its saved item table)."""
     if sft_model is None:
         raise FileNotFoundError("no SFT checkpoint in data/06_models/sft: run `kedro run --pipelines sft` first")
-    return _rank_r2ec("sft", sft_model, samples, interactions, model_params, params)
+    return rank_r2ec("sft", sft_model, samples, interactions, model_params, params)
 
 
 def rank_recpo(recpo_model: R2ecModel, samples: pd.DataFrame, interactions: pd.DataFrame,
                model_params: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
     """The RecPO model (its saved item table)."""
-    return _rank_r2ec("recpo", recpo_model, samples, interactions, model_params, params)
+    return rank_r2ec("recpo", recpo_model, samples, interactions, model_params, params)
 
 
 def summarise_rankings(
