@@ -64,8 +64,10 @@ def test_a_changed_recpo_parameter_reruns_only_recpo_and_evaluation(tmp_path: Pa
     assert "Data and pipelines are up to date" in _dvc(project, "status")
 
 
-def test_an_ablation_is_one_dvc_experiment_with_its_metrics(tmp_path: Path, tiny_backbone_dir: Path):
-    """`dvc exp run -S …recpo.reward_type=rank_only` reruns RecPO + evaluation and records metrics.json."""
+def test_dvc_push_pull_restores_a_clean_clone_and_an_ablation_is_one_experiment(tmp_path: Path,
+                                                                                 tiny_backbone_dir: Path):
+    """After `dvc repro`: `dvc push` + a clean clone's `dvc pull` restore data and models byte for byte;
+    `dvc exp run -S …recpo.reward_type=rank_only` reruns RecPO + evaluation and records metrics.json."""
     import json
 
     project = _project_copy(tmp_path / "r2ec")
@@ -77,6 +79,19 @@ def test_an_ablation_is_one_dvc_experiment_with_its_metrics(tmp_path: Path, tiny
     subprocess.run(["git", "add", "-A"], cwd=project, check=True)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], cwd=project,
                    check=True)
+    # dvc push to the (here temporary) local remote, then a clean clone restores data and models with dvc pull
+    remote = tmp_path / "remote"
+    _dvc(project, "remote", "modify", "--local", "local", "url", str(remote))
+    _dvc(project, "push")
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(project), str(clone)], check=True)
+    _dvc(clone, "remote", "modify", "--local", "local", "url", str(remote))
+    _dvc(clone, "pull")
+    for path in ("data/08_reporting/metrics.json", "data/06_models/recpo/item_table.safetensors",
+                 "data/06_models/sft/adapter/adapter_model.safetensors", "data/05_model_input/test_samples.parquet"):
+        assert (clone / path).read_bytes() == (project / path).read_bytes(), path
+    assert "Data and pipelines are up to date" in _dvc(clone, "status")
+
     out = _dvc(project, "exp", "run", "-n", "rank-only", "-S",
                "conf/base/parameters_recpo.yml:recpo.reward_type=rank_only")
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
