@@ -68,8 +68,9 @@ def rank_popularity(counts: pd.DataFrame, samples: pd.DataFrame, interactions: p
                     model_params: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
     """Popularity ranked like every other model (history masked)."""
     masks = mask_lists(samples, interactions, parse_block("model", model_params).history_mask)
-    popularity = Popularity.fit(counts["item_id"].repeat(counts["count"]).astype(int).tolist(),
-                                int(counts["item_id"].max()))
+    dense = np.zeros(int(counts["item_id"].max()) + 1, dtype=np.float32)  # column = item id, 0 = padding
+    dense[counts["item_id"].astype(int).to_numpy()] = counts["count"].to_numpy()
+    popularity = Popularity(torch.from_numpy(dense))
     return _rank_scores("popularity", popularity.score(masks), samples, masks, parse_block("evaluation", params).top_n)
 
 
