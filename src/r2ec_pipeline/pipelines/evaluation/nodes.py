@@ -26,7 +26,7 @@ from r2ec_pipeline.model.scoring import mask_items
 from r2ec_pipeline.pipelines.baselines.nodes import sasrec_scores
 from r2ec_pipeline.pipelines.sft.nodes import build_dual_head, mask_lists
 from r2ec_pipeline.reporting import (
-    flatten, markdown_table, metrics_bar_chart, metrics_by_model, results_table, training_curves,
+    flatten, markdown_table, metrics_bar_chart, metrics_by_model, results_table,
 )
 
 logger = logging.getLogger(__name__)
@@ -164,8 +164,3 @@ def reasoning_samples(rankings: pd.DataFrame, items: pd.DataFrame, params: dict[
         "top5": [" | ".join(titles[int(i)] for i in ids[:5]) for ids in picked["topk_item_ids"]],
         "reasoning": picked["reasoning"],
     })
-
-
-def plot_training_curves(recpo_report: dict[str, Any], sasrec_report: dict[str, Any]) -> Figure:
-    """RecPO reward per step and validation N@10 during training (SASRec epochs, RecPO validations)."""
-    return training_curves(recpo_report, sasrec_report)

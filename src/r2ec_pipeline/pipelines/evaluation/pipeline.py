@@ -4,7 +4,6 @@ from kedro.pipeline import Node, Pipeline
 
 from r2ec_pipeline.pipelines.evaluation.nodes import (
     export_rankings,
-    plot_training_curves,
     rank_popularity,
     rank_recpo,
     rank_sasrec,
@@ -14,6 +13,7 @@ from r2ec_pipeline.pipelines.evaluation.nodes import (
     select_evaluation_samples,
     summarise_rankings,
 )
+from r2ec_pipeline.reporting import training_curves
 
 _RANKED = ["evaluation_samples", "validated_interactions", "params:model", "params:evaluation"]
 
@@ -38,7 +38,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                                    "evaluation_samples", "params:model"], "rankings_export", name="export_rankings"),
             Node(reasoning_samples, ["evaluation_rankings", "validated_items", "params:evaluation"],
                  "reasoning_samples", name="reasoning_samples"),
-            Node(plot_training_curves, ["recpo_report", "sasrec_report"], "training_curves_plot",
+            Node(training_curves, ["recpo_report", "sasrec_report"], "training_curves_plot",
                  name="plot_training_curves"),
         ]
     )
