@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import pandas as pd
@@ -9,7 +10,7 @@ from kedro.io import DataCatalog, MemoryDataset
 
 from tests.tiny_models import build_tiny_backbone, build_tiny_tokenizer
 
-__all__ = ["KeptDataset", "build_tiny_backbone", "build_tiny_tokenizer", "memory_catalog", "tiny_tables"]
+__all__ = ["KeptDataset", "build_tiny_backbone", "build_tiny_tokenizer", "free_port", "memory_catalog", "tiny_tables"]
 
 
 def tiny_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -48,3 +49,10 @@ def memory_catalog(inputs: dict[str, Any], outputs: list[str]) -> DataCatalog:
     datasets = {name: MemoryDataset(value) for name, value in inputs.items()}
     datasets.update({name: KeptDataset() for name in outputs})
     return DataCatalog(datasets)
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (servers and torchrun rendezvous; never a fixed number)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -17,6 +17,7 @@ from kedro.framework.project import configure_project
 
 from r2ec_pipeline.config import ConfigError
 from tests.conftest import FIXTURES, PROJECT_ROOT
+from tests.helpers import free_port
 
 
 @pytest.fixture
@@ -102,7 +103,9 @@ def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
     client = mlflow.MlflowClient()
     assert [m.step for m in client.get_metric_history(run.info.run_id, "recpo.train.reward_mean")] == [1, 2]
     for name in ("recpo.train.token_loss", "recpo.train.item_loss", "recpo.train.clip_fraction",
-                 "recpo.train.completion_length", "recpo.train.truncated_share", "recpo.train.learning_rate",
+                 "recpo.train.completion_length", "recpo.train.stop_length_share", "recpo.train.stop_tag_share",
+                 "recpo.train.stop_end_of_turn_share", "recpo.train.item_clip_fraction",
+                 "recpo.train.item_ratio_mean", "recpo.train.learning_rate",
                  "recpo.train.seconds_per_step", "recpo.train.advantage_std", "recpo.train.reward_rank"):
         assert len(client.get_metric_history(run.info.run_id, name)) == 2, name
     for name in ("recpo.valid.reasoning.ndcg_at_10", "recpo.valid.direct.ndcg_at_10"):
@@ -187,7 +190,7 @@ def test_recpo_under_torchrun_trains_on_two_processes_and_writes_once(project: P
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     runs_before = len(mlflow.search_runs(search_all_experiments=True, output_format="list"))
     done = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", "29537", "-m", "kedro", "run", "--pipelines", "recpo",
+        [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "kedro", "run", "--pipelines", "recpo",
          "--params", ",".join(f"{key}={value}" for key, value in params.items())],
         cwd=project, capture_output=True, text=True, timeout=600,
     )

@@ -8,7 +8,7 @@ say what each field means and which part of the method spec (``recpo-spec.md``) 
 from __future__ import annotations
 
 from datetime import date
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -190,6 +190,13 @@ class RecPOParams(_Params):
         48, ge=0, description="Seeded subset of validation users (null: all; 0: no validation)."
     )
     log_completions_steps: int = Field(1, ge=0, description="Keep sampled reasoning texts every N steps (0: never).")
+    metric_for_best_model: str | None = Field(
+        "reasoning.ndcg_at_10", description="Validation metric '<mode>.<metric>' whose best value selects the "
+        "weights kept (spec: validation N@10; null: keep the last weights)."
+    )
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many validations without a better metric_for_best_model."
+    )
     seed: int = 0
     # R²ec's own
     reward_type: Literal["fused", "rank_only", "sim_only"] = Field("fused", description="Reward (spec §5.3).")
@@ -203,6 +210,16 @@ class RecPOParams(_Params):
     refresh_every: int | None = Field(
         None, ge=1, description="Re-encode the whole item table every N steps (targets' rows: every step)."
     )
+
+    @model_validator(mode="after")
+    def _selection_metric_exists(self) -> RecPOParams:
+        metric = self.metric_for_best_model
+        if metric is not None:
+            mode, _, name = metric.partition(".")
+            if mode not in ("reasoning", "direct") or name not in get_args(METRIC_NAMES):
+                raise ValueError(f"metric_for_best_model {metric!r} is not '<reasoning|direct>.<metric>' with a "
+                                 f"metric among {list(get_args(METRIC_NAMES))}")
+        return self
 
     @model_validator(mode="after")
     def _groups_are_usable(self) -> RecPOParams:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from r2ec_pipeline.rl.step import RecPOSettings, policy_forward, recpo_step, rollout
+from r2ec_pipeline.rl.step import RecPOSettings, policy_forward, policy_update, recpo_step, rollout
 from tests.rl.toy_task import SETTINGS, toy_batch, toy_model
 
 
@@ -15,7 +15,11 @@ def test_parameters_change_after_one_step(tiny_backbone_dir, tmp_path):
     changed = [n for n, p in model.lm.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
     assert changed and metrics["skipped"] == 0.0
     assert set(metrics) >= {"reward_mean", "reward_std", "token_loss", "item_loss", "clip_fraction",
-                            "completion_length", "truncated_share", "advantage_std"}
+                            "item_clip_fraction", "item_ratio_mean", "completion_length", "stop_tag_share",
+                            "stop_end_of_turn_share", "stop_length_share", "advantage_std"}
+    stop_shares = [metrics[f"stop_{reason}_share"] for reason in ("tag", "end_of_turn", "length")]
+    assert sum(stop_shares) == pytest.approx(1.0)
+    assert metrics["stop_length_share"] == pytest.approx(sum(paths.truncated) / len(paths.truncated))
     assert 0.0 <= metrics["reward_mean"] <= 1.0
     assert paths.selected.sum(dim=1).tolist() == [1, 1, 1] and len(paths.texts) == 3 * 4
 
@@ -43,10 +47,26 @@ def test_policy_forward_reproduces_the_rollout_policy(tiny_backbone_dir, tmp_pat
     batch = toy_batch()
     paths = rollout(model, batch, SETTINGS, torch.Generator().manual_seed(0))
     with torch.no_grad():
-        logprobs, _ = policy_forward(model, batch.prompts, paths.token_ids, SETTINGS.num_generations,
-                                     SETTINGS.temperature)
+        logprobs, states = policy_forward(model, batch.prompts, paths.token_ids, SETTINGS.num_generations,
+                                          SETTINGS.temperature)
     torch.testing.assert_close(logprobs * paths.mask, paths.old_logprobs, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(states, paths.states, atol=1e-4, rtol=1e-3)  # the h that was scored
     assert paths.mask.sum(dim=1).tolist() == [float(len(t)) for t in paths.token_ids]
+
+
+def test_first_update_item_ratio_is_one_whatever_the_age_of_the_item_table(tiny_backbone_dir, tmp_path):
+    """The old log p(v⁺) comes from the rollout-time weights, not from cached (here: stale) table rows."""
+    model = toy_model(tiny_backbone_dir, tmp_path)
+    model.item_table = model.item_table + 0.5 * torch.randn_like(model.item_table)  # many updates old
+    optimizer = torch.optim.AdamW([p for p in model.lm.parameters() if p.requires_grad], lr=1e-2)
+    settings = RecPOSettings(**{**SETTINGS.__dict__, "num_iterations": 2})
+    batch = toy_batch()
+    paths = rollout(model, batch, settings, torch.Generator().manual_seed(0))
+    first = policy_update(model, optimizer, batch, paths, settings)
+    assert first["item_ratio_mean"] == pytest.approx(1.0, abs=1e-6) and first["item_clip_fraction"] == 0.0
+    rollout_time = paths.old_item_logprobs.clone()
+    second = policy_update(model, optimizer, batch, paths, settings)  # same rollout, moved weights
+    assert torch.equal(paths.old_item_logprobs, rollout_time) and second["item_ratio_mean"] != 1.0
 
 
 def test_num_iterations_reuses_one_rollout_for_several_updates(tiny_backbone_dir, tmp_path):

@@ -43,10 +43,15 @@ def test_fused_is_one_minus_beta_rank_plus_beta_sim_and_the_variants():
 
 
 @pytest.mark.parametrize("kind", ["grpo", "rloo"])
-def test_equal_rewards_in_a_group_give_zero_advantage(kind):
-    advantages = group_advantages(torch.tensor([[0.3, 0.3, 0.3, 0.3], [1.0, 0.0, 0.0, 0.0]]), kind)
-    assert torch.equal(advantages[0], torch.zeros(4))
-    assert advantages[1, 0] > 0
+@pytest.mark.parametrize(("group", "rank"), [(3, 5), (4, 5), (5, 16), (8, 4)])
+def test_equal_rewards_give_exactly_zero_advantage_for_any_group_size(kind, group, rank):
+    # G equal rank rewards 1/log2(rank + 1): rounding leaves a std of ~1e-8, which ÷ (std + 1e-8) once
+    # turned into advantages of about ±0.5 for these (G, rank) pairs
+    rewards = torch.full((2, group), 1 / math.log2(rank + 1))
+    rewards[1, 0] = 1.0
+    advantages = group_advantages(rewards, kind)
+    assert torch.equal(advantages[0], torch.zeros(group))
+    assert advantages[1, 0] > 0 and advantages[1, 1:].abs().min() > 0
 
 
 def test_grpo_uses_the_unbiased_std():
@@ -134,11 +139,24 @@ def test_item_loss_touches_only_the_best_paths():
     selected = best_paths(advantages, topk=1)
     assert selected.tolist() == [[False, False, True, False]]
     target_logprobs = torch.zeros(1, 4, requires_grad=True)
-    loss = clipped_item_loss(target_logprobs, torch.zeros(1, 4), advantages, selected)
+    loss, clipped = clipped_item_loss(target_logprobs, torch.zeros(1, 4), advantages, selected)
     loss.backward()
+    assert clipped.item() == 0
     assert loss.item() == pytest.approx(-1.5)  # ratio 1 on the one selected path: −A
     assert target_logprobs.grad[0].nonzero().flatten().tolist() == [2]
     assert best_paths(advantages, topk=2).tolist() == [[True, False, True, False]]
+
+
+def test_item_clip_count_covers_selected_paths_outside_the_trust_region_only():
+    # ratios e^0.5 ≈ 1.65 (outside 1 + 0.28), e^-0.5 ≈ 0.61 (outside 1 − 0.2), e^0.1 ≈ 1.11 (inside), e^1 (not selected)
+    new = torch.tensor([[0.5, -0.5, 0.1, 1.0]])
+    selected = torch.tensor([[True, True, True, False]])
+    loss, clipped = clipped_item_loss(new, torch.zeros(1, 4), torch.tensor([[1.0, 1.0, -1.0, 2.0]]), selected)
+    assert clipped.item() == 2
+    # by hand, divided by the 3 selected paths: A=1, r=1.65 → −min(1.65, 1.28) = −1.28;
+    # A=1, r=0.61 → −min(0.61, 0.8) = −0.61; A=−1, r=1.11 → −min(−1.11, −1.11) = 1.11
+    expected = (-1.28 - math.exp(-0.5) + math.exp(0.1)) / 3
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_kl_penalty_is_zero_for_identical_policies_and_positive_otherwise():

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
 from tests.serving.conftest import log_and_register
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _post(url: str, records: list[dict]) -> tuple[int, dict]:
@@ -37,13 +32,16 @@ def _post(url: str, records: list[dict]) -> tuple[int, dict]:
 @pytest.fixture
 def server(mlflow_store, tiny_checkpoint, tiny_backbone_dir, tmp_path: Path):
     log_and_register(tiny_checkpoint, tiny_backbone_dir, 0.1)
-    port = _free_port()
+    port = free_port()
     mlflow_cli = str(Path(sys.executable).with_name("mlflow"))
     log = (tmp_path / "server.log").open("w")
     process = subprocess.Popen(
         [mlflow_cli, "models", "serve", "-m", "models:/r2ec@champion", "--env-manager", "local",
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_store}, stdout=log, stderr=subprocess.STDOUT,
+        # the venv's bin first: `mlflow models serve` execs `uvicorn` from PATH (pytest run outside make)
+        env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_store,
+             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])},
+        stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -61,7 +59,8 @@ def server(mlflow_store, tiny_checkpoint, tiny_backbone_dir, tmp_path: Path):
             time.sleep(1)
         yield f"{base}/invocations"
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):  # a server that never started has no group left
+            os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
         log.close()
 

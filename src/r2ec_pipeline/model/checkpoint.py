@@ -25,10 +25,37 @@ from r2ec_pipeline.model.backbone import load_causal_lm
 from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel, backbone_fingerprint
 
 CONFIG_FILE = "r2ec_config.json"
+ITEM_TABLE_KEY = "__item_table__"  # the item table's name beside the weights in a trainable_state
 
 
 class CheckpointError(ValueError):
     """A checkpoint is incomplete or does not belong to the backbone it is loaded onto."""
+
+
+def trainable_state(model: R2ecModel) -> dict[str, torch.Tensor]:
+    """Copies of the trainable weights and the item table (``ITEM_TABLE_KEY``) on the CPU.
+
+    That is everything training changes: a snapshot to restore the selected weights from, and what a
+    training checkpoint stores.
+    """
+    state = {name: p.detach().to("cpu", copy=True).contiguous() for name, p in model.lm.named_parameters()
+             if p.requires_grad}
+    state[ITEM_TABLE_KEY] = model.item_table.detach().float().to("cpu", copy=True).contiguous()
+    return state
+
+
+def restore_trainable(model: R2ecModel, state: dict[str, torch.Tensor], source: object = "snapshot") -> None:
+    """Put a ``trainable_state`` back into the model (weights in place, the item table replaced)."""
+    tensors = dict(state)
+    table = tensors.pop(ITEM_TABLE_KEY)
+    parameters = {name: p for name, p in model.lm.named_parameters() if p.requires_grad}
+    if set(parameters) != set(tensors):
+        missing, extra = sorted(set(parameters) - set(tensors)), sorted(set(tensors) - set(parameters))
+        raise CheckpointError(f"{source} does not fit this model: missing {missing[:3]}, extra {extra[:3]}")
+    with torch.no_grad():
+        for name, parameter in parameters.items():
+            parameter.copy_(tensors[name])
+    model.item_table = table.to(model.device)
 
 
 def save_dual_head(model: R2ecModel, directory: str | os.PathLike[str]) -> Path:

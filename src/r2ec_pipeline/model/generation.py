@@ -1,7 +1,12 @@
 """Batched reasoning generation with a KV cache that stops each row at the answer tag (spec §3, §5.1).
 
-Each row stops when its decoded text contains the answer tag; a row that reaches
-``max_new_tokens`` first gets the tag's tokens appended (teacher-forced). The result carries the
+A row stops when its decoded text contains the answer tag, when it closes its turn (EOS or the chat
+template's end-of-turn token, which is dropped), or at ``max_new_tokens``. Whatever stopped it, the
+path then ends with exactly the tag's canonical token ids: a tag written in another token split or
+half-written at the cap is cut, together with whitespace before it, and the canonical ids are
+teacher-forced (re-feeding the last kept token when already-fed tokens were cut, so the forced
+tokens' log-probabilities and the final state see only the kept context). Reasoning-mode h, direct
+mode and the item rows are thus read at the same token. The result carries the
 generated tokens, one log-probability per token (under the sampling temperature, before top-k
 truncation, as RecPO's importance ratios need) and the last-layer hidden state at the tag's last
 token. That hidden state is the user state h, so no second forward pass over the whole sequence is
@@ -14,27 +19,80 @@ so evaluating both modes costs one prompt pass, not two.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from transformers import PreTrainedTokenizerBase
 
 from r2ec_pipeline.model.dual_head import R2ecModel, position_ids
+
+
+StopReason = Literal["tag", "end_of_turn", "length"]
+STOP_REASONS: tuple[StopReason, ...] = ("tag", "end_of_turn", "length")
+
+# Chat templates' end-of-turn markers, counted as end of turn whenever the tokenizer has them as tokens.
+END_OF_TURN_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
 
 
 @dataclass
 class Generation:
     """One reasoning path per prompt."""
 
-    token_ids: list[list[int]]       # generated tokens, answer tag included
+    token_ids: list[list[int]]       # generated tokens, ending with the answer tag's canonical ids
     logprobs: list[torch.Tensor]     # one log-probability per generated token
     texts: list[str]                 # decoded generated text, ending with the answer tag
-    truncated: list[bool]            # the cap was reached and the tag appended
+    stop_reasons: list[StopReason]   # what ended each path: the tag, end of turn, or the length cap
     final_hidden: torch.Tensor       # B×d hidden state at the tag's last token (the user state h)
     direct_hidden: torch.Tensor | None = None  # B×d state of prompt + tag, no reasoning (``direct=True``)
 
+    @property
+    def truncated(self) -> list[bool]:
+        """Paths that reached the length cap and had the tag appended."""
+        return [reason == "length" for reason in self.stop_reasons]
+
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
+
+
+def end_of_turn_ids(model: R2ecModel) -> set[int]:
+    """Token ids that close the assistant's turn: EOS, the generation config's EOS ids, template markers."""
+    tokenizer = model.tokenizer
+    configured = getattr(getattr(model.lm, "generation_config", None), "eos_token_id", None)
+    ids = {tokenizer.eos_token_id, *(configured if isinstance(configured, list | tuple) else [configured])}
+    specials = set(tokenizer.all_special_tokens) | set(tokenizer.get_added_vocab())
+    ids.update(tokenizer.convert_tokens_to_ids(marker) for marker in END_OF_TURN_MARKERS if marker in specials)
+    return {int(i) for i in ids if i is not None}
+
+
+def partial_tag_length(text: str, tag: str) -> int:
+    """Length of the longest proper prefix of ``tag`` that ``text`` ends with (a half-written tag)."""
+    return next((size for size in range(len(tag) - 1, 0, -1) if text.endswith(tag[:size])), 0)
+
+
+def closing_ids(tokenizer: PreTrainedTokenizerBase, tokens: Sequence[int], end: int, tag_ids: Sequence[int]) -> list[int]:
+    """The canonical token sequence of a path whose reasoning is the decoded ``tokens`` cut at character ``end``.
+
+    Reasoning = decode(tokens)[:end] without trailing whitespace. The sampled tokens are kept as long
+    as their text stays inside it; what is left of it (a token that straddled the cut) is tokenized
+    again, and the tag's canonical ids follow. So a tag spelled in another split (``" <"``,
+    ``">\n"``, ``"<answ<answer>"``) ends exactly like the item prompts and direct mode end.
+    """
+    reasoning = tokenizer.decode(list(tokens))[:end].rstrip()
+    kept, prefix = len(tokens), None
+    while kept > 0:
+        prefix = tokenizer.decode(list(tokens[:kept]))
+        if reasoning.startswith(prefix):
+            break
+        kept -= 1
+    rest = reasoning[len(prefix) if kept else 0:]
+    rest_ids = tokenizer(rest, add_special_tokens=False)["input_ids"] if rest else []
+    return [*tokens[:kept], *rest_ids, *tag_ids]
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
 
 
 def _next_tokens(logits: torch.Tensor, do_sample: bool, top_k: int | None, generator: Generators) -> torch.Tensor:
@@ -67,6 +125,92 @@ def _direct_states(
     return out.last_hidden_state[:, -1].float()
 
 
+@dataclass(frozen=True)
+class _StopRule:
+    """When a path stops, and the canonical tokens it must end with (spec §3)."""
+
+    tokenizer: PreTrainedTokenizerBase
+    tag_ids: list[int]
+    tag: str
+    max_new_tokens: int
+    end_of_turn: set[int]
+
+    def ending(self, tokens: list[int], token: int) -> tuple[StopReason, list[int]] | None:
+        """None if the path goes on with ``token``; else why it stops and the whole path it must become."""
+        if token in self.end_of_turn:  # the turn is closed: the marker is dropped, the tag goes right there
+            text = self.tokenizer.decode(tokens)
+            return "end_of_turn", closing_ids(self.tokenizer, tokens, len(text) - partial_tag_length(text, self.tag),
+                                              self.tag_ids)
+        candidate = [*tokens, token]
+        tail = self.tokenizer.decode(candidate[-(len(self.tag_ids) + 4):])  # enough to see a tag split over tokens
+        if self.tag in tail:
+            text = self.tokenizer.decode(candidate)
+            return "tag", closing_ids(self.tokenizer, candidate, text.index(self.tag), self.tag_ids)
+        if len(candidate) >= self.max_new_tokens:
+            text = self.tokenizer.decode(candidate)
+            return "length", closing_ids(self.tokenizer, candidate, len(text) - partial_tag_length(text, self.tag),
+                                         self.tag_ids)
+        return None
+
+
+@dataclass
+class _Path:
+    """One row's generation state: its tokens, their KV-cache columns, and what it still must be fed."""
+
+    position: int            # position id of the next token fed
+    context_token: int       # the last token before the generated ones (re-fed when a stop cuts them all)
+    context_column: int      # its column in the attention mask
+    tokens: list[int] = field(default_factory=list)
+    logprobs: list[torch.Tensor] = field(default_factory=list)
+    columns: list[int] = field(default_factory=list)   # mask column of each generated token
+    forced: list[int] = field(default_factory=list)    # tokens still to feed before the path ends
+    stop_reason: StopReason | None = None
+    finished: bool = False
+
+    def _feed(self, token: int, logprobs: torch.Tensor, column: int) -> tuple[int, int, bool]:
+        self.tokens.append(token)
+        self.logprobs.append(logprobs[token])
+        self.columns.append(column)
+        self.position += 1
+        return token, self.position - 1, self.stop_reason is not None and not self.forced
+
+    def _rewind(self, keep: int, column: int, mask: torch.Tensor) -> tuple[int, int, bool]:
+        """Drop the fed tokens after ``keep`` from the context and re-feed the last kept one.
+
+        Its output then gives the next-token distribution after the kept tokens, under which the
+        forced tokens' log-probabilities are read. Dropped tokens stay in the cache, masked out.
+        """
+        dropped = self.columns[keep:] + ([self.columns[keep - 1]] if keep else [self.context_column])
+        mask[dropped] = 0
+        del self.tokens[keep:], self.logprobs[keep:], self.columns[keep:]
+        token = self.tokens[-1] if keep else self.context_token
+        if keep:
+            self.columns[-1] = column
+        else:
+            self.context_column = column
+        self.position -= len(dropped)
+        self.position += 1
+        return token, self.position - 1, False
+
+    def advance(self, sampled: int, logprobs: torch.Tensor, column: int, stops: _StopRule,
+                mask: torch.Tensor) -> tuple[int, int, bool]:
+        """This step's (input token, its position, whether the path ends with it); ``mask`` is the row's."""
+        if self.stop_reason is not None:
+            return self._feed(self.forced.pop(0), logprobs, column)
+        ending = stops.ending(self.tokens, sampled)
+        if ending is None:
+            return self._feed(sampled, logprobs, column)
+        self.stop_reason, closing = ending
+        candidate = [*self.tokens, sampled]
+        keep = _common_prefix(candidate, closing)
+        self.forced = closing[keep:]
+        if keep == len(candidate):
+            return self._feed(sampled, logprobs, column)
+        if keep == len(self.tokens):  # only the sampled token goes: the forced one takes its place
+            return self._feed(self.forced.pop(0), logprobs, column)
+        return self._rewind(keep, column, mask)
+
+
 @torch.no_grad()
 def generate_reasoning(
     model: R2ecModel,
@@ -90,7 +234,6 @@ def generate_reasoning(
         raise ValueError(f"group must be >= 1, got {group}")
     tokenizer, tag = model.tokenizer, model.config.answer_tag
     tag_ids = tokenizer(tag, add_special_tokens=False)["input_ids"]
-    tail_tokens = len(tag_ids) + 4  # enough decoded context to see a tag split across tokens
     batch = model.tokenize(prompts, padding_side="left")
     mask = batch["attention_mask"]
     out = model.lm(input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids(mask),
@@ -107,47 +250,38 @@ def generate_reasoning(
         logits, mask, next_position = (t.repeat_interleave(group, dim=0) for t in (logits, mask, next_position))
 
     size = len(prompts) * group
-    generated: list[list[int]] = [[] for _ in range(size)]
-    logprobs: list[list[torch.Tensor]] = [[] for _ in range(size)]
-    forced: list[list[int]] = [[] for _ in range(size)]
-    truncated = [False] * size
+    stops = _StopRule(tokenizer, tag_ids, tag, max_new_tokens, end_of_turn_ids(model))
+    last_prompt_tokens = batch["input_ids"][:, -1].repeat_interleave(group).tolist()
+    paths = [_Path(position=int(p), context_token=t, context_column=mask.shape[1] - 1)
+             for p, t in zip(next_position.tolist(), last_prompt_tokens, strict=True)]
     final_hidden = torch.zeros(size, model.lm.config.hidden_size, device=model.device)
-    finished = torch.zeros(size, dtype=torch.bool, device=model.device)  # tag fed, hidden captured
     pad = tokenizer.pad_token_id
 
-    while not bool(finished.all()):
-        sampled = _next_tokens(logits, do_sample, top_k, generator)
+    while not all(path.finished for path in paths):
+        sampled = _next_tokens(logits, do_sample, top_k, generator).tolist()  # the step's one host transfer
         step_logprobs = F.log_softmax(logits, dim=-1)
-        tokens = torch.full((size,), pad, dtype=torch.long, device=model.device)
-        ends_here = torch.zeros(size, dtype=torch.bool, device=model.device)
-        for row in range(size):
-            if finished[row]:
-                continue
-            token = forced[row].pop(0) if forced[row] else int(sampled[row])
-            tokens[row] = token
-            generated[row].append(token)
-            logprobs[row].append(step_logprobs[row, token])
-            if truncated[row]:
-                ends_here[row] = not forced[row]
-            elif tag in tokenizer.decode(generated[row][-tail_tokens:]):
-                ends_here[row] = True
-            elif len(generated[row]) >= max_new_tokens:
-                forced[row], truncated[row] = list(tag_ids), True
-        mask = torch.cat([mask, (~finished).long().unsqueeze(1)], dim=1)
+        column = mask.shape[1]
+        inputs = [(pad, 0, False)] * size  # (token, position, ends here)
+        for row, path in enumerate(paths):
+            if not path.finished:
+                inputs[row] = path.advance(sampled[row], step_logprobs[row], column, stops, mask[row])
+        tokens, positions, ends = (torch.tensor(values, device=model.device) for values in zip(*inputs, strict=True))
+        live = torch.tensor([not path.finished for path in paths], device=model.device)
+        mask = torch.cat([mask, live.long().unsqueeze(1)], dim=1)
         out = model.lm(
-            input_ids=tokens.unsqueeze(1), attention_mask=mask, position_ids=next_position.unsqueeze(1),
+            input_ids=tokens.unsqueeze(1), attention_mask=mask, position_ids=positions.unsqueeze(1),
             cache=cache, use_cache=True, output_hidden_states=True,
         )
         cache, logits = out.cache, out.logits[:, -1].float() / temperature
-        final_hidden[ends_here] = out.hidden_states[-1][ends_here, -1].float()
-        finished |= ends_here
-        next_position += 1
+        final_hidden[ends] = out.hidden_states[-1][ends, -1].float()
+        for row in ends.nonzero().flatten().tolist():
+            paths[row].finished = True
 
     return Generation(
-        token_ids=generated,
-        logprobs=[torch.stack(row) for row in logprobs],
-        texts=[tokenizer.decode(row) for row in generated],
-        truncated=truncated,
+        token_ids=[path.tokens for path in paths],
+        logprobs=[torch.stack(path.logprobs) for path in paths],
+        texts=[tokenizer.decode(path.tokens) for path in paths],
+        stop_reasons=[path.stop_reason for path in paths],
         final_hidden=final_hidden,
         direct_hidden=direct_hidden,
     )

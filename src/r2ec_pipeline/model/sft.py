@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from r2ec_pipeline.model.checkpoint import restore_trainable, trainable_state
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.losses import in_batch_infonce
 
@@ -42,17 +43,6 @@ class SFTResult:
     best_metrics: dict[str, float]               # validation metrics of the weights kept
     best_step: int
     seconds_per_step: float
-
-
-def _trainable_state(model: R2ecModel) -> dict[str, torch.Tensor]:
-    return {name: p.detach().clone() for name, p in model.lm.named_parameters() if p.requires_grad}
-
-
-def _restore(model: R2ecModel, state: dict[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for name, parameter in model.lm.named_parameters():
-            if name in state:
-                parameter.copy_(state[name])
 
 
 def _record(history: dict[str, list[dict[str, float]]], metrics: dict[str, float], step: int, prefix: str) -> None:
@@ -89,7 +79,7 @@ def train_sft(
     evaluations = {0: evaluate(model)} if evaluate else {}  # step → validation metrics; 0 is zero-shot
     _record(history, evaluations.get(0, {}), 0, "valid.")
     best_value, best_step = evaluations[0][settings.selection_metric] if evaluate else float("-inf"), 0
-    best_state, best_table = _trainable_state(model), model.item_table.clone()
+    best_state = trainable_state(model)
     model.lm.train()
     train_seconds = 0.0
     progress = tqdm(range(1, settings.steps + 1), desc="sft", leave=False)
@@ -117,11 +107,10 @@ def train_sft(
                         settings.selection_metric, metrics[settings.selection_metric])
             if metrics[settings.selection_metric] > best_value:
                 best_value, best_step = metrics[settings.selection_metric], step
-                best_state, best_table = _trainable_state(model), model.item_table.clone()
+                best_state = trainable_state(model)
             model.lm.train()
     if not evaluate:
         model.build_item_table(list(catalog), [item_prompt[int(i)] for i in catalog])
         return SFTResult(history, {}, {}, settings.steps, train_seconds / settings.steps)
-    _restore(model, best_state)
-    model.item_table = best_table
+    restore_trainable(model, best_state)
     return SFTResult(history, evaluations[0], evaluations[best_step], best_step, train_seconds / settings.steps)

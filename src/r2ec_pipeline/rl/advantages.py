@@ -9,25 +9,33 @@ import torch
 AdvantageType = Literal["grpo", "rloo"]
 
 
-def group_advantages(rewards: torch.Tensor, kind: AdvantageType = "grpo", eps: float = 1e-8) -> torch.Tensor:
+# A group whose reward std is below this counts as all-equal. Rounding leaves a std of ~1e-8 on equal
+# float32 rewards in [0, 1], which ÷ (std + ε) would blow up to advantages near ±0.4–0.8.
+EQUAL_REWARDS_TOLERANCE = 1e-6
+
+
+def group_advantages(
+    rewards: torch.Tensor, kind: AdvantageType = "grpo", eps: float = 1e-8, tolerance: float = EQUAL_REWARDS_TOLERANCE
+) -> torch.Tensor:
     """A_i for rewards of shape (B users × G paths).
 
     - ``grpo``: A_i = (R_i − mean(R)) / (std(R) + ε), with the unbiased std (÷ G−1);
     - ``rloo``: A_i = R_i − mean of the other G−1 rewards (exact leave-one-out, not the reference
       code's R·(1 + 1/G) − mean).
 
-    A group whose rewards are all equal gets exactly zero advantage under both.
+    A group whose rewards are all equal (std ≤ ``tolerance``) gets exactly zero advantage under both,
+    for any G.
     """
     if rewards.dim() != 2:
         raise ValueError(f"rewards must be (users × paths), got shape {tuple(rewards.shape)}")
     group = rewards.shape[1]
     if group < 2:
         raise ValueError(f"{kind} needs at least 2 paths per user (num_generations), got {group}")
-    mean = rewards.mean(dim=1, keepdim=True)
+    std = rewards.std(dim=1, unbiased=True, keepdim=True)
     if kind == "grpo":
-        centred = rewards - mean
-        return centred / (rewards.std(dim=1, unbiased=True, keepdim=True) + eps)
-    if kind == "rloo":
-        others = (rewards.sum(dim=1, keepdim=True) - rewards) / (group - 1)
-        return rewards - others
-    raise ValueError(f"unknown advantage_type {kind!r} (expected grpo or rloo)")
+        advantages = (rewards - rewards.mean(dim=1, keepdim=True)) / (std + eps)
+    elif kind == "rloo":
+        advantages = rewards - (rewards.sum(dim=1, keepdim=True) - rewards) / (group - 1)
+    else:
+        raise ValueError(f"unknown advantage_type {kind!r} (expected grpo or rloo)")
+    return advantages.masked_fill(std <= tolerance, 0.0)

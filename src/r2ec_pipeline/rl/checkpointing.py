@@ -1,10 +1,12 @@
 """Resumable RecPO training state: ``<root>/checkpoint-<step>/``, written atomically, oldest pruned.
 
 A checkpoint holds everything the next step depends on: the trainable weights and the item table
-(``trainable.safetensors``), the optimizer and scheduler states and torch's RNG (``optimizer.pt``,
-tensors and plain containers only, read back with ``weights_only=True``), and the step, settings
-and metric history (``trainer_state.json``). Data order and rollout sampling are functions of
-(seed, step), so they need no saved state.
+(``trainable.safetensors``), the optimizer and scheduler states and torch's RNG, CUDA's too where
+there is one (``optimizer.pt``, tensors and plain containers only, read back with
+``weights_only=True``), and the step, settings and metric history (``trainer_state.json``). The
+weights and table of the best validation so far (model selection) are kept beside them
+(``best.safetensors``), so a resumed run still returns the selected model. Data order and rollout
+sampling are functions of (seed, step), so they need no saved state.
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from r2ec_pipeline.model.checkpoint import CheckpointError, restore_trainable, trainable_state
 from r2ec_pipeline.model.dual_head import R2ecModel
 
 STATE_FILE = "trainer_state.json"
-TABLE_KEY = "__item_table__"
+BEST_FILE = "best.safetensors"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -49,19 +52,25 @@ class CheckpointStore:
         return found[-1] if found else None
 
     def save(
-        self, model: R2ecModel, optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any]
+        self, model: R2ecModel, optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any],
+        best: dict[str, torch.Tensor] | None = None,
     ) -> Path:
-        """Write ``checkpoint-<state['step']>`` through a staging folder, then drop all but the newest ``keep``."""
+        """Write ``checkpoint-<state['step']>`` through a staging folder, then drop all but the newest ``keep``.
+
+        ``best``: the ``trainable_state`` of the selected weights so far, if any.
+        """
         target = self.root / f"checkpoint-{state['step']}"
         self.root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
         try:
-            tensors = {name: p.detach().cpu().contiguous() for name, p in model.lm.named_parameters()
-                       if p.requires_grad}
-            tensors[TABLE_KEY] = model.item_table.detach().float().cpu().contiguous()
-            save_file(tensors, staging / "trainable.safetensors")
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                        "torch_rng": torch.get_rng_state()}, staging / "optimizer.pt")
+            save_file(trainable_state(model), staging / "trainable.safetensors")
+            if best is not None:
+                save_file(best, staging / BEST_FILE)
+            rng = {"torch_rng": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                rng["cuda_rng"] = torch.cuda.get_rng_state_all()
+            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **rng},
+                       staging / "optimizer.pt")
             (staging / STATE_FILE).write_text(json.dumps(state, indent=1))
             shutil.rmtree(target, ignore_errors=True)
             os.replace(staging, target)
@@ -92,17 +101,19 @@ class CheckpointStore:
     @staticmethod
     def load(path: Path, model: R2ecModel, optimizer: torch.optim.Optimizer, scheduler: Any) -> dict[str, Any]:
         """Restore weights, item table, optimizer, scheduler and RNG in place; return the trainer state."""
-        tensors = load_file(path / "trainable.safetensors")
-        model.item_table = tensors.pop(TABLE_KEY).to(model.device)
-        parameters = {name: p for name, p in model.lm.named_parameters() if p.requires_grad}
-        if set(parameters) != set(tensors):
-            missing, extra = sorted(set(parameters) - set(tensors)), sorted(set(tensors) - set(parameters))
-            raise ResumeError(f"checkpoint {path} does not fit this model: missing {missing[:3]}, extra {extra[:3]}")
-        with torch.no_grad():
-            for name, parameter in parameters.items():
-                parameter.copy_(tensors[name])
+        try:
+            restore_trainable(model, load_file(path / "trainable.safetensors"), f"checkpoint {path}")
+        except CheckpointError as error:
+            raise ResumeError(str(error)) from error
         saved = torch.load(path / "optimizer.pt", weights_only=True)
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
         torch.set_rng_state(saved["torch_rng"])
+        if "cuda_rng" in saved and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(saved["cuda_rng"])
         return json.loads((path / STATE_FILE).read_text())
+
+    @staticmethod
+    def load_best(path: Path) -> dict[str, torch.Tensor] | None:
+        """The selected weights and table saved with the checkpoint at ``path`` (None if nothing was selected)."""
+        return load_file(path / BEST_FILE) if (path / BEST_FILE).is_file() else None

@@ -65,18 +65,20 @@ def clipped_item_loss(
     eps_low: float = 0.2,
     eps_high: float = 0.28,
     denominator: torch.Tensor | float | None = None,
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Item loss on the selected (best) paths only: the clipped form on p(v⁺)'s ratio, weighted by A.
 
     All inputs are (users × G); ``target_logprobs`` is log p(v⁺) under the in-batch softmax now, and
     ``old_target_logprobs`` the same at rollout time. Paths not selected contribute nothing; the sum
-    is divided by the number of selected paths (``denominator``: of the global batch).
+    is divided by the number of selected paths (``denominator``: of the global batch). Returns (loss,
+    number of selected paths whose ratio is outside the trust region).
     """
     ratio = torch.exp(target_logprobs - old_target_logprobs)
     per_path = _clipped(ratio, advantages, eps_low, eps_high)
     weight = selected.to(per_path.dtype)
     count = weight.sum() if denominator is None else denominator
-    return (per_path * weight).sum() / torch.as_tensor(count).clamp(min=1.0)
+    clipped = ((ratio < 1.0 - eps_low) | (ratio > 1.0 + eps_high)).to(weight.dtype) * weight
+    return (per_path * weight).sum() / torch.as_tensor(count).clamp(min=1.0), clipped.sum().detach()
 
 
 def kl_penalty(

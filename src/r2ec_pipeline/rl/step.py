@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from r2ec_pipeline.model.dual_head import R2ecModel, position_ids
-from r2ec_pipeline.model.generation import Generators, generate_reasoning
+from r2ec_pipeline.model.generation import STOP_REASONS, Generators, StopReason, generate_reasoning
 from r2ec_pipeline.model.losses import in_batch_target_logprobs
 from r2ec_pipeline.model.scoring import target_ranks
 from r2ec_pipeline.rl.advantages import AdvantageType, group_advantages
@@ -55,9 +55,10 @@ class Batch:
 class Rollout:
     """G sampled paths per user of this process, scored and turned into advantages (no gradient)."""
 
-    token_ids: list[list[int]]          # users·G completions, user-major
+    token_ids: list[list[int]]          # users·G completions, user-major, ending with the canonical tag
     texts: list[str]
-    truncated: list[bool]
+    stop_reasons: list[StopReason]      # tag, end_of_turn or length, per path
+    states: torch.Tensor                # users·G × d: h at each path's final tag token (what was scored)
     old_logprobs: torch.Tensor          # users·G × T, right-padded, under the rollout policy
     mask: torch.Tensor                  # users·G × T, 1 on real completion tokens
     rank_part: torch.Tensor             # users·G
@@ -67,7 +68,14 @@ class Rollout:
     selected: torch.Tensor              # users × G, the best path(s) that train the rec head
     columns: torch.Tensor               # users·G: each path's target column in the global batch
     column_ids: torch.Tensor            # global batch's target ids, one column per user
-    old_item_logprobs: torch.Tensor     # users·G: log p(v⁺) in-batch at rollout time
+    # users·G: log p(v⁺) in-batch under the rollout-time weights (h and re-encoded targets alike). The
+    # first update runs on exactly those weights, so it fills this in (its ratio is 1 by construction);
+    # later updates of the same rollout (num_iterations > 1) use it. Never a cached table row.
+    old_item_logprobs: torch.Tensor | None = None
+
+    @property
+    def truncated(self) -> list[bool]:
+        return [reason == "length" for reason in self.stop_reasons]
 
 
 def _padded(
@@ -118,7 +126,7 @@ def rollout(
 ) -> Rollout:
     """Steps 1–4: sample G paths per user, score them against the item table, reward, advantage."""
     collective = collective or Collective()
-    users, group, tau = len(batch.prompts), settings.num_generations, model.config.similarity_temperature
+    users, group = len(batch.prompts), settings.num_generations
     model.lm.eval()
     generation = generate_reasoning(model, batch.prompts, settings.max_completion_length, do_sample=True,
                                     temperature=settings.temperature, top_k=settings.top_k,
@@ -130,17 +138,13 @@ def rollout(
     sim_part = similarity_reward(scores, targets[owners])
     rewards = fused_reward(rank_part, sim_part, settings.reward_beta, settings.reward_type).view(users, group)
     advantages = group_advantages(rewards.float(), settings.advantage_type)
-    column_ids = collective.gather_values(targets)
-    columns = owners + collective.rank * users
-    old_item_logprobs = in_batch_target_logprobs(generation.final_hidden, model.item_table[column_ids], columns,
-                                                 column_ids, tau)
     old_logprobs, mask = _padded([row.float() for row in generation.logprobs], model.device)
     return Rollout(
-        token_ids=generation.token_ids, texts=generation.texts, truncated=generation.truncated,
-        old_logprobs=old_logprobs, mask=mask,
+        token_ids=generation.token_ids, texts=generation.texts, stop_reasons=generation.stop_reasons,
+        states=generation.final_hidden, old_logprobs=old_logprobs, mask=mask,
         rank_part=rank_part.float(), sim_part=sim_part.float(), rewards=rewards.float(), advantages=advantages,
-        selected=best_paths(advantages, settings.relabel_topk), columns=columns, column_ids=column_ids,
-        old_item_logprobs=old_item_logprobs,
+        selected=best_paths(advantages, settings.relabel_topk), columns=owners + collective.rank * users,
+        column_ids=collective.gather_values(targets),
     )
 
 
@@ -148,7 +152,12 @@ def policy_update(
     model: R2ecModel, optimizer: torch.optim.Optimizer, batch: Batch, paths: Rollout, settings: RecPOSettings,
     collective: Collective | None = None,
 ) -> dict[str, float]:
-    """Steps 5–7: clipped token loss on all paths + clipped item loss on the best ones, one optimizer step."""
+    """Steps 5–7: clipped token loss on all paths + clipped item loss on the best ones, one optimizer step.
+
+    The first update of a rollout runs on the rollout-time weights: its log p(v⁺) becomes the rollout's
+    old value (``paths.old_item_logprobs``), so the item ratio starts at exactly 1 however old the
+    cached item table is.
+    """
     collective = collective or Collective()
     group, tau = settings.num_generations, model.config.similarity_temperature
     model.lm.train()
@@ -161,10 +170,15 @@ def policy_update(
                                              denominator=token_count.to(logprobs.dtype))
     target_states = collective.gather(model.encode_shared_prefix(batch.target_prompts))
     item_logprobs = in_batch_target_logprobs(states, target_states, paths.columns, paths.column_ids, tau)
+    if paths.old_item_logprobs is None:
+        paths.old_item_logprobs = item_logprobs.detach()
     users = len(batch.prompts)
-    item_loss = clipped_item_loss(item_logprobs.view(users, group), paths.old_item_logprobs.view(users, group),
-                                  paths.advantages, paths.selected, settings.epsilon, settings.epsilon_high,
-                                  denominator=collective.total(paths.selected.sum()).float())
+    selected_count = collective.total(paths.selected.sum()).float()
+    item_loss, item_clipped = clipped_item_loss(
+        item_logprobs.view(users, group), paths.old_item_logprobs.view(users, group), paths.advantages,
+        paths.selected, settings.epsilon, settings.epsilon_high, denominator=selected_count,
+    )
+    item_ratios = torch.exp(item_logprobs.detach() - paths.old_item_logprobs).view(users, group)
     loss = token_loss + item_loss
     kl = torch.zeros((), device=model.device)
     if settings.beta > 0:
@@ -187,6 +201,8 @@ def policy_update(
         "loss": collective.total(loss.detach()).item(), "token_loss": collective.total(token_loss.detach()).item(),
         "item_loss": collective.total(item_loss.detach()).item(), "kl": collective.total(kl.detach()).item(),
         "clip_fraction": (collective.total(clipped) / tokens.clamp(min=1.0)).item(),
+        "item_clip_fraction": (collective.total(item_clipped) / selected_count.clamp(min=1.0)).item(),
+        "item_ratio_mean": (collective.total((item_ratios * paths.selected).sum()) / selected_count.clamp(min=1.0)).item(),
         "grad_norm": float(grad_norm), "skipped": float(skipped),
     }
 
@@ -196,13 +212,15 @@ def rollout_metrics(paths: Rollout, collective: Collective | None = None) -> dic
     collective = collective or Collective()
     rewards = collective.gather_values(paths.rewards.flatten())
     lengths = collective.gather_values(paths.mask.sum(dim=1))
-    truncated = collective.gather_values(torch.tensor(paths.truncated, dtype=torch.float, device=lengths.device))
+    reasons = collective.gather_values(torch.tensor([STOP_REASONS.index(r) for r in paths.stop_reasons],
+                                                    device=lengths.device))
     return {
         "reward_mean": rewards.mean().item(), "reward_std": rewards.std().item(),
         "reward_rank": collective.gather_values(paths.rank_part).mean().item(),
         "reward_sim": collective.gather_values(paths.sim_part).mean().item(),
         "advantage_std": collective.gather_values(paths.advantages.flatten()).std().item(),
-        "completion_length": lengths.float().mean().item(), "truncated_share": truncated.mean().item(),
+        "completion_length": lengths.float().mean().item(),
+        **{f"stop_{reason}_share": (reasons == code).float().mean().item() for code, reason in enumerate(STOP_REASONS)},
     }
 
 

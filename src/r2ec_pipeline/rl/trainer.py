@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup
 
+from r2ec_pipeline.model.checkpoint import restore_trainable, trainable_state
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.rl.checkpointing import CheckpointStore, ResumeError
 from r2ec_pipeline.rl.distributed import Collective
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 # settings a resumed run may change without invalidating the saved state (the global batch may not
 # change, but how it is split over processes may: batches and rollouts are indexed globally)
 RESUMABLE_CHANGES = {"max_steps", "num_train_epochs", "save_steps", "save_total_limit", "eval_steps",
-                     "log_completions_steps", "per_device_train_batch_size", "world_size"}
+                     "log_completions_steps", "per_device_train_batch_size", "world_size", "early_stopping_patience"}
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,8 @@ class TrainerSettings:
     save_steps: int | None = None          # checkpoint every N steps (and at the end)
     save_total_limit: int = 2
     log_completions_steps: int = 1         # keep the sampled texts and rewards of every N-th step
+    metric_for_best_model: str | None = "reasoning.ndcg_at_10"  # validation metric that selects the weights
+    early_stopping_patience: int | None = None  # stop after N validations without a better metric
     seed: int = 0
 
 
@@ -63,10 +66,12 @@ class RecPOResult:
     history: dict[str, list[dict[str, float]]]   # metric → [{"value", "step"}], for MLflow
     samples: list[dict[str, Any]]                 # sampled reasoning paths with their rewards
     evaluations: dict[int, dict[str, float]]      # step → validation metrics (0: before training)
-    steps: int
+    steps: int                                    # steps trained (fewer than planned after early stopping)
+    selected_step: int                            # the step whose weights the model holds (model selection)
     resumed_from: int = 0
     seconds_per_step: float = 0.0
     skipped_steps: int = 0
+    stopped_early: bool = False
 
     @property
     def initial_metrics(self) -> dict[str, float]:
@@ -77,6 +82,11 @@ class RecPOResult:
     def final_metrics(self) -> dict[str, float]:
         """Validation after the last step."""
         return self.evaluations.get(self.steps, {})
+
+    @property
+    def selected_metrics(self) -> dict[str, float]:
+        """Validation of the weights kept."""
+        return self.evaluations.get(self.selected_step, {})
 
 
 @dataclass
@@ -89,16 +99,30 @@ class _Progress:
     evaluations: dict[int, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
     skipped: int = 0
+    best_step: int | None = None       # validation step with the best metric so far
+    best_value: float | None = None
+    stale_evaluations: int = 0         # validations since the best one (early stopping)
+    stopped_early: bool = False
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> _Progress:
-        return cls(step=state["step"], history=state["history"], samples=state["samples"],
-                   evaluations={int(k): v for k, v in state["evaluations"].items()},
-                   seconds=state["seconds"], skipped=state["skipped"])
+        names = {f.name for f in fields(cls)} - {"evaluations"}
+        return cls(**{k: v for k, v in state.items() if k in names},
+                   evaluations={int(k): v for k, v in state["evaluations"].items()})
 
-    def evaluated(self, step: int, metrics: dict[str, float]) -> None:
+    def evaluated(self, step: int, metrics: dict[str, float], metric: str | None) -> bool:
+        """Record a validation; True when ``metric`` beats every earlier one (these weights are the best)."""
         self.evaluations[step] = metrics
         _record(self.history, metrics, step, "valid.")
+        if metric is None or not metrics:
+            return False
+        if metric not in metrics:
+            raise ValueError(f"metric_for_best_model {metric!r} is not among the validation metrics {sorted(metrics)}")
+        if self.best_value is None or metrics[metric] > self.best_value:
+            self.best_step, self.best_value, self.stale_evaluations = step, float(metrics[metric]), 0
+            return True
+        self.stale_evaluations += 1
+        return False
 
 
 def total_steps(samples: int, settings: TrainerSettings, world_size: int = 1) -> int:
@@ -163,7 +187,13 @@ def train_recpo(
     resume_from_checkpoint: bool | str | None = None,
     collective: Collective | None = None,
 ) -> RecPOResult:
-    """Train in place with RecPO; validation before, every ``eval_steps`` and after (main process)."""
+    """Train in place with RecPO; validation before, every ``eval_steps`` and after (main process).
+
+    Model selection (spec §5): the weights and item table of the validation with the best
+    ``metric_for_best_model`` (step 0, the starting policy, included) are what the model holds on
+    return; ``early_stopping_patience`` ends training after that many validations without a better
+    one. Without validation the last weights are kept.
+    """
     collective = collective or Collective()
     torch.manual_seed(trainer.seed)
     group, per_device = settings.num_generations, trainer.per_device_train_batch_size
@@ -180,8 +210,19 @@ def train_recpo(
     def refresh_table() -> None:
         model.build_item_table(item_ids, [data.item_prompt[i] for i in item_ids], progress=collective.is_main)
 
-    def validation() -> dict[str, float]:
-        return evaluate(model) if evaluate is not None and collective.is_main else {}
+    best: dict[str, torch.Tensor] | None = None  # trainable_state of the selected weights
+
+    def validate(step: int, refresh: bool = True) -> None:
+        """Validate the current weights (item table refreshed first); keep them if best; decide early stopping."""
+        nonlocal best
+        if refresh:
+            refresh_table()
+        metrics = evaluate(model) if evaluate is not None and collective.is_main else {}
+        if done.evaluated(step, metrics, trainer.metric_for_best_model):
+            best = trainable_state(model)
+        patience = trainer.early_stopping_patience
+        stop = torch.tensor(float(bool(patience) and done.stale_evaluations >= patience), device=model.device)
+        done.stopped_early = bool(collective.total(stop) > 0)  # decided on the main process, followed by all
 
     if resume_from_checkpoint and store is None:
         raise ResumeError("resume_from_checkpoint needs a checkpoint folder")
@@ -189,7 +230,7 @@ def train_recpo(
     if checkpoint is not None:
         state = CheckpointStore.load(checkpoint, model, optimizer, scheduler)
         _check_resumable(state["config"], config, checkpoint)
-        done = _Progress.from_state(state)
+        done, best = _Progress.from_state(state), CheckpointStore.load_best(checkpoint)
         logger.info("resumed RecPO from %s at step %d", checkpoint, done.step)
     else:
         done = _Progress()
@@ -198,15 +239,17 @@ def train_recpo(
                            "(resume_from_checkpoint: true continues a run instead)", stale, store.root)
         if model.num_items < 1:
             refresh_table()
-        done.evaluated(0, validation())
+        if evaluate is not None:
+            validate(0, refresh=False)  # the starting policy's table (SFT's) matches its weights
     start = done.step
 
     def save() -> None:
         if store is not None and collective.is_main:
-            store.save(model, optimizer, scheduler, {"config": config, **asdict(done)})
+            store.save(model, optimizer, scheduler, {"config": config, **asdict(done)}, best)
         collective.barrier()
 
-    progress = tqdm(range(start + 1, steps + 1), desc="recpo", disable=not collective.is_main, leave=False)
+    remaining = range(start + 1, steps + 1) if not done.stopped_early else range(0)
+    progress = tqdm(remaining, desc="recpo", disable=not collective.is_main, leave=False)
     for step in progress:
         started = time.perf_counter()
         indices = batch_indices(len(data.prompts), global_batch, step, trainer.seed)[collective.shard(global_batch)]
@@ -226,17 +269,29 @@ def train_recpo(
             break
         if trainer.refresh_every and step % trainer.refresh_every == 0:
             refresh_table()
-        if trainer.eval_steps and step % trainer.eval_steps == 0:
-            refresh_table()
-            done.evaluated(step, validation())
+        if trainer.eval_steps and evaluate is not None and step % trainer.eval_steps == 0:
+            validate(step)
+            if done.stopped_early:
+                logger.info("RecPO: early stopping at step %d (%d validations without a better %s)", step,
+                            done.stale_evaluations, trainer.metric_for_best_model)
+                break
         if trainer.save_steps and step % trainer.save_steps == 0:
             save()
 
-    if start < steps:
-        refresh_table()  # the table must match the final weights, for evaluation and for the saved model
-        done.evaluated(steps, validation())
+    if done.step not in done.evaluations:
+        validate(done.step)  # also refreshes the table: it must match the final weights
+    if start < done.step:
         save()
-    seconds_per_step = done.seconds / max(steps, 1)
-    logger.info("RecPO: %d steps (from step %d), %.1f s/step, %d skipped", steps, start, seconds_per_step, done.skipped)
-    return RecPOResult(history=done.history, samples=done.samples, evaluations=done.evaluations, steps=steps,
-                       resumed_from=start, seconds_per_step=seconds_per_step, skipped_steps=done.skipped)
+    selected = done.step
+    if best is not None and done.best_step is not None:
+        selected = done.best_step
+        if selected != done.step:
+            restore_trainable(model, {name: t.to(model.device) for name, t in best.items()})
+        logger.info("RecPO: selected the weights of step %d (%s %.4f)", selected, trainer.metric_for_best_model,
+                    done.best_value)
+    seconds_per_step = done.seconds / max(done.step, 1)
+    logger.info("RecPO: %d steps (from step %d), %.1f s/step, %d skipped", done.step, start, seconds_per_step,
+                done.skipped)
+    return RecPOResult(history=done.history, samples=done.samples, evaluations=done.evaluations, steps=done.step,
+                       selected_step=selected, resumed_from=start, seconds_per_step=seconds_per_step,
+                       skipped_steps=done.skipped, stopped_early=done.stopped_early)

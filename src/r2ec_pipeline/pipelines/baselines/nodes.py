@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from r2ec_pipeline.baselines.popularity import Popularity
 from r2ec_pipeline.baselines.sasrec import SASRec, SASRecSettings, pad_sequences, train_sasrec
 from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.data.samples import earlier_items
@@ -27,9 +28,10 @@ def training_sequences(interactions: pd.DataFrame, train_samples: pd.DataFrame) 
 
 def fit_popularity(sequences: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame:
     """Training interaction count of every catalog item (0 for items never seen in training)."""
-    counts = pd.Series([int(i) for ids in sequences["item_ids"] for i in ids]).value_counts()
     table = items[["item_id"]].astype({"item_id": int}).copy()
-    table["count"] = table["item_id"].map(counts).fillna(0).astype(int)
+    ids = [int(i) for item_ids in sequences["item_ids"] for i in item_ids]
+    counts = Popularity.fit(ids, int(table["item_id"].max())).counts
+    table["count"] = counts[table["item_id"].to_numpy()].long().numpy()
     return table
 
 

@@ -21,7 +21,7 @@ from r2ec_pipeline.pipelines.sft.nodes import build_dual_head, mask_lists
 from r2ec_pipeline.rl.checkpointing import CheckpointStore
 from r2ec_pipeline.rl.distributed import Collective
 from r2ec_pipeline.rl.step import RecPOSettings
-from r2ec_pipeline.rl.trainer import RecPOData, TrainerSettings, train_recpo
+from r2ec_pipeline.rl.trainer import RecPOData, RecPOResult, TrainerSettings, train_recpo
 
 logger = logging.getLogger(__name__)
 
@@ -97,10 +97,35 @@ def train_recpo_model(
                          TrainerSettings(**_fields(TrainerSettings, values)),
                          evaluate=evaluate if len(eval_samples) else None, store=checkpoints,
                          resume_from_checkpoint=config.resume_from_checkpoint, collective=collective)
+    report = recpo_report(result, config.metric_for_best_model if len(eval_samples) else None)
+    report.update(eval_users=len(eval_samples), world_size=collective.world_size,
+                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    history = {**result.history, "selected_step": [{"value": float(result.selected_step), "step": result.steps}]}
+    for mode in ("reasoning", "direct"):
+        key = f"{mode}.ndcg_at_10"
+        if key in result.initial_metrics and key in result.selected_metrics:
+            logger.info("RecPO %s N@10: %.4f → %.4f (selected step %d of %d)", mode, result.initial_metrics[key],
+                        result.selected_metrics[key], result.selected_step, result.steps)
+    model.to(torch.device("cpu"))
+    return model, history, pd.DataFrame(result.samples), report
+
+
+def _run_mean(history: dict[str, list[dict[str, float]]], name: str) -> float | None:
+    points = history.get(f"train.{name}", [])
+    return sum(point["value"] for point in points) / len(points) if points else None
+
+
+def recpo_report(result: RecPOResult, metric: str | None) -> dict[str, Any]:
+    """What a run did: validation before / of the selected weights / after the last step, the selection, and
+    run means of the rollout statistics (completion length, how paths stopped, clipping)."""
     rewards = [point["value"] for point in result.history.get("train.reward_mean", [])]
-    report = {
+    return {
         "before": result.initial_metrics,
-        "after": result.final_metrics,
+        "after": result.selected_metrics,       # the weights the recpo model holds
+        "last": result.final_metrics,            # the weights after the last step
+        "selected_step": result.selected_step,
+        "metric_for_best_model": metric,
+        "stopped_early": result.stopped_early,
         "steps": result.steps,
         "resumed_from_step": result.resumed_from,
         "skipped_steps": result.skipped_steps,
@@ -110,14 +135,8 @@ def train_recpo_model(
                    if f"{mode}.ndcg_at_10" in values}
             for mode in ("reasoning", "direct")
         },
+        "rollouts": {name: _run_mean(result.history, name) for name in (
+            "completion_length", "stop_tag_share", "stop_end_of_turn_share", "stop_length_share",
+            "clip_fraction", "item_clip_fraction", "item_ratio_mean")},
         "seconds_per_step": result.seconds_per_step,
-        "eval_users": len(eval_samples),
-        "world_size": collective.world_size,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    for mode in ("reasoning", "direct"):
-        key = f"{mode}.ndcg_at_10"
-        if key in result.initial_metrics and key in result.final_metrics:
-            logger.info("RecPO %s N@10: %.4f → %.4f", mode, result.initial_metrics[key], result.final_metrics[key])
-    model.to(torch.device("cpu"))
-    return model, result.history, pd.DataFrame(result.samples), report
