@@ -53,6 +53,7 @@ def main() -> None:
     users = pd.read_parquet(ROOT / "data/05_model_input/valid_samples.parquet")
     lm = attach_adapters(load_causal_lm(args.backbone, CACHE), AdapterSettings(top_layers=8)).eval()
     model = R2ecModel(lm, load_tokenizer(args.backbone, CACHE), DualHeadConfig(backbone=args.backbone)).eval()
+    model.bottom_cache_mb = 0  # the plain path, comparable across machines and runs (benchmarks/bottom_cache.py: cached)
     rows: list[tuple[str, str]] = []
 
     started = time.perf_counter()

@@ -114,7 +114,7 @@ def test_evaluation_registration_and_the_notebook_on_movielens(project: Path):
     _kedro(project, "--pipelines", "sft", "--params", "sft.steps=1,sft.batch_size=2,sft.negatives=2")
     _kedro(project, "--pipelines", "baselines", "--params", "baselines.sasrec.max_epochs=1")
     _kedro(project, "--pipelines", "evaluation,registration", "--params",
-           "evaluation.users=4,evaluation.reasoning_tokens=4,registration.reasoning_tokens=4")
+           "evaluation.users=4,evaluation.valid_users=4,evaluation.reasoning_tokens=4,registration.reasoning_tokens=4")
     metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
     assert metrics["users"] == {"valid": 4, "test": 4}
     assert set(metrics["test"]) == {"popularity", "sasrec", "zero_shot", "sft", "recpo"}

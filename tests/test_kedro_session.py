@@ -55,6 +55,7 @@ TINY_TRAINING = {
     "recpo.per_device_train_batch_size": 2, "recpo.num_generations": 2, "recpo.max_completion_length": 2,
     "recpo.max_steps": 2, "recpo.save_steps": 1, "recpo.eval_users": 2, "recpo.learning_rate": 1e-2,
     "baselines.sasrec.max_epochs": 2, "baselines.sasrec.hidden_size": 8, "evaluation.users": 3,
+    "evaluation.valid_users": 3, "evaluation.reasoning_users": 2, "evaluation.zero_shot_users": 2,
     "evaluation.reasoning_tokens": 2, "evaluation.top_n": 4, "registration.reasoning_tokens": 2,
 }
 
@@ -116,7 +117,8 @@ def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
     assert (project / "data/06_models/recpo/r2ec_config.json").is_file()
     checkpoints = sorted(p.name for p in (project / "data/06_models/recpo_checkpoints").iterdir())
     assert checkpoints == ["checkpoint-1", "checkpoint-2"]  # save_steps 1, and the end
-    # Evaluation: every model on the same 3 users per split, both modes for R²ec, exports and plots
+    # Evaluation: every model on the same 3 users per split in direct mode, the first 2 of them with
+    # reasoning too (and by the zero-shot model), paired CIs on the users two rows share, exports and plots
     metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
     valid = pd.read_parquet(project / "data/05_model_input/valid_samples.parquet")
     assert metrics["users"] == {"test": min(3, len(test)), "valid": min(3, len(valid))}
@@ -124,9 +126,18 @@ def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
         assert set(metrics[split]) == {"popularity", "sasrec", "zero_shot", "sft", "recpo"}
         assert set(metrics[split]["recpo"]) == {"direct", "reasoning"} and set(metrics[split]["sasrec"]) == {"direct"}
         assert 0 < metrics[split]["recpo"]["reasoning"]["mrr"] <= 1
+        assert (metrics[split]["recpo"]["direct"]["users"], metrics[split]["recpo"]["reasoning"]["users"]) == (3, 2)
+        assert metrics[split]["zero_shot"]["direct"]["users"] == 2
+    comparisons = metrics["comparisons"]["test"]
+    assert {"sft.direct-zero_shot.direct", "recpo.direct-sft.direct", "recpo.reasoning-recpo.direct"} <= set(comparisons)
+    assert comparisons["recpo.direct-sft.direct"]["ndcg_at_10"]["users"] == 3
+    assert comparisons["sft.direct-zero_shot.direct"]["hit_at_10"]["users"] == 2
+    low, high = (comparisons["recpo.direct-sft.direct"]["ndcg_at_10"][k] for k in ("low", "high"))
+    assert low <= comparisons["recpo.direct-sft.direct"]["ndcg_at_10"]["difference"] <= high
     exported = pd.read_parquet(project / "data/08_reporting/rankings_export.parquet")
     assert list(exported.columns) == ["user_id", "target_item_id", "history_item_ids", "topk_item_ids", "model", "mode"]
-    assert len(exported) == 3 * (2 + 3 * 2)  # test users × (2 baselines + 3 R²ec models × 2 modes)
+    # 3 test users × (2 baselines + SFT and RecPO direct) + 2 × (SFT, RecPO reasoning + zero-shot's 2 modes)
+    assert len(exported) == 3 * 4 + 2 * 4
     raw_items = set(pd.read_parquet(project / "data/03_primary/items.parquet")["raw_item_id"])
     # top_n 4 of a 4-item catalog, the user's history masked: lists are shorter, never hold masked items
     assert all(set(ids) <= raw_items and len(ids) <= 4 - len(set(h)) for ids, h in

@@ -7,7 +7,9 @@ import math
 import pandas as pd
 import pytest
 
-from r2ec_pipeline.reporting import flatten, lookup, metrics_by_model, results_table, training_curves
+from r2ec_pipeline.reporting import (
+    comparisons_table, flatten, lookup, metrics_by_model, paired_comparisons, results_table, training_curves,
+)
 
 
 def _rankings() -> pd.DataFrame:
@@ -15,7 +17,10 @@ def _rankings() -> pd.DataFrame:
             ("test", "recpo", "direct", 2), ("test", "recpo", "direct", 3),
             ("test", "recpo", "reasoning", 10), ("test", "recpo", "reasoning", 1),
             ("valid", "sasrec", "direct", 4), ("valid", "recpo", "direct", 4), ("valid", "recpo", "reasoning", 5)]
-    return pd.DataFrame(rows, columns=["split", "model", "mode", "rank"])
+    frame = pd.DataFrame(rows, columns=["split", "model", "mode", "rank"])
+    frame["user_id"] = frame.groupby(["split", "model", "mode"]).cumcount() + 1
+    frame["target_item_id"] = 7
+    return frame
 
 
 def test_metrics_by_model_by_hand():
@@ -31,6 +36,26 @@ def test_metrics_by_model_by_hand():
 def test_results_table_lists_baselines_then_r2ec_modes():
     table = results_table(metrics_by_model(_rankings(), ks=[10]), "test")
     assert table["model"].tolist() == ["SASRec", "RecPO (direct)", "RecPO (reasoning)"]
+    assert table["users"].tolist() == [2, 2, 2]
+
+
+def test_paired_comparisons_pair_the_same_users_and_pick_the_best_r2ec_row():
+    rankings = _rankings()
+    metrics = metrics_by_model(rankings, ks=[10])
+    comparisons = paired_comparisons(rankings, metrics, "test", resamples=4000)
+    # RecPO reasoning (N@10 0.645) beats RecPO direct (0.565): it is the best R²ec row against SASRec
+    assert set(comparisons) == {"recpo.reasoning-recpo.direct", "recpo.reasoning-sasrec.direct"}
+    # user 1: reasoning rank 10 vs direct rank 2 → N@10 1/log2(11) − 1/log2(3); user 2: rank 1 vs 3 → 1 − 1/2
+    per_user = [1 / math.log2(11) - 1 / math.log2(3), 1 - 0.5]
+    ndcg = comparisons["recpo.reasoning-recpo.direct"]["ndcg_at_10"]
+    assert ndcg["users"] == 2 and ndcg["difference"] == pytest.approx(sum(per_user) / 2)
+    assert (ndcg["low"], ndcg["high"]) == (pytest.approx(min(per_user)), pytest.approx(max(per_user)))
+    # against SASRec (ranks 1 and 11): hits 1,1 vs 1,0 → H@10 difference 0.5 with CI [0, 1]
+    hit = comparisons["recpo.reasoning-sasrec.direct"]["hit_at_10"]
+    assert (hit["difference"], hit["low"], hit["high"]) == (0.5, 0.0, 1.0)
+    table = comparisons_table(comparisons)
+    assert table["difference"].tolist() == ["RecPO (reasoning) − RecPO (direct)", "RecPO (reasoning) − SASRec"]
+    assert table.loc[1, "Δ hit_at_10"] == "+0.5000 [+0.0000, +1.0000]"
 
 
 def test_training_curves_skip_absent_validation():

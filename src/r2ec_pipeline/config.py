@@ -268,7 +268,17 @@ class EvaluationParams(_Params):
     """Full ranking of every model in both modes on validation and test (spec §6)."""
 
     users: int | None = Field(
-        32, ge=1, description="Seeded subset of users per split, the same for every model (null: every user)."
+        64, ge=1, description="Seeded test users ranked by every model in direct mode (null: every user)."
+    )
+    valid_users: int | None = Field(
+        32, ge=1, description="Seeded validation users ranked by every model in direct mode (null: every user)."
+    )
+    reasoning_users: int | None = Field(
+        32, ge=1, description="Of those, per split, the first ones in the seeded order that the R²ec models also "
+        "rank with greedy reasoning (null: all of them)."
+    )
+    zero_shot_users: int | None = Field(
+        32, ge=1, description="The zero-shot model ranks only the first ones per split (null: all of them)."
     )
     reasoning_tokens: int = Field(32, ge=1, description="Greedy reasoning tokens before <answer> is forced.")
     ks: list[int] = Field([5, 10, 20], min_length=1, description="Cutoffs of Hit@K and NDCG@K.")

@@ -49,3 +49,38 @@ def ranking_metrics(ranks: Iterable[int], ks: Iterable[int] = DEFAULT_KS) -> dic
         metrics[f"ndcg_at_{k}"] = ndcg_at_k(ranks, k)
     metrics["mrr"] = mrr(ranks)
     return metrics
+
+
+def per_sample(ranks: Iterable[int], metric: str) -> np.ndarray:
+    """One value per sample of ``metric`` (``hit_at_K``, ``ndcg_at_K`` or ``mrr``): what the means above average."""
+    ranks = np.fromiter(ranks, dtype=float)
+    if metric == "mrr":
+        return 1.0 / ranks
+    kind, _, k = metric.rpartition("_at_")
+    if kind == "hit" and k.isdigit():
+        return (ranks <= int(k)).astype(float)
+    if kind == "ndcg" and k.isdigit():
+        return np.where(ranks <= int(k), 1.0 / np.log2(ranks + 1.0), 0.0)
+    raise ValueError(f"unknown metric {metric!r} (expected hit_at_K, ndcg_at_K or mrr)")
+
+
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> dict[str, float]:
+    """Difference of means mean(a) − mean(b) with a paired bootstrap confidence interval.
+
+    ``a[i]`` and ``b[i]`` are two models' values on the same user i. Users are resampled with
+    replacement (the same draw for both models), so what varies between users cancels out of the
+    difference; the interval is the percentile interval of the resampled differences.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired values need the same users in the same order: shapes {a.shape} and {b.shape}")
+    if not len(a):
+        raise ValueError("no users to compare")
+    differences = a - b
+    draws = np.random.default_rng(seed).integers(0, len(a), size=(resamples, len(a)))
+    means = differences[draws].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0
+    low, high = np.quantile(means, [tail, 1.0 - tail])
+    return {"difference": float(differences.mean()), "low": float(low), "high": float(high), "users": len(a)}

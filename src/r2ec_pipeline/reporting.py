@@ -13,26 +13,76 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from r2ec_pipeline.metrics import ranking_metrics  # noqa: E402
+from r2ec_pipeline.metrics import paired_bootstrap, per_sample, ranking_metrics  # noqa: E402
 
 MODEL_LABELS = {"popularity": "Pop", "sasrec": "SASRec", "zero_shot": "R²ec zero-shot", "sft": "SFT",
                 "recpo": "RecPO"}
 TABLE_METRICS = ("hit_at_5", "ndcg_at_5", "hit_at_10", "ndcg_at_10", "hit_at_20", "ndcg_at_20", "mrr")
+R2EC_MODELS = ("zero_shot", "sft", "recpo")
+CI_METRICS = ("ndcg_at_10", "hit_at_10")
 
 
 def metrics_by_model(rankings: pd.DataFrame, ks: Iterable[int]) -> dict[str, Any]:
-    """``{split: {model: {mode: {metric: value}}}}`` plus ``users`` per split, from per-sample ranks."""
+    """``{split: {model: {mode: {metric: value, "users": n}}}}`` plus ``users`` (distinct users ranked) per split."""
     ks = list(ks)
     result: dict[str, Any] = {}
     for (split, model, mode), group in rankings.groupby(["split", "model", "mode"], sort=False):
-        result.setdefault(split, {}).setdefault(model, {})[mode] = ranking_metrics(group["rank"], ks)
-    first = rankings.drop_duplicates(["split", "model", "mode"]).iloc[0] if len(rankings) else None
-    users = {}
-    if first is not None:
-        same = rankings[(rankings["model"] == first["model"]) & (rankings["mode"] == first["mode"])]
-        users = same.groupby("split").size().astype(int).to_dict()
-    result["users"] = users
+        result.setdefault(split, {}).setdefault(model, {})[mode] = {**ranking_metrics(group["rank"], ks),
+                                                                    "users": int(group["user_id"].nunique())}
+    result["users"] = rankings.groupby("split")["user_id"].nunique().astype(int).to_dict() if len(rankings) else {}
     return result
+
+
+def _ranks(rankings: pd.DataFrame, split: str, model: str, mode: str) -> pd.Series:
+    rows = rankings[(rankings["split"] == split) & (rankings["model"] == model) & (rankings["mode"] == mode)]
+    return rows.set_index(["user_id", "target_item_id"])["rank"]
+
+
+def comparison_pairs(metrics: dict[str, Any], split: str) -> list[tuple[tuple[str, str], tuple[str, str]]]:
+    """The differences that say whether each stage learns: SFT − zero-shot, RecPO − SFT (per mode),
+    reasoning − direct (per R²ec model), and the best R²ec row (test N@10) − Pop and − SASRec."""
+    present = {(model, mode) for model, modes in metrics.get(split, {}).items() for mode in modes}
+    pairs = [((later, mode), (earlier, mode)) for mode in ("direct", "reasoning")
+             for later, earlier in (("sft", "zero_shot"), ("recpo", "sft"))]
+    pairs += [((model, "reasoning"), (model, "direct")) for model in R2EC_MODELS]
+    r2ec = [row for row in present if row[0] in R2EC_MODELS]
+    if r2ec:
+        best = max(r2ec, key=lambda row: metrics[split][row[0]][row[1]]["ndcg_at_10"])
+        pairs += [(best, ("popularity", "direct")), (best, ("sasrec", "direct"))]
+    return [(a, b) for a, b in pairs if a in present and b in present]
+
+
+def paired_comparisons(rankings: pd.DataFrame, metrics: dict[str, Any], split: str = "test",
+                       names: Iterable[str] = CI_METRICS, resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """``{"<model>.<mode>-<model>.<mode>": {metric: {difference, low, high, users}}}``: paired bootstrap 95% CIs
+    of each difference in ``comparison_pairs``, on the users both rows ranked (the same resampled users for both)."""
+    result: dict[str, Any] = {}
+    for a, b in comparison_pairs(metrics, split):
+        joined = pd.concat([_ranks(rankings, split, *a), _ranks(rankings, split, *b)], axis=1, join="inner",
+                           keys=["a", "b"])
+        if joined.empty:
+            continue
+        result[f"{a[0]}.{a[1]}-{b[0]}.{b[1]}"] = {
+            name: paired_bootstrap(per_sample(joined["a"], name), per_sample(joined["b"], name), resamples, seed=seed)
+            for name in names
+        }
+    return result
+
+
+def comparisons_table(comparisons: dict[str, Any]) -> pd.DataFrame:
+    """One row per difference: users, then each metric's difference with its 95% CI."""
+    def label(row: str) -> str:
+        model, mode = row.split(".")
+        return MODEL_LABELS[model] + ("" if model in ("popularity", "sasrec") else f" ({mode})")
+
+    rows = []
+    for name, values in comparisons.items():
+        a, b = name.split("-")
+        first = next(iter(values.values()))
+        rows.append({"difference": f"{label(a)} − {label(b)}", "users": first["users"],
+                     **{f"Δ {metric}": f"{v['difference']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]"
+                        for metric, v in values.items()}})
+    return pd.DataFrame(rows)
 
 
 def lookup(metrics: dict[str, Any], key: str) -> float | None:
@@ -58,12 +108,13 @@ def flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 def results_table(metrics: dict[str, Any], split: str = "test") -> pd.DataFrame:
-    """One row per model and mode (baselines first), the usual metric columns."""
+    """One row per model and mode (baselines first): users ranked, then the usual metric columns."""
     rows = []
     for model in MODEL_LABELS:
         for mode, values in (metrics.get(split, {}).get(model) or {}).items():
             label = MODEL_LABELS[model] + ("" if model in ("popularity", "sasrec") else f" ({mode})")
-            rows.append({"model": label, **{m: values.get(m) for m in TABLE_METRICS if m in values}})
+            rows.append({"model": label, "users": values.get("users"),
+                         **{m: values.get(m) for m in TABLE_METRICS if m in values}})
     return pd.DataFrame(rows)
 
 
@@ -133,6 +184,9 @@ def print_summary(metrics_path: str | Path, registration_path: str | Path) -> st
     users = metrics.get("users", {})
     lines = [f"Test metrics ({users.get('test', '?')} test users, full ranking over the catalog, history masked):",
              markdown_table(results_table(metrics, "test"))]
+    if metrics.get("comparisons", {}).get("test"):
+        lines += ["Paired differences on the same test users, 95% bootstrap CIs:",
+                  markdown_table(comparisons_table(metrics["comparisons"]["test"]))]
     if Path(registration_path).is_file():
         registration = json.loads(Path(registration_path).read_text())
         lines.append(f"Registered model: {registration['model_name']} version {registration['version']} "

@@ -13,10 +13,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from r2ec_pipeline.model.bottom_cache import (
+    DEFAULT_BUDGET_MB, BottomCache, decoder_layers, frozen_depth, inject, shared_cache,
+)
 from r2ec_pipeline.model.scoring import cosine_scores, mask_items
 
 
@@ -76,6 +80,7 @@ class R2ecModel(nn.Module):
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         self.register_buffer("item_table", torch.zeros(1, lm.config.hidden_size), persistent=False)
+        self.bottom_cache_mb = DEFAULT_BUDGET_MB  # frozen bottom layers' outputs kept per text (0: off)
 
     @property
     def device(self) -> torch.device:
@@ -134,12 +139,58 @@ class R2ecModel(nn.Module):
         suffix_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in suffixes], device=self.device)
         mask = torch.cat([torch.ones(len(suffixes), common, dtype=torch.long, device=self.device), suffix_mask], 1)
         positions = (common + torch.arange(width, device=self.device)).expand(len(suffixes), -1)
-        out = self.decoder(
-            input_ids=suffix_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
-        )
+        bottom = self._bottom_cache()
+        if bottom is None:
+            out = self.decoder(input_ids=suffix_ids, attention_mask=mask, position_ids=positions, cache=cache,
+                               use_cache=True)
+        else:  # only the adapted layers run, on the frozen bottom's cached output
+            depth, store = bottom
+            states = self._bottom_states(texts, token_lists, common, depth, store)
+            states = states.to(self.device, self.decoder.embed_tokens.weight.dtype)
+            with decoder_layers(self.decoder, inject(states, self.decoder.layers[depth:])):
+                out = self.decoder(inputs_embeds=states, attention_mask=mask, position_ids=positions, cache=cache,
+                                   use_cache=True)
         states = out.last_hidden_state
         rows = torch.arange(len(suffixes), device=self.device)
         return states[rows, suffix_mask.sum(dim=1) - 1]
+
+    def _bottom_cache(self) -> tuple[int, BottomCache] | None:
+        """(frozen depth, the cache shared by models with this frozen bottom), or None when nothing is frozen."""
+        depth = frozen_depth(self.decoder.layers) if self.bottom_cache_mb > 0 else 0
+        if depth < 1:
+            return None
+        key = (self.config.backbone, tuple(sorted(backbone_fingerprint(self.lm).items())), depth)
+        return depth, shared_cache(key, self.bottom_cache_mb * 2**20)
+
+    @torch.no_grad()
+    def _bottom_states(
+        self, texts: Sequence[str], token_lists: Sequence[list[int]], common: int, depth: int, store: BottomCache
+    ) -> torch.Tensor:
+        """The frozen bottom's output for each text's tokens after ``common`` (right-padded), computing the missing."""
+        found = [store.get(text, common) for text in texts]
+        missing = [row for row, states in enumerate(found) if states is None]
+        if missing:
+            pad = self.tokenizer.pad_token_id
+            suffixes = [token_lists[row][common:] for row in missing]
+            width = max(len(ids) for ids in suffixes)
+            suffix_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in suffixes],
+                                       device=self.device)
+            with decoder_layers(self.decoder, self.decoder.layers[:depth], final_norm=False):
+                cache = self.decoder(input_ids=torch.tensor([token_lists[0][:common]], device=self.device),
+                                     use_cache=True).cache
+                cache.batch_repeat_interleave(len(missing))
+                out = self.decoder(
+                    input_ids=torch.tensor([ids + [pad] * (width - len(ids)) for ids in suffixes], device=self.device),
+                    attention_mask=torch.cat([torch.ones(len(missing), common, dtype=torch.long, device=self.device),
+                                              suffix_mask], 1),
+                    position_ids=(common + torch.arange(width, device=self.device)).expand(len(missing), -1),
+                    cache=cache, use_cache=True,
+                )
+            for index, row in enumerate(missing):
+                found[row] = out.last_hidden_state[index, :len(suffixes[index])]
+                store.put(texts[row], common, found[row])
+        width = max(len(states) for states in found)
+        return torch.stack([F.pad(states.float(), (0, 0, 0, width - len(states))) for states in found])
 
     def user_texts(self, prompts: Sequence[str], reasoning: Sequence[str] | None = None) -> list[str]:
         """Prompt + (reasoning) + answer tag: what the rec head reads for each user (spec §3)."""

@@ -142,7 +142,7 @@ class _StopRule:
             return "end_of_turn", closing_ids(self.tokenizer, tokens, len(text) - partial_tag_length(text, self.tag),
                                               self.tag_ids)
         candidate = [*tokens, token]
-        tail = self.tokenizer.decode(candidate[-(len(self.tag_ids) + 4):])  # enough to see a tag split over tokens
+        tail = self.tokenizer.decode(candidate[-(len(self.tag) + 1):])  # a tag spelled one character a token too
         if self.tag in tail:
             text = self.tokenizer.decode(candidate)
             return "tag", closing_ids(self.tokenizer, candidate, text.index(self.tag), self.tag_ids)

@@ -19,14 +19,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from r2ec_pipeline.baselines.popularity import Popularity
 from r2ec_pipeline.baselines.sasrec import SASRec
 from r2ec_pipeline.config import parse_block
-from r2ec_pipeline.data.samples import seeded_subset
 from r2ec_pipeline.model.dual_head import R2ecModel
-from r2ec_pipeline.model.evaluation import Ranking, rank_both_modes
+from r2ec_pipeline.model.evaluation import Ranking, rank_both_modes, rank_without_reasoning
 from r2ec_pipeline.model.scoring import mask_items
 from r2ec_pipeline.pipelines.baselines.nodes import sasrec_scores
 from r2ec_pipeline.pipelines.sft.nodes import build_dual_head, mask_lists
 from r2ec_pipeline.reporting import (
-    flatten, markdown_table, metrics_bar_chart, metrics_by_model, results_table,
+    comparisons_table, flatten, markdown_table, metrics_bar_chart, metrics_by_model, paired_comparisons, results_table,
 )
 
 logger = logging.getLogger(__name__)
@@ -35,13 +34,25 @@ SPLIT_NAMES = ("valid", "test")
 
 def select_evaluation_samples(valid_samples: pd.DataFrame, test_samples: pd.DataFrame,
                               params: dict[str, Any]) -> pd.DataFrame:
-    """The seeded subset of each split that every model is ranked on (all samples if ``users`` is null)."""
+    """The users every model ranks in direct mode, per split, with their place in one seeded order (``order``).
+
+    Smaller sets (greedy reasoning, the zero-shot model) are the first users of that order, so every
+    smaller set is part of every larger one and paired comparisons have the same users.
+    """
     config = parse_block("evaluation", params)
-    parts = [seeded_subset(samples, config.users, config.seed).assign(split=split)
-             for split, samples in zip(SPLIT_NAMES, (valid_samples, test_samples), strict=True)]
+    parts = []
+    for split, samples, size in (("valid", valid_samples, config.valid_users), ("test", test_samples, config.users)):
+        order = np.random.RandomState(config.seed).permutation(len(samples))  # what seeded_subset draws from
+        ranked = samples.assign(split=split, order=np.argsort(order))
+        parts.append(ranked[ranked["order"] < (size or len(samples))])
     samples = pd.concat(parts, ignore_index=True)
     logger.info("evaluating on %s samples", samples["split"].value_counts().to_dict())
     return samples
+
+
+def _first(samples: pd.DataFrame, count: int | None) -> pd.DataFrame:
+    """The first ``count`` samples of each split in the seeded order (all if None)."""
+    return samples if count is None else samples[samples["order"] < count]
 
 
 def _rows(model: str, mode: str, samples: pd.DataFrame, ranking: Ranking, reasoning: list[str] | None) -> pd.DataFrame:
@@ -83,15 +94,23 @@ def rank_sasrec(sasrec: SASRec, samples: pd.DataFrame, interactions: pd.DataFram
 
 
 def rank_r2ec(name: str, model: R2ecModel, samples: pd.DataFrame, interactions: pd.DataFrame,
-               model_params: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
-    """Both modes from one prompt pass per batch: greedy reasoning, and direct (no reasoning)."""
+              model_params: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
+    """Direct mode on every sample; greedy reasoning too on the first ``reasoning_users`` (one prompt pass for both)."""
     model_config, config = parse_block("model", model_params), parse_block("evaluation", params)
-    masks = mask_lists(samples, interactions, model_config.history_mask)
-    rankings, texts = rank_both_modes(model, samples["prompt"].tolist(), samples["target_item_id"].astype(int).tolist(),
-                                      masks, config.reasoning_tokens, model_config.encode_batch_size,
-                                      top_n=config.top_n)
-    return pd.concat([_rows(name, "direct", samples, rankings["direct"], None),
-                      _rows(name, "reasoning", samples, rankings["reasoning"], texts)], ignore_index=True)
+    both = _first(samples, config.reasoning_users)
+    rest = samples.drop(both.index)
+    batch = model_config.encode_batch_size
+    rankings, texts = rank_both_modes(model, both["prompt"].tolist(), both["target_item_id"].astype(int).tolist(),
+                                      mask_lists(both, interactions, model_config.history_mask),
+                                      config.reasoning_tokens, batch, top_n=config.top_n)
+    parts = [_rows(name, "direct", both, rankings["direct"], None),
+             _rows(name, "reasoning", both, rankings["reasoning"], texts)]
+    if len(rest):
+        direct = rank_without_reasoning(model, rest["prompt"].tolist(), rest["target_item_id"].astype(int).tolist(),
+                                        mask_lists(rest, interactions, model_config.history_mask), batch,
+                                        top_n=config.top_n)
+        parts.insert(1, _rows(name, "direct", rest, direct, None))
+    return pd.concat(parts, ignore_index=True)
 
 
 def rank_zero_shot(backbone_lm: PreTrainedModel, backbone_tokenizer: PreTrainedTokenizerBase,
@@ -101,7 +120,8 @@ def rank_zero_shot(backbone_lm: PreTrainedModel, backbone_tokenizer: PreTrainedT
     model = build_dual_head(backbone_lm, backbone_tokenizer, model_params)
     batch = max(parse_block("model", model_params).encode_batch_size, 32)
     model.build_item_table(item_prompts["item_id"].astype(int).tolist(), item_prompts["prompt"].tolist(), batch)
-    return rank_r2ec("zero_shot", model, samples, interactions, model_params, params)
+    return rank_r2ec("zero_shot", model, _first(samples, parse_block("evaluation", params).zero_shot_users),
+                     interactions, model_params, params)
 
 
 def rank_sft(sft_model: R2ecModel | None, samples: pd.DataFrame, interactions: pd.DataFrame,
@@ -123,10 +143,16 @@ def summarise_rankings(
     recpo: pd.DataFrame, params: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, list[dict[str, float]]], pd.DataFrame, Figure]:
     """metrics.json, the same as MLflow metrics, every ranking in one table, and a bar chart."""
+    config = parse_block("evaluation", params)
     rankings = pd.concat([popularity, sasrec, zero_shot, sft, recpo], ignore_index=True)
-    metrics = metrics_by_model(rankings, parse_block("evaluation", params).ks)
+    metrics = metrics_by_model(rankings, config.ks)
+    metrics["comparisons"] = {split: paired_comparisons(rankings, metrics, split, seed=config.seed)
+                              for split in SPLIT_NAMES if split in metrics}
     history = {name: [{"value": value, "step": 0}] for name, value in flatten(metrics).items()}
     logger.info("test results:\n%s", markdown_table(results_table(metrics, "test")))
+    if metrics["comparisons"].get("test"):
+        logger.info("paired differences (95%% bootstrap CIs):\n%s",
+                    markdown_table(comparisons_table(metrics["comparisons"]["test"])))
     return metrics, history, rankings, metrics_bar_chart(metrics, "test")
 
 
