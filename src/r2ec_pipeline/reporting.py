@@ -45,8 +45,8 @@ def comparison_pairs(metrics: dict[str, Any], split: str) -> list[tuple[tuple[st
     pairs = [((later, mode), (earlier, mode)) for mode in ("direct", "reasoning")
              for later, earlier in (("sft", "zero_shot"), ("recpo", "sft"))]
     pairs += [((model, "reasoning"), (model, "direct")) for model in R2EC_MODELS]
-    r2ec = [row for row in present if row[0] in R2EC_MODELS]
-    if r2ec:
+    r2ec = [(model, mode) for model in R2EC_MODELS for mode in ("direct", "reasoning") if (model, mode) in present]
+    if r2ec:  # ties go to the first row in this fixed order, so the choice is the same in every run
         best = max(r2ec, key=lambda row: metrics[split][row[0]][row[1]]["ndcg_at_10"])
         pairs += [(best, ("popularity", "direct")), (best, ("sasrec", "direct"))]
     return [(a, b) for a, b in pairs if a in present and b in present]
