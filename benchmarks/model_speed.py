@@ -26,6 +26,7 @@ from r2ec_pipeline.model.backbone import PACKAGED_SMOLLM2, load_causal_lm, load_
 from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel
 from r2ec_pipeline.model.generation import generate_reasoning
 from r2ec_pipeline.model.scoring import top_k
+from _table import print_measures  # benchmarks/_table.py (the script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "data/06_models/backbones"
@@ -84,12 +85,8 @@ def main() -> None:
         rows.append((f"generation, batch {batch} (≤{args.new_tokens} new tokens)", f"{rate:.1f} tokens/s"))
 
     rows.append(("peak RSS", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"))
-    width = max(len(name) for name, _ in rows)
     print(f"backbone {args.backbone}, {args.threads} threads, torch {torch.__version__}")
-    print(f"| {'measure'.ljust(width)} | value |")
-    print(f"|{'-' * (width + 2)}|-------|")
-    for name, value in rows:
-        print(f"| {name.ljust(width)} | {value} |")
+    print_measures(rows)
 
 
 if __name__ == "__main__":

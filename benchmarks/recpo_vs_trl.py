@@ -35,6 +35,7 @@ from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.scoring import target_ranks
 from r2ec_pipeline.rl.rewards import fused_reward, rank_reward, similarity_reward
 from r2ec_pipeline.rl.step import Batch, RecPOSettings, recpo_step
+from _table import print_measures  # benchmarks/_table.py (the script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "data/06_models/backbones"
@@ -152,10 +153,7 @@ def main() -> None:
         ("ratio RecPO / TRL", f"{recpo_rate / trl_rate:.2f}×"),
         ("peak RSS", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"),
     ]
-    width = max(len(name) for name, _ in rows)
-    print(f"| {'measure'.ljust(width)} | value |\n|{'-' * (width + 2)}|-------|")
-    for name, value in rows:
-        print(f"| {name.ljust(width)} | {value} |")
+    print_measures(rows)
 
 
 if __name__ == "__main__":

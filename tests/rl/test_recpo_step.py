@@ -19,7 +19,7 @@ def test_parameters_change_after_one_step(tiny_backbone_dir, tmp_path):
                             "stop_end_of_turn_share", "stop_length_share", "advantage_std"}
     stop_shares = [metrics[f"stop_{reason}_share"] for reason in ("tag", "end_of_turn", "length")]
     assert sum(stop_shares) == pytest.approx(1.0)
-    assert metrics["stop_length_share"] == pytest.approx(sum(paths.truncated) / len(paths.truncated))
+    assert metrics["stop_length_share"] == pytest.approx(paths.stop_reasons.count("length") / len(paths.stop_reasons))
     assert 0.0 <= metrics["reward_mean"] <= 1.0
     assert paths.selected.sum(dim=1).tolist() == [1, 1, 1] and len(paths.texts) == 3 * 4
 

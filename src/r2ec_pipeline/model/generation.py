@@ -47,11 +47,6 @@ class Generation:
     final_hidden: torch.Tensor       # B×d hidden state at the tag's last token (the user state h)
     direct_hidden: torch.Tensor | None = None  # B×d state of prompt + tag, no reasoning (``direct=True``)
 
-    @property
-    def truncated(self) -> list[bool]:
-        """Paths that reached the length cap and had the tag appended."""
-        return [reason == "length" for reason in self.stop_reasons]
-
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
 

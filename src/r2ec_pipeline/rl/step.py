@@ -73,10 +73,6 @@ class Rollout:
     # later updates of the same rollout (num_iterations > 1) use it. Never a cached table row.
     old_item_logprobs: torch.Tensor | None = None
 
-    @property
-    def truncated(self) -> list[bool]:
-        return [reason == "length" for reason in self.stop_reasons]
-
 
 def _padded(
     rows: Sequence[torch.Tensor | list[int]], device: torch.device, value: float = 0.0

@@ -167,7 +167,7 @@ def _sample_rows(step: int, batch: Batch, paths: Rollout, group: int) -> list[di
     best = paths.selected.flatten().tolist()
     return [{"step": step, "target_item_id": batch.targets[row // group], "path": row % group,
              "reward": round(rewards[row], 6), "advantage": round(advantages[row], 6), "best": best[row],
-             "truncated": paths.truncated[row], "text": text} for row, text in enumerate(paths.texts)]
+             "stop": paths.stop_reasons[row], "text": text} for row, text in enumerate(paths.texts)]
 
 
 def _check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Any) -> None:
