@@ -144,3 +144,9 @@ def train_sasrec(
     model.load_state_dict(best_state)
     model.eval()
     return model, log
+
+
+def sasrec_scores(model: SASRec, histories: list[list[int]]) -> torch.Tensor:
+    """Next-item scores for each full history (its latest ``max_length`` items), history not masked."""
+    with torch.no_grad():
+        return model(pad_sequences(histories, model.settings.max_length))

@@ -94,3 +94,10 @@ def seeded_subset(samples: pd.DataFrame, size: int | None, seed: int) -> pd.Data
     if size is None or size >= len(samples):
         return samples
     return samples.sample(n=size, random_state=seed).sort_index()
+
+
+def mask_lists(samples: pd.DataFrame, interactions: pd.DataFrame, history_mask: str) -> list[list[int]]:
+    """Items to mask per sample: the whole earlier history (``full``) or the prompt window."""
+    if history_mask == "window":
+        return [list(map(int, ids)) for ids in samples["history_item_ids"]]
+    return earlier_items(interactions, samples)

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.model.dual_head import R2ecModel
-from r2ec_pipeline.pipelines.evaluation.nodes import rank_r2ec
+from r2ec_pipeline.model.rankings import rank_r2ec
 from r2ec_pipeline.reporting import TABLE_METRICS, flatten, markdown_table, metrics_by_model, variant_bar_chart
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from kedro.pipeline import Node, Pipeline
 
 from r2ec_pipeline.config import ABLATION_VARIANTS
 from r2ec_pipeline.pipelines.ablations.nodes import rank_variant, summarise_ablations, variant_recpo_params
-from r2ec_pipeline.pipelines.recpo.nodes import select_recpo_eval_samples, start_policy, train_recpo_model
+from r2ec_pipeline.rl.runs import select_recpo_eval_samples, start_policy, train_recpo_model
 
 SHARED_INPUTS = {"sft_model", "backbone_lm", "backbone_tokenizer", "train_samples", "valid_samples", "item_prompts",
                  "validated_interactions", "evaluation_samples"}

@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from r2ec_pipeline.baselines.popularity import Popularity
-from r2ec_pipeline.baselines.sasrec import SASRec, SASRecSettings, pad_sequences, train_sasrec
+from r2ec_pipeline.baselines.sasrec import SASRec, SASRecSettings, sasrec_scores, train_sasrec
 from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.data.samples import earlier_items
 from r2ec_pipeline.metrics import ndcg_at_k
@@ -34,11 +34,6 @@ def fit_popularity(sequences: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame
     table["count"] = counts[table["item_id"].to_numpy()].long().numpy()
     return table
 
-
-def sasrec_scores(model: SASRec, histories: list[list[int]]) -> torch.Tensor:
-    """Next-item scores for each full history (its latest ``max_length`` items), history not masked."""
-    with torch.no_grad():
-        return model(pad_sequences(histories, model.settings.max_length))
 
 
 def train_sasrec_model(

@@ -17,13 +17,14 @@ from matplotlib.figure import Figure
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from r2ec_pipeline.baselines.popularity import Popularity
-from r2ec_pipeline.baselines.sasrec import SASRec
+from r2ec_pipeline.baselines.sasrec import SASRec, sasrec_scores
 from r2ec_pipeline.config import parse_block
+from r2ec_pipeline.data.samples import mask_lists
 from r2ec_pipeline.model.dual_head import R2ecModel
-from r2ec_pipeline.model.evaluation import Ranking, rank_both_modes, rank_without_reasoning
+from r2ec_pipeline.model.evaluation import Ranking
+from r2ec_pipeline.model.factory import build_dual_head
+from r2ec_pipeline.model.rankings import first_in_order, rank_r2ec, ranking_rows
 from r2ec_pipeline.model.scoring import mask_items
-from r2ec_pipeline.pipelines.baselines.nodes import sasrec_scores
-from r2ec_pipeline.pipelines.sft.nodes import build_dual_head, mask_lists
 from r2ec_pipeline.reporting import (
     comparisons_table, flatten, markdown_table, metrics_bar_chart, metrics_by_model, paired_comparisons, results_table,
 )
@@ -50,29 +51,10 @@ def select_evaluation_samples(valid_samples: pd.DataFrame, test_samples: pd.Data
     return samples
 
 
-def _first(samples: pd.DataFrame, count: int | None) -> pd.DataFrame:
-    """The first ``count`` samples of each split in the seeded order (all if None)."""
-    return samples if count is None else samples[samples["order"] < count]
-
-
-def _rows(model: str, mode: str, samples: pd.DataFrame, ranking: Ranking, reasoning: list[str] | None) -> pd.DataFrame:
-    """One row per sample; masked items (score −inf) never appear in a top list, so lists may be shorter."""
-    finite = np.isfinite(ranking.top_scores)
-    return pd.DataFrame({
-        "model": model, "mode": mode, "split": samples["split"].to_numpy(),
-        "user_id": samples["user_id"].astype(int).to_numpy(),
-        "target_item_id": samples["target_item_id"].astype(int).to_numpy(),
-        "rank": ranking.ranks.astype(int),
-        "topk_item_ids": [ids[keep] for ids, keep in zip(ranking.top_ids.astype(int), finite, strict=True)],
-        "topk_scores": [values[keep] for values, keep in zip(ranking.top_scores.astype(float), finite, strict=True)],
-        "reasoning": reasoning if reasoning is not None else [None] * len(samples),
-    })
-
-
 def _rank_scores(model: str, scores: torch.Tensor, samples: pd.DataFrame, masks: list[list[int]],
                  top_n: int) -> pd.DataFrame:
     ranking = Ranking.from_scores(mask_items(scores, masks), samples["target_item_id"].astype(int).tolist(), top_n)
-    return _rows(model, "direct", samples, ranking, None)
+    return ranking_rows(model, "direct", samples, ranking, None)
 
 
 def rank_popularity(counts: pd.DataFrame, samples: pd.DataFrame, interactions: pd.DataFrame,
@@ -93,26 +75,6 @@ def rank_sasrec(sasrec: SASRec, samples: pd.DataFrame, interactions: pd.DataFram
     return _rank_scores("sasrec", sasrec_scores(sasrec, full), samples, masks, parse_block("evaluation", params).top_n)
 
 
-def rank_r2ec(name: str, model: R2ecModel, samples: pd.DataFrame, interactions: pd.DataFrame,
-              model_params: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
-    """Direct mode on every sample; greedy reasoning too on the first ``reasoning_users`` (one prompt pass for both)."""
-    model_config, config = parse_block("model", model_params), parse_block("evaluation", params)
-    both = _first(samples, config.reasoning_users)
-    rest = samples.drop(both.index)
-    batch = model_config.encode_batch_size
-    rankings, texts = rank_both_modes(model, both["prompt"].tolist(), both["target_item_id"].astype(int).tolist(),
-                                      mask_lists(both, interactions, model_config.history_mask),
-                                      config.reasoning_tokens, batch, top_n=config.top_n)
-    parts = [_rows(name, "direct", both, rankings["direct"], None),
-             _rows(name, "reasoning", both, rankings["reasoning"], texts)]
-    if len(rest):
-        direct = rank_without_reasoning(model, rest["prompt"].tolist(), rest["target_item_id"].astype(int).tolist(),
-                                        mask_lists(rest, interactions, model_config.history_mask), batch,
-                                        top_n=config.top_n)
-        parts.insert(1, _rows(name, "direct", rest, direct, None))
-    return pd.concat(parts, ignore_index=True)
-
-
 def rank_zero_shot(backbone_lm: PreTrainedModel, backbone_tokenizer: PreTrainedTokenizerBase,
                    item_prompts: pd.DataFrame, samples: pd.DataFrame, interactions: pd.DataFrame,
                    model_params: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
@@ -120,7 +82,7 @@ def rank_zero_shot(backbone_lm: PreTrainedModel, backbone_tokenizer: PreTrainedT
     model = build_dual_head(backbone_lm, backbone_tokenizer, model_params)
     batch = max(parse_block("model", model_params).encode_batch_size, 32)
     model.build_item_table(item_prompts["item_id"].astype(int).tolist(), item_prompts["prompt"].tolist(), batch)
-    return rank_r2ec("zero_shot", model, _first(samples, parse_block("evaluation", params).zero_shot_users),
+    return rank_r2ec("zero_shot", model, first_in_order(samples, parse_block("evaluation", params).zero_shot_users),
                      interactions, model_params, params)
 
 

@@ -1,4 +1,4 @@
-"""Nodes of the sft pipeline: build the dual-head model, pick validation users, train, report."""
+"""Nodes of the sft pipeline: pick validation users, train, report (the model: ``model.factory``)."""
 
 from __future__ import annotations
 
@@ -8,43 +8,20 @@ from typing import Any
 
 import pandas as pd
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from r2ec_pipeline.config import parse_block
-from r2ec_pipeline.data.samples import earlier_items, seeded_subset
-from r2ec_pipeline.model.adapters import AdapterSettings, attach_adapters
-from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel
+from r2ec_pipeline.data.samples import mask_lists, seeded_subset
+from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.evaluation import evaluate_without_reasoning
 from r2ec_pipeline.model.sft import SFTSettings, train_sft
 
 logger = logging.getLogger(__name__)
 
 
-def build_dual_head(
-    backbone_lm: PreTrainedModel, backbone_tokenizer: PreTrainedTokenizerBase, model_params: dict[str, Any]
-) -> R2ecModel:
-    """Backbone + fresh adapters (or full fine-tuning) + tokenizer: the zero-shot R²ec model."""
-    config = parse_block("model", model_params)
-    torch.manual_seed(config.seed)  # LoRA's A matrices are random: seed them, or reruns differ
-    lm = attach_adapters(backbone_lm, AdapterSettings(**config.adapters.model_dump()))
-    head = DualHeadConfig(
-        backbone=config.backbone, similarity_temperature=config.similarity_temperature,
-        history_mask=config.history_mask,
-    )
-    return R2ecModel(lm, backbone_tokenizer, head)
-
-
 def select_eval_samples(valid_samples: pd.DataFrame, sft_params: dict[str, Any]) -> pd.DataFrame:
     """A fixed, seeded subset of validation samples (``eval_users``), or all of them."""
     config = parse_block("sft", sft_params)
     return seeded_subset(valid_samples, config.eval_users, config.seed)
-
-
-def mask_lists(samples: pd.DataFrame, interactions: pd.DataFrame, history_mask: str) -> list[list[int]]:
-    """Items to mask per sample: the whole earlier history (``full``) or the prompt window."""
-    if history_mask == "window":
-        return [list(map(int, ids)) for ids in samples["history_item_ids"]]
-    return earlier_items(interactions, samples)
 
 
 def train_sft_model(

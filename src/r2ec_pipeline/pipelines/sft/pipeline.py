@@ -2,7 +2,8 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from r2ec_pipeline.pipelines.sft.nodes import build_dual_head, select_eval_samples, train_sft_model
+from r2ec_pipeline.model.factory import build_dual_head
+from r2ec_pipeline.pipelines.sft.nodes import select_eval_samples, train_sft_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -1,0 +1,145 @@
+"""A RecPO run from tables and parameter blocks: the starting policy, validation users, training and its report.
+
+The recpo pipeline's nodes, and each ablation variant's (namespaced); plain functions, no Kedro.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import resource
+from typing import Any
+
+import pandas as pd
+import torch
+from accelerate import PartialState
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from r2ec_pipeline.config import ConfigError, parse_block
+from r2ec_pipeline.data.samples import mask_lists, seeded_subset
+from r2ec_pipeline.model.adapters import enable_training
+from r2ec_pipeline.model.dual_head import R2ecModel
+from r2ec_pipeline.model.evaluation import evaluate_both_modes
+from r2ec_pipeline.model.factory import build_dual_head
+from r2ec_pipeline.rl.checkpointing import CheckpointStore
+from r2ec_pipeline.rl.distributed import Collective
+from r2ec_pipeline.rl.step import RecPOSettings
+from r2ec_pipeline.rl.trainer import RecPOData, RecPOResult, TrainerSettings, train_recpo
+
+logger = logging.getLogger(__name__)
+
+
+def _fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
+    names = {field.name for field in dataclasses.fields(cls)}
+    return {key: value for key, value in values.items() if key in names}
+
+
+def start_policy(
+    sft_model: R2ecModel | None,
+    backbone_lm: PreTrainedModel,
+    backbone_tokenizer: PreTrainedTokenizerBase,
+    model_params: dict[str, Any],
+    recpo_params: dict[str, Any],
+) -> R2ecModel:
+    """The SFT checkpoint (or the zero-shot model if SFT never ran), trainable, with RecPO's τ."""
+    model_config, config = parse_block("model", model_params), parse_block("recpo", recpo_params)
+    if sft_model is None:
+        logger.warning("no SFT checkpoint found: RecPO starts from the zero-shot backbone")
+        model = build_dual_head(backbone_lm, backbone_tokenizer, model_params)
+    else:
+        if sft_model.config.backbone != model_config.backbone:
+            raise ConfigError(
+                f"the SFT checkpoint was trained on backbone {sft_model.config.backbone!r} but parameter "
+                f"'model.backbone' is {model_config.backbone!r}: rerun `kedro run --pipeline sft` first"
+            )
+        model = sft_model
+    trainable = enable_training(model.lm)
+    tau = config.similarity_temperature or model_config.similarity_temperature
+    model.config = dataclasses.replace(model.config, similarity_temperature=tau)
+    logger.info("RecPO policy: %s trainable parameters, τ = %g", f"{trainable:,}", tau)
+    return model
+
+
+def select_recpo_eval_samples(valid_samples: pd.DataFrame, recpo_params: dict[str, Any]) -> pd.DataFrame:
+    """A fixed, seeded subset of validation samples (``eval_users``), or all of them."""
+    config = parse_block("recpo", recpo_params)
+    return seeded_subset(valid_samples, config.eval_users, config.seed)
+
+
+def train_recpo_model(
+    model: R2ecModel,
+    train_samples: pd.DataFrame,
+    eval_samples: pd.DataFrame,
+    item_prompts: pd.DataFrame,
+    interactions: pd.DataFrame,
+    checkpoints: CheckpointStore,
+    model_params: dict[str, Any],
+    recpo_params: dict[str, Any],
+) -> tuple[R2ecModel, dict[str, list[dict[str, float]]], pd.DataFrame, dict[str, Any]]:
+    """RecPO with validation (greedy reasoning and direct) before and after; model, history, samples, report."""
+    model_config, config = parse_block("model", model_params), parse_block("recpo", recpo_params)
+    state = PartialState()  # joins the process group under `accelerate launch` / torchrun
+    model.to(state.device)
+    collective = Collective()
+    item_prompt = dict(zip(item_prompts["item_id"].astype(int).tolist(), item_prompts["prompt"], strict=True))
+    data = RecPOData(
+        prompts=train_samples["prompt"].tolist(), targets=train_samples["target_item_id"].astype(int).tolist(),
+        histories=mask_lists(train_samples, interactions, model_config.history_mask), item_prompt=item_prompt,
+    )
+    eval_prompts = eval_samples["prompt"].tolist()
+    eval_targets = eval_samples["target_item_id"].astype(int).tolist()
+    eval_masks = mask_lists(eval_samples, interactions, model_config.history_mask)
+
+    def evaluate(current: R2ecModel) -> dict[str, float]:
+        return evaluate_both_modes(current, eval_prompts, eval_targets, eval_masks, config.max_completion_length,
+                                   batch_size=model_config.encode_batch_size)
+
+    values = config.model_dump()
+    checkpoints.keep = config.save_total_limit
+    result = train_recpo(model, data, RecPOSettings(**_fields(RecPOSettings, values)),
+                         TrainerSettings(**_fields(TrainerSettings, values)),
+                         evaluate=evaluate if len(eval_samples) else None, store=checkpoints,
+                         resume_from_checkpoint=config.resume_from_checkpoint, collective=collective)
+    report = recpo_report(result, config.metric_for_best_model if len(eval_samples) else None)
+    report.update(eval_users=len(eval_samples), world_size=collective.world_size,
+                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    history = {**result.history, "selected_step": [{"value": float(result.selected_step), "step": result.steps}]}
+    for mode in ("reasoning", "direct"):
+        key = f"{mode}.ndcg_at_10"
+        if key in result.initial_metrics and key in result.selected_metrics:
+            logger.info("RecPO %s N@10: %.4f → %.4f (selected step %d of %d)", mode, result.initial_metrics[key],
+                        result.selected_metrics[key], result.selected_step, result.steps)
+    model.to(torch.device("cpu"))
+    return model, history, pd.DataFrame(result.samples), report
+
+
+def _run_mean(history: dict[str, list[dict[str, float]]], name: str) -> float | None:
+    points = history.get(f"train.{name}", [])
+    return sum(point["value"] for point in points) / len(points) if points else None
+
+
+def recpo_report(result: RecPOResult, metric: str | None) -> dict[str, Any]:
+    """What a run did: validation before / of the selected weights / after the last step, the selection, and
+    run means of the rollout statistics (completion length, how paths stopped, clipping)."""
+    rewards = [point["value"] for point in result.history.get("train.reward_mean", [])]
+    return {
+        "before": result.initial_metrics,
+        "after": result.selected_metrics,       # the weights the recpo model holds
+        "last": result.final_metrics,            # the weights after the last step
+        "selected_step": result.selected_step,
+        "metric_for_best_model": metric,
+        "stopped_early": result.stopped_early,
+        "steps": result.steps,
+        "resumed_from_step": result.resumed_from,
+        "skipped_steps": result.skipped_steps,
+        "reward_mean_by_step": rewards,
+        "validation_by_step": {
+            mode: {str(step): values[f"{mode}.ndcg_at_10"] for step, values in sorted(result.evaluations.items())
+                   if f"{mode}.ndcg_at_10" in values}
+            for mode in ("reasoning", "direct")
+        },
+        "rollouts": {name: _run_mean(result.history, name) for name in (
+            "completion_length", "stop_tag_share", "stop_end_of_turn_share", "stop_length_share",
+            "clip_fraction", "item_clip_fraction", "item_ratio_mean")},
+        "seconds_per_step": result.seconds_per_step,
+    }
