@@ -55,7 +55,8 @@ TINY_TRAINING = {
     "recpo.per_device_train_batch_size": 2, "recpo.num_generations": 2, "recpo.max_completion_length": 2,
     "recpo.max_steps": 2, "recpo.save_steps": 1, "recpo.eval_users": 2, "recpo.learning_rate": 1e-2,
     "baselines.sasrec.max_epochs": 2, "baselines.sasrec.hidden_size": 8, "evaluation.users": 3,
-    "evaluation.valid_users": 3, "evaluation.reasoning_users": 2, "evaluation.zero_shot_users": 2,
+    "evaluation.valid_users": 3, "evaluation.reasoning_users": 2, "evaluation.recpo_reasoning_users": 2,
+    "evaluation.zero_shot_users": 2,
     "evaluation.reasoning_tokens": 2, "evaluation.top_n": 4, "registration.reasoning_tokens": 2,
 }
 
@@ -92,7 +93,7 @@ def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
     [run] = mlflow.search_runs(experiment_names=["r2ec"], output_format="list")
     assert run.info.status == "FINISHED"
     assert run.data.params["data_ingestion.source"] == "amazon_2023"
-    assert run.data.params["prompts.window_size"] == "20"
+    assert run.data.params["prompts.window_size"] == "5"
     assert run.data.metrics["prompt_metrics.test.samples"] == len(test)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"validation_report.json", "prompt_summary.json", "sft_report.json"} <= artifacts

@@ -268,7 +268,7 @@ class EvaluationParams(_Params):
     """Full ranking of every model in both modes on validation and test (spec §6)."""
 
     users: int | None = Field(
-        64, ge=1, description="Seeded test users ranked by every model in direct mode (null: every user)."
+        None, ge=1, description="Seeded test users ranked by every model in direct mode (null: every user)."
     )
     valid_users: int | None = Field(
         32, ge=1, description="Seeded validation users ranked by every model in direct mode (null: every user)."
@@ -277,10 +277,18 @@ class EvaluationParams(_Params):
         32, ge=1, description="Of those, per split, the first ones in the seeded order that the R²ec models also "
         "rank with greedy reasoning (null: all of them)."
     )
+    recpo_reasoning_users: int | None = Field(
+        200, ge=1, description="The RecPO model's greedy-reasoning users per split, the first ones in the seeded "
+        "order (null: all of them); its reasoning − direct comparison needs more users than the others'."
+    )
     zero_shot_users: int | None = Field(
-        32, ge=1, description="The zero-shot model ranks only the first ones per split (null: all of them)."
+        None, ge=1, description="The zero-shot model ranks only the first ones per split (null: all of them)."
     )
     reasoning_tokens: int = Field(32, ge=1, description="Greedy reasoning tokens before <answer> is forced.")
+    reasoning_batch_size: int = Field(
+        16, ge=1, description="Users per batch when generating greedy reasoning (16 was 1.4x faster per user "
+        "than 8 on 2 cores: benchmarks/evaluation_speed.py; direct mode uses model.encode_batch_size)."
+    )
     ks: list[int] = Field([5, 10, 20], min_length=1, description="Cutoffs of Hit@K and NDCG@K.")
     top_n: int = Field(50, ge=1, description="Items per sample in the rankings export.")
     reasoning_samples: int = Field(5, ge=0, description="Reasoning texts kept per R²ec model and split.")

@@ -53,6 +53,16 @@ def test_cached_bottom_gives_the_uncached_states_and_is_reused(top_model):
     torch.testing.assert_close(top_model.encode(ITEMS), expected, atol=1e-5, rtol=1e-4)
 
 
+def test_a_prefix_run_once_gives_the_uncached_states_on_the_cached_path(top_model):
+    expected = _uncached(top_model, ITEMS)
+    prefix = top_model.shared_prefix(ITEMS, min_prefix=4)
+    first = torch.cat([top_model.encode_shared_prefix(ITEMS[:2], prefix=prefix),  # fills the cache
+                       top_model.encode_shared_prefix(ITEMS[2:], prefix=prefix)])
+    again = top_model.encode_shared_prefix(ITEMS, prefix=prefix)  # served from it
+    torch.testing.assert_close(first, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(again, expected, atol=1e-5, rtol=1e-4)
+
+
 def test_gradients_reach_the_adapters_through_the_cached_path(top_model):
     top_model.train()
     top_model.encode_shared_prefix(ITEMS, min_prefix=4)  # cache filled without gradient

@@ -84,6 +84,24 @@ def test_shared_prefix_encoding_equals_plain_encoding(model):
     torch.testing.assert_close(model.encode_shared_prefix(texts, min_prefix=4), model.encode(texts), atol=1e-5, rtol=1e-4)
 
 
+def test_a_prefix_run_once_serves_every_batch_and_is_left_unchanged(model):
+    texts = [PROMPTS[1] + "Title: Babe<answer>", PROMPTS[1] + "Title: GoldenEye 1995 Action<answer>",
+             PROMPTS[1] + "x<answer>"]
+    prefix = model.shared_prefix(texts, min_prefix=4)
+    assert prefix is not None and len(prefix.ids) >= 4
+    before = [layer.keys.clone() for layer in prefix.cache.layers]
+    batches = [model.encode_shared_prefix(texts[:2], prefix=prefix), model.encode_shared_prefix(texts[2:], prefix=prefix)]
+    torch.testing.assert_close(torch.cat(batches), model.encode(texts), atol=1e-5, rtol=1e-4)
+    assert all(torch.equal(layer.keys, kept) for layer, kept in zip(prefix.cache.layers, before, strict=True))
+
+
+def test_a_prefix_the_texts_do_not_start_with_is_not_used(model):
+    prefix = model.shared_prefix([PROMPTS[0] + "a<answer>", PROMPTS[0] + "b<answer>"], min_prefix=4)
+    texts = [PROMPTS[1] + "Title: Babe<answer>", PROMPTS[1] + "x<answer>"]
+    torch.testing.assert_close(model.encode_shared_prefix(texts, min_prefix=4, prefix=prefix), model.encode(texts),
+                               atol=1e-5, rtol=1e-4)
+
+
 def test_shared_prefix_encoding_passes_gradients_to_the_adapters(model):
     model.train()
     texts = [PROMPTS[1] + "Title: Babe<answer>", PROMPTS[1] + "Title: Copycat<answer>"]

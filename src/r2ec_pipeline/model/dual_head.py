@@ -8,6 +8,7 @@ of the answer tag after the user prompt (and the reasoning, when there is one); 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Literal
@@ -16,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
 from r2ec_pipeline.model.bottom_cache import (
     DEFAULT_BUDGET_MB, BottomCache, decoder_layers, frozen_depth, inject, shared_cache,
@@ -69,6 +70,24 @@ def _common_prefix_length(token_lists: Sequence[Sequence[int]]) -> int:
     return length
 
 
+@dataclass
+class SharedPrefix:
+    """Token ids every text of a batch starts with and their KV cache (batch of one), from the full decoder."""
+
+    ids: list[int]
+    cache: Cache
+
+    def for_batch(self, size: int) -> Cache:
+        """The cache repeated for ``size`` rows, in new layer objects: passes that extend it leave this one as it is.
+
+        The tensors are not copied (repeating makes new ones), so a prefix computed with grad keeps its graph.
+        """
+        cache = copy.copy(self.cache)
+        cache.layers = [copy.copy(layer) for layer in self.cache.layers]
+        cache.batch_repeat_interleave(size)
+        return cache
+
+
 class R2ecModel(nn.Module):
     """Backbone (optionally with LoRA adapters) + tokenizer + item table, with the R²ec operations."""
 
@@ -118,20 +137,39 @@ class R2ecModel(nn.Module):
         batch = self.tokenize(texts, padding_side)
         return self.last_hidden(batch["input_ids"], batch["attention_mask"])
 
-    def encode_shared_prefix(self, texts: Sequence[str], min_prefix: int = 8) -> torch.Tensor:
-        """Same result as ``encode`` when all texts share a token prefix, for a fraction of the compute.
+    @torch.no_grad()
+    def shared_prefix(self, texts: Sequence[str], min_prefix: int = 8) -> SharedPrefix | None:
+        """The token prefix every text shares, run once (no grad), to serve many ``encode_shared_prefix`` batches.
 
-        The common prefix (system turn and instruction: most of an item prompt) is run once; its KV
-        cache is repeated across the batch, and only each text's own suffix is run on top of it.
-        Gradients flow through the prefix as well, so it also serves training.
+        Valid only while the weights stay as they are (one item-table build, one ranking pass).
         """
         token_lists = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         common = _common_prefix_length(token_lists)
         if common < min_prefix:
-            return self.encode(texts)
-        prefix = torch.tensor([token_lists[0][:common]], device=self.device)
-        cache = self.decoder(input_ids=prefix, use_cache=True).cache
-        cache.batch_repeat_interleave(len(token_lists))
+            return None
+        ids = token_lists[0][:common]
+        return SharedPrefix(ids, self.decoder(input_ids=torch.tensor([ids], device=self.device), use_cache=True).cache)
+
+    def encode_shared_prefix(
+        self, texts: Sequence[str], min_prefix: int = 8, prefix: SharedPrefix | None = None
+    ) -> torch.Tensor:
+        """Same result as ``encode`` when all texts share a token prefix, for a fraction of the compute.
+
+        The common prefix (system turn and instruction: most of an item prompt) is run once; its KV
+        cache is repeated across the batch, and only each text's own suffix is run on top of it.
+        ``prefix`` (from ``shared_prefix`` over a larger set of texts) saves running it per batch.
+        Without it gradients flow through the prefix as well, so this also serves training.
+        """
+        token_lists = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        if prefix is None or not all(ids[:len(prefix.ids)] == prefix.ids and len(ids) > len(prefix.ids)
+                                     for ids in token_lists):
+            common = _common_prefix_length(token_lists)
+            if common < min_prefix:
+                return self.encode(texts)
+            prefix = SharedPrefix(token_lists[0][:common], self.decoder(
+                input_ids=torch.tensor([token_lists[0][:common]], device=self.device), use_cache=True).cache)
+        common = len(prefix.ids)
+        cache = prefix.for_batch(len(token_lists))
         suffixes = [ids[common:] for ids in token_lists]
         width = max(len(ids) for ids in suffixes)
         pad = self.tokenizer.pad_token_id
@@ -145,7 +183,7 @@ class R2ecModel(nn.Module):
                                use_cache=True)
         else:  # only the adapted layers run, on the frozen bottom's cached output
             depth, store = bottom
-            states = self._bottom_states(texts, token_lists, common, depth, store)
+            states = self._bottom_states(texts, token_lists, prefix, depth, store)
             states = states.to(self.device, self.decoder.embed_tokens.weight.dtype)
             with decoder_layers(self.decoder, inject(states, self.decoder.layers[depth:])):
                 out = self.decoder(inputs_embeds=states, attention_mask=mask, position_ids=positions, cache=cache,
@@ -164,9 +202,15 @@ class R2ecModel(nn.Module):
 
     @torch.no_grad()
     def _bottom_states(
-        self, texts: Sequence[str], token_lists: Sequence[list[int]], common: int, depth: int, store: BottomCache
+        self, texts: Sequence[str], token_lists: Sequence[list[int]], prefix: SharedPrefix, depth: int,
+        store: BottomCache,
     ) -> torch.Tensor:
-        """The frozen bottom's output for each text's tokens after ``common`` (right-padded), computing the missing."""
+        """The frozen bottom's output for each text's tokens after the prefix (right-padded), computing the missing.
+
+        The missing run through the bottom layers on the prefix's cache: its bottom layers' entries are
+        the frozen layers' own, whatever the adapters above them.
+        """
+        common = len(prefix.ids)
         found = [store.get(text, common) for text in texts]
         missing = [row for row, states in enumerate(found) if states is None]
         if missing:
@@ -176,15 +220,12 @@ class R2ecModel(nn.Module):
             suffix_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in suffixes],
                                        device=self.device)
             with decoder_layers(self.decoder, self.decoder.layers[:depth], final_norm=False):
-                cache = self.decoder(input_ids=torch.tensor([token_lists[0][:common]], device=self.device),
-                                     use_cache=True).cache
-                cache.batch_repeat_interleave(len(missing))
                 out = self.decoder(
                     input_ids=torch.tensor([ids + [pad] * (width - len(ids)) for ids in suffixes], device=self.device),
                     attention_mask=torch.cat([torch.ones(len(missing), common, dtype=torch.long, device=self.device),
                                               suffix_mask], 1),
                     position_ids=(common + torch.arange(width, device=self.device)).expand(len(missing), -1),
-                    cache=cache, use_cache=True,
+                    cache=prefix.for_batch(len(missing)), use_cache=True,
                 )
             for index, row in enumerate(missing):
                 found[row] = out.last_hidden_state[index, :len(suffixes[index])]
@@ -212,9 +253,11 @@ class R2ecModel(nn.Module):
         table = torch.zeros(max(item_ids) + 1, self.lm.config.hidden_size, device=self.device)
         was_training = self.lm.training
         self.lm.eval()
+        prefix = self.shared_prefix(prompts)  # the instruction up to the item's own text: run once, not per batch
         for start in tqdm(range(0, len(order), batch_size), desc="item table", disable=not progress, leave=False):
             chunk = order[start:start + batch_size]
-            table[[item_ids[i] for i in chunk]] = self.encode_shared_prefix([prompts[i] for i in chunk]).float()
+            table[[item_ids[i] for i in chunk]] = self.encode_shared_prefix([prompts[i] for i in chunk],
+                                                                            prefix=prefix).float()
         self.lm.train(was_training)
         self.item_table = table
         return table

@@ -92,10 +92,15 @@ def rank_without_reasoning(
     progress: bool = True,
     top_n: int = 10,
 ) -> Ranking:
-    """Direct mode only: h from prompt + answer tag."""
-    rankings = _rank_in_batches(model, prompts, targets, histories,
-                                lambda batch: {"direct": model.encode_shared_prefix(model.user_texts(batch))},
-                                batch_size, top_n, progress)
+    """Direct mode only: h from prompt + answer tag (the prefix every prompt shares is run once)."""
+    was_training = model.lm.training
+    model.lm.eval()
+    prefix = model.shared_prefix(model.user_texts(prompts)) if prompts else None
+    model.lm.train(was_training)
+    rankings = _rank_in_batches(
+        model, prompts, targets, histories,
+        lambda batch: {"direct": model.encode_shared_prefix(model.user_texts(batch), prefix=prefix)},
+        batch_size, top_n, progress)
     return rankings.get("direct", Ranking.concat([], top_n))
 
 

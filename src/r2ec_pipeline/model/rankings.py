@@ -37,15 +37,18 @@ def ranking_rows(model: str, mode: str, samples: pd.DataFrame, ranking: Ranking,
 
 
 def rank_r2ec(name: str, model: R2ecModel, samples: pd.DataFrame, interactions: pd.DataFrame,
-              model_params: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
-    """Direct mode on every sample; greedy reasoning too on the first ``reasoning_users`` (one prompt pass for both)."""
+              model_params: dict[str, Any], params: dict[str, Any], reasoning_users: int | None) -> pd.DataFrame:
+    """Direct mode on every sample; greedy reasoning too on the first ``reasoning_users`` per split (null: all).
+
+    Both modes come from one prompt pass for those users.
+    """
     model_config, config = parse_block("model", model_params), parse_block("evaluation", params)
-    both = first_in_order(samples, config.reasoning_users)
+    both = first_in_order(samples, reasoning_users)
     rest = samples.drop(both.index)
     batch = model_config.encode_batch_size
     rankings, texts = rank_both_modes(model, both["prompt"].tolist(), both["target_item_id"].astype(int).tolist(),
                                       mask_lists(both, interactions, model_config.history_mask),
-                                      config.reasoning_tokens, batch, top_n=config.top_n)
+                                      config.reasoning_tokens, config.reasoning_batch_size, top_n=config.top_n)
     parts = [ranking_rows(name, "direct", both, rankings["direct"], None),
              ranking_rows(name, "reasoning", both, rankings["reasoning"], texts)]
     if len(rest):

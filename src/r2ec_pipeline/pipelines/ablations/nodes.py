@@ -30,8 +30,9 @@ def rank_variant(model: R2ecModel, samples: pd.DataFrame, interactions: pd.DataF
                  evaluation_params: dict[str, Any], ablation_params: dict[str, Any], variant: str) -> pd.DataFrame:
     """The variant ranked in both modes on the evaluation stage's users of the chosen splits."""
     splits = parse_block("ablations", ablation_params).splits
+    reasoning_users = parse_block("evaluation", evaluation_params).reasoning_users
     return rank_r2ec(variant, model, samples[samples["split"].isin(splits)], interactions, model_params,
-                     evaluation_params)
+                     evaluation_params, reasoning_users)
 
 
 def _child_run(variant: str, block: dict[str, Any], overrides: dict[str, Any], metrics: dict[str, Any],

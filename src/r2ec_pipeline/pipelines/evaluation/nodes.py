@@ -82,8 +82,9 @@ def rank_zero_shot(backbone_lm: PreTrainedModel, backbone_tokenizer: PreTrainedT
     model = build_dual_head(backbone_lm, backbone_tokenizer, model_params)
     batch = max(parse_block("model", model_params).encode_batch_size, 32)
     model.build_item_table(item_prompts["item_id"].astype(int).tolist(), item_prompts["prompt"].tolist(), batch)
-    return rank_r2ec("zero_shot", model, first_in_order(samples, parse_block("evaluation", params).zero_shot_users),
-                     interactions, model_params, params)
+    config = parse_block("evaluation", params)
+    return rank_r2ec("zero_shot", model, first_in_order(samples, config.zero_shot_users),
+                     interactions, model_params, params, config.reasoning_users)
 
 
 def rank_sft(sft_model: R2ecModel | None, samples: pd.DataFrame, interactions: pd.DataFrame,
@@ -91,13 +92,15 @@ def rank_sft(sft_model: R2ecModel | None, samples: pd.DataFrame, interactions: p
     """The SFT checkpoint (its saved item table)."""
     if sft_model is None:
         raise FileNotFoundError("no SFT checkpoint in data/06_models/sft: run `kedro run --pipelines sft` first")
-    return rank_r2ec("sft", sft_model, samples, interactions, model_params, params)
+    reasoning_users = parse_block("evaluation", params).reasoning_users
+    return rank_r2ec("sft", sft_model, samples, interactions, model_params, params, reasoning_users)
 
 
 def rank_recpo(recpo_model: R2ecModel, samples: pd.DataFrame, interactions: pd.DataFrame,
                model_params: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
-    """The RecPO model (its saved item table)."""
-    return rank_r2ec("recpo", recpo_model, samples, interactions, model_params, params)
+    """The RecPO model (its saved item table), with greedy reasoning on ``recpo_reasoning_users``."""
+    reasoning_users = parse_block("evaluation", params).recpo_reasoning_users
+    return rank_r2ec("recpo", recpo_model, samples, interactions, model_params, params, reasoning_users)
 
 
 def summarise_rankings(
