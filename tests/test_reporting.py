@@ -61,5 +61,19 @@ def test_paired_comparisons_pair_the_same_users_and_pick_the_best_r2ec_row():
 def test_training_curves_skip_absent_validation():
     figure = training_curves({"reward_mean_by_step": [0.1, 0.2], "validation_by_step": {"reasoning": {}}},
                              {"log": [{"epoch": 1, "valid_ndcg_at_10": 0.1}]})
-    labels = figure.axes[1].get_legend_handles_labels()[1]
-    assert labels == ["SASRec (epoch)"]
+    assert figure.axes[0].get_legend_handles_labels()[1] == []  # no validation at all: an empty panel
+    assert figure.axes[1].get_legend_handles_labels()[1] == ["reward"]
+    assert len(figure.axes[3].lines) == 1  # SASRec per epoch
+
+
+def test_training_curves_put_recpo_steps_after_the_sft_steps():
+    recpo = {"validation_by_step": {"reasoning": {"0": 0.01, "3": 0.02}, "direct": {"0": 0.03, "3": 0.04}},
+             "curves": {"reward_mean": [0.1, 0.2, 0.3], "reward_rank": [0.1, 0.2, 0.3], "reward_sim": [0.5, 0.5, 0.6],
+                        "completion_length": [30.0, 31.0, 33.0]}}
+    sft = {"validation_by_step": {"0": 0.0, "8": 0.02, "16": 0.03}}
+    figure = training_curves(recpo, {"log": []}, sft)
+    lines = {line.get_label(): line for line in figure.axes[0].lines}
+    assert list(lines["SFT direct"].get_xdata()) == [0, 8, 16]
+    assert list(lines["RecPO reasoning"].get_xdata()) == [16, 19]  # RecPO step 0 is SFT's last step
+    assert figure.axes[1].get_legend_handles_labels()[1] == ["reward", "rank part", "similarity part"]
+    assert list(figure.axes[2].lines[0].get_ydata()) == [30.0, 31.0, 33.0]

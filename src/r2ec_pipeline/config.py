@@ -146,6 +146,12 @@ class SFTParams(_Params):
         32, ge=0, description="Uniform catalog negatives added to the in-batch softmax (in-batch negatives "
         "alone cancel the popularity signal)."
     )
+    softmax: Literal["sampled", "catalog"] = Field(
+        "sampled", description="sampled: each target against the batch's targets and the sampled negatives; "
+        "catalog: against every item (the item table as a memory bank, the targets' rows encoded fresh), as "
+        "evaluation ranks."
+    )
+    table_refresh_every: int = Field(16, ge=1, description="softmax: catalog: steps between item-table refreshes.")
     eval_every: int = Field(20, ge=1, description="Steps between validation runs (and at the last step).")
     eval_users: int | None = Field(
         150, ge=0, description="Seeded subset of validation users (null: all; 0: no validation, keep the last "

@@ -155,25 +155,43 @@ def variant_bar_chart(table: pd.DataFrame) -> plt.Figure:
     return figure
 
 
-def training_curves(recpo_report: dict[str, Any], sasrec_report: dict[str, Any]) -> plt.Figure:
-    """RecPO's mean reward per step, and validation N@10 over training for every model that validated."""
-    figure, (reward_axis, ndcg_axis) = plt.subplots(1, 2, figsize=(11, 4))
-    rewards = recpo_report.get("reward_mean_by_step", [])
-    reward_axis.plot(range(1, len(rewards) + 1), rewards, marker="o")
-    reward_axis.set(title="RecPO mean reward per step", xlabel="step", ylabel="reward")
+def _by_step(points: dict[str, float]) -> tuple[list[int], list[float]]:
+    steps = sorted(points, key=int)
+    return [int(step) for step in steps], [points[step] for step in steps]
+
+
+def training_curves(recpo_report: dict[str, Any], sasrec_report: dict[str, Any],
+                    sft_report: dict[str, Any] | None = None) -> plt.Figure:
+    """Four panels: validation N@10 against step for SFT and RecPO (both modes); RecPO's reward and its
+    rank / similarity parts per step; its completion length per step; SASRec's validation N@10 per epoch."""
+    figure, ((ndcg_axis, reward_axis), (length_axis, sasrec_axis)) = plt.subplots(2, 2, figsize=(11, 7.5))
+    sft_points = (sft_report or {}).get("validation_by_step") or {}
+    if sft_points:
+        ndcg_axis.plot(*_by_step(sft_points), marker=".", label="SFT direct")
+    offset = int(max(sft_points, key=int)) if sft_points else 0  # RecPO starts where SFT ended
+    for name, points in (recpo_report.get("validation_by_step") or {}).items():
+        if points:  # absent when RecPO ran without validation (eval_users: 0)
+            steps, values = _by_step(points)
+            ndcg_axis.plot([offset + step for step in steps], values, marker="o", label=f"RecPO {name}")
+    if offset:
+        ndcg_axis.axvline(offset, color="grey", linestyle=":", linewidth=1)
+    ndcg_axis.set(title="validation N@10 (SFT steps, then RecPO steps)", xlabel="step", ylabel="NDCG@10")
+    curves = recpo_report.get("curves") or {"reward_mean": recpo_report.get("reward_mean_by_step", [])}
+    for name, label in (("reward_mean", "reward"), ("reward_rank", "rank part"), ("reward_sim", "similarity part")):
+        values = curves.get(name) or []
+        if values:
+            reward_axis.plot(range(1, len(values) + 1), values, marker="o", label=label)
+    reward_axis.set(title="RecPO reward per step (group means)", xlabel="RecPO step", ylabel="reward")
+    lengths = curves.get("completion_length") or []
+    length_axis.plot(range(1, len(lengths) + 1), lengths, marker="o")
+    length_axis.set(title="RecPO completion length per step", xlabel="RecPO step", ylabel="tokens (tag included)")
     log = sasrec_report.get("log", [])
     if log:
-        ndcg_axis.plot([e["epoch"] for e in log], [e["valid_ndcg_at_10"] for e in log], label="SASRec (epoch)")
-    for name, points in (recpo_report.get("validation_by_step") or {}).items():
-        if not points:
-            continue  # RecPO ran without validation (eval_users: 0)
-        steps = sorted(points, key=int)
-        ndcg_axis.plot([int(s) for s in steps], [points[s] for s in steps], marker="o", label=f"RecPO {name} (step)")
-    ndcg_axis.set(title="validation N@10 during training", xlabel="epoch / step", ylabel="NDCG@10")
-    handles, labels = ndcg_axis.get_legend_handles_labels()
-    if handles:
-        unique = dict(zip(labels, handles, strict=True))
-        ndcg_axis.legend(unique.values(), unique.keys(), fontsize=8)
+        sasrec_axis.plot([e["epoch"] for e in log], [e["valid_ndcg_at_10"] for e in log])
+    sasrec_axis.set(title="SASRec validation N@10", xlabel="epoch", ylabel="NDCG@10")
+    for axis in (ndcg_axis, reward_axis):
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8)
     figure.tight_layout()
     return figure
 

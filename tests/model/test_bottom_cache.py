@@ -63,6 +63,14 @@ def test_a_prefix_run_once_gives_the_uncached_states_on_the_cached_path(top_mode
     torch.testing.assert_close(again, expected, atol=1e-5, rtol=1e-4)
 
 
+def test_texts_not_remembered_stay_out_of_the_cache(top_model):
+    expected = _uncached(top_model, ITEMS)
+    torch.testing.assert_close(top_model.encode_shared_prefix(ITEMS, min_prefix=4, remember=False), expected,
+                               atol=1e-5, rtol=1e-4)
+    _, store = top_model._bottom_cache()
+    assert len(store) == 0
+
+
 def test_gradients_reach_the_adapters_through_the_cached_path(top_model):
     top_model.train()
     top_model.encode_shared_prefix(ITEMS, min_prefix=4)  # cache filled without gradient

@@ -18,7 +18,8 @@ def _prompts(tables, tokenizer):
     outputs = ["train_samples", "valid_samples", "test_samples", "item_prompts"]
     catalog = memory_catalog({"validated_interactions": interactions, "validated_items": items,
                               "backbone_tokenizer": tokenizer,
-                              "params:prompts": {"window_size": 3, "split": "temporal", "temporal_ratios": [0.5, 0.25, 0.25]}},
+                              "params:prompts": {"window_size": 3, "split": "temporal",
+                                                 "temporal_ratios": [0.5, 0.25, 0.25]}},
                              outputs + ["prompt_summary", "prompt_metrics"])
     SequentialRunner().run(prompts_pipeline(), catalog)
     return {name: catalog.load(name) for name in outputs}
@@ -45,3 +46,23 @@ def test_sft_trains_the_adapters_and_reports_zero_shot_and_sft(tables, tiny_back
     moved = any(p.abs().sum() > 0 for n, p in model.lm.named_parameters() if "lora_B" in n)
     assert moved == (report["sft"]["best_step"] > 0)  # kept weights: trained ones only if they validated better
     assert model.num_items == len(data["item_prompts"])
+
+
+def test_catalog_softmax_trains_against_every_item_and_reports_its_curve(tables, tiny_backbone_dir, tmp_path):
+    torch.manual_seed(0)
+    data = _prompts(tables, load_tokenizer(str(tiny_backbone_dir), tmp_path))
+    catalog = memory_catalog(
+        {"backbone_lm": load_causal_lm(str(tiny_backbone_dir), tmp_path),
+         "backbone_tokenizer": load_tokenizer(str(tiny_backbone_dir), tmp_path),
+         "params:model": {**MODEL, "backbone": str(tiny_backbone_dir)},
+         "params:sft": {**SFT, "softmax": "catalog", "table_refresh_every": 2, "negatives": 0},
+         "validated_interactions": tables[0], **{k: v for k, v in data.items() if k != "test_samples"}},
+        ["sft_model", "sft_history", "sft_report", "zero_shot_model", "sft_eval_samples"],
+    )
+    SequentialRunner().run(sft_pipeline(), catalog)
+    report, history = catalog.load("sft_report"), catalog.load("sft_history")
+    chance = torch.log(torch.tensor(float(len(data["item_prompts"])))).item()
+    losses = [e["value"] for e in history["train.loss"]]
+    assert len(losses) == 3 and all(0 < value < chance + 5 for value in losses)
+    assert list(report["validation_by_step"]) == ["0", "2", "3"]
+    assert report["loss_by_step"] == losses

@@ -7,6 +7,8 @@ interaction but a user's first yields a sample.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -84,9 +86,30 @@ def earlier_items(interactions: pd.DataFrame, samples: pd.DataFrame) -> list[lis
 
     Uses the same time order as ``build_samples``, so ``position`` indexes into it directly.
     """
-    ordered = interactions.sort_values(["user_id", "timestamp"], kind="stable")
-    by_user = {int(user): group["item_id"].tolist() for user, group in ordered.groupby("user_id", sort=False)}
-    return [by_user[int(user)][: int(position)] for user, position in zip(samples["user_id"], samples["position"])]
+    return list(EarlierItems(samples, interactions, "full"))
+
+
+class EarlierItems(Sequence[list[int]]):
+    """``mask_lists`` computed on access: the masks of ~100k training samples without materialising them all."""
+
+    def __init__(self, samples: pd.DataFrame, interactions: pd.DataFrame, history_mask: str) -> None:
+        self.history_mask = history_mask
+        if history_mask == "window":
+            self._windows = samples["history_item_ids"].tolist()
+            return
+        ordered = interactions.sort_values(["user_id", "timestamp"], kind="stable")
+        self._by_user = {int(user): group["item_id"].astype(int).tolist()
+                         for user, group in ordered.groupby("user_id", sort=False)}
+        self._keys = list(zip(samples["user_id"].astype(int), samples["position"].astype(int), strict=True))
+
+    def __len__(self) -> int:
+        return len(self._windows if self.history_mask == "window" else self._keys)
+
+    def __getitem__(self, index: int) -> list[int]:  # type: ignore[override]  (no slices needed)
+        if self.history_mask == "window":
+            return list(map(int, self._windows[index]))
+        user, position = self._keys[index]
+        return self._by_user[user][:position]
 
 
 def seeded_subset(samples: pd.DataFrame, size: int | None, seed: int) -> pd.DataFrame:
@@ -98,6 +121,4 @@ def seeded_subset(samples: pd.DataFrame, size: int | None, seed: int) -> pd.Data
 
 def mask_lists(samples: pd.DataFrame, interactions: pd.DataFrame, history_mask: str) -> list[list[int]]:
     """Items to mask per sample: the whole earlier history (``full``) or the prompt window."""
-    if history_mask == "window":
-        return [list(map(int, ids)) for ids in samples["history_item_ids"]]
-    return earlier_items(interactions, samples)
+    return list(EarlierItems(samples, interactions, history_mask))

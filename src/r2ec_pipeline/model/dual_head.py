@@ -151,7 +151,7 @@ class R2ecModel(nn.Module):
         return SharedPrefix(ids, self.decoder(input_ids=torch.tensor([ids], device=self.device), use_cache=True).cache)
 
     def encode_shared_prefix(
-        self, texts: Sequence[str], min_prefix: int = 8, prefix: SharedPrefix | None = None
+        self, texts: Sequence[str], min_prefix: int = 8, prefix: SharedPrefix | None = None, remember: bool = True
     ) -> torch.Tensor:
         """Same result as ``encode`` when all texts share a token prefix, for a fraction of the compute.
 
@@ -159,6 +159,7 @@ class R2ecModel(nn.Module):
         cache is repeated across the batch, and only each text's own suffix is run on top of it.
         ``prefix`` (from ``shared_prefix`` over a larger set of texts) saves running it per batch.
         Without it gradients flow through the prefix as well, so this also serves training.
+        ``remember=False`` keeps texts seen once (training samples) out of the frozen-bottom cache (it is still read).
         """
         token_lists = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         if prefix is None or not all(ids[:len(prefix.ids)] == prefix.ids and len(ids) > len(prefix.ids)
@@ -183,7 +184,7 @@ class R2ecModel(nn.Module):
                                use_cache=True)
         else:  # only the adapted layers run, on the frozen bottom's cached output
             depth, store = bottom
-            states = self._bottom_states(texts, token_lists, prefix, depth, store)
+            states = self._bottom_states(texts, token_lists, prefix, depth, store, remember)
             states = states.to(self.device, self.decoder.embed_tokens.weight.dtype)
             with decoder_layers(self.decoder, inject(states, self.decoder.layers[depth:])):
                 out = self.decoder(inputs_embeds=states, attention_mask=mask, position_ids=positions, cache=cache,
@@ -203,7 +204,7 @@ class R2ecModel(nn.Module):
     @torch.no_grad()
     def _bottom_states(
         self, texts: Sequence[str], token_lists: Sequence[list[int]], prefix: SharedPrefix, depth: int,
-        store: BottomCache,
+        store: BottomCache, remember: bool = True,
     ) -> torch.Tensor:
         """The frozen bottom's output for each text's tokens after the prefix (right-padded), computing the missing.
 
@@ -229,7 +230,8 @@ class R2ecModel(nn.Module):
                 )
             for index, row in enumerate(missing):
                 found[row] = out.last_hidden_state[index, :len(suffixes[index])]
-                store.put(texts[row], common, found[row])
+                if remember:
+                    store.put(texts[row], common, found[row])
         width = max(len(states) for states in found)
         return torch.stack([F.pad(states.float(), (0, 0, 0, width - len(states))) for states in found])
 

@@ -1,4 +1,4 @@
-"""The rec head's in-batch softmax: SFT's InfoNCE (spec §4) and RecPO's p(v⁺) (spec §5.6)."""
+"""The rec head's softmax losses: SFT's InfoNCE (spec §4; in-batch or over the catalog), RecPO's p(v⁺) (§5.6)."""
 
 from __future__ import annotations
 
@@ -38,3 +38,40 @@ def in_batch_infonce(
     column_ids = target_ids if column_ids is None else column_ids
     own = torch.arange(len(target_ids), device=user_states.device)
     return -in_batch_target_logprobs(user_states, item_states, own, column_ids.to(own.device), temperature).mean()
+
+
+def catalog_target_logprobs(
+    user_states: torch.Tensor, target_states: torch.Tensor, target_ids: torch.Tensor, table: torch.Tensor,
+    temperature: float, masks: list[list[int]] | None = None,
+) -> torch.Tensor:
+    """log p of each row's target under softmax over the whole catalog, as evaluation ranks it.
+
+    Every item's logit is cos(h_i, H[v]) / τ with H the item table: a memory bank that may be a few
+    steps old and takes no gradient. The batch's targets get the gradient of their fresh encodings
+    ``target_states`` (straight through: their value stays the bank's). Were the value fresh, the
+    model could tell fresh columns from stale ones and lower the loss without ranking better (the
+    first SFT search measured exactly that). Column 0 (padding) and each row's ``masks`` items (its
+    earlier history, masked at evaluation too) are left out; a target never is.
+    """
+    assert user_states.shape[0] == target_states.shape[0] == len(target_ids), (
+        user_states.shape, target_states.shape, len(target_ids))
+    users = F.normalize(user_states.float(), dim=-1)
+    bank = users @ F.normalize(table.detach().float().to(users.device), dim=-1).T / temperature
+    fresh = users.detach() @ F.normalize(target_states.float(), dim=-1).T / temperature
+    through = bank[:, target_ids] + fresh - fresh.detach()  # the bank's value, the fresh encodings' gradient
+    logits = bank.index_copy(1, target_ids, through)  # a target listed twice has the same text: same column
+    excluded = torch.zeros_like(logits, dtype=torch.bool)
+    excluded[:, 0] = True
+    for row, items in enumerate(masks or []):
+        excluded[row, list(items)] = True
+    excluded[torch.arange(len(target_ids), device=logits.device), target_ids] = False
+    logprobs = F.log_softmax(logits.masked_fill(excluded, float("-inf")), dim=-1)
+    return logprobs.gather(1, target_ids.view(-1, 1)).squeeze(1)
+
+
+def catalog_infonce(
+    user_states: torch.Tensor, target_states: torch.Tensor, target_ids: torch.Tensor, table: torch.Tensor,
+    temperature: float, masks: list[list[int]] | None = None,
+) -> torch.Tensor:
+    """−mean log p(target) over the whole catalog (``catalog_target_logprobs``): SFT's ``softmax: catalog``."""
+    return -catalog_target_logprobs(user_states, target_states, target_ids, table, temperature, masks).mean()

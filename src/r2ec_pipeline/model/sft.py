@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from r2ec_pipeline.model.checkpoint import restore_trainable, trainable_state
 from r2ec_pipeline.model.dual_head import R2ecModel
-from r2ec_pipeline.model.losses import in_batch_infonce
+from r2ec_pipeline.model.losses import catalog_infonce, in_batch_infonce
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +31,8 @@ class SFTSettings:
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
     negatives: int = 32
+    softmax: str = "sampled"           # sampled: batch targets + negatives | catalog: every item (table as bank)
+    table_refresh_every: int = 16      # catalog: steps between item-table re-encodings
     eval_every: int = 20
     selection_metric: str = "ndcg_at_10"
     seed: int = 0
@@ -57,13 +59,17 @@ def train_sft(
     item_prompt: dict[int, str],
     evaluate: Callable[[R2ecModel], dict[str, float]] | None,
     settings: SFTSettings,
+    histories: Sequence[Sequence[int]] | None = None,
 ) -> SFTResult:
     """Train the adapters; keep the weights (and item table) with the best validation metric.
 
     Without ``evaluate`` nothing is validated: the last weights are kept and the item table is
-    encoded once at the end (the evaluation stage validates them instead).
+    encoded once at the end (the evaluation stage validates them instead). With ``softmax: catalog``
+    each user's target competes with every item, ``histories[i]`` (sample i's earlier items) left out.
     """
-    if min(settings.batch_size, len(user_prompts)) + settings.negatives < 2:
+    if settings.softmax not in ("sampled", "catalog"):
+        raise ValueError(f"unknown SFT softmax {settings.softmax!r} (expected 'sampled' or 'catalog')")
+    if settings.softmax == "sampled" and min(settings.batch_size, len(user_prompts)) + settings.negatives < 2:
         raise ValueError(
             f"SFT needs at least 2 items in each softmax: {len(user_prompts)} training sample(s), "
             f"batch_size {settings.batch_size}, negatives {settings.negatives}"
@@ -87,12 +93,21 @@ def train_sft(
         started = time.perf_counter()
         batch = generator.choice(len(texts), size=min(settings.batch_size, len(texts)), replace=False)
         targets = torch.tensor([target_ids[i] for i in batch])
-        negatives = generator.choice(catalog, size=settings.negatives, replace=False) if settings.negatives else []
-        columns = torch.cat([targets, torch.as_tensor(negatives, dtype=torch.long)])
-        user_states = model.encode([texts[i] for i in batch])
-        item_states = model.encode_shared_prefix([item_prompt[int(i)] for i in columns])
-        loss = in_batch_infonce(user_states, item_states, targets.to(model.device),
-                                model.config.similarity_temperature, columns.to(model.device))
+        if settings.softmax == "catalog":
+            if (step - 1) % settings.table_refresh_every == 0:  # the bank of item rows, refreshed now and then
+                model.build_item_table(list(catalog), [item_prompt[int(i)] for i in catalog], progress=False)
+            loss = catalog_infonce(
+                model.encode_shared_prefix([texts[i] for i in batch], remember=False),
+                model.encode_shared_prefix([item_prompt[int(i)] for i in targets]), targets.to(model.device),
+                model.item_table, model.config.similarity_temperature,
+                [list(histories[i]) for i in batch] if histories is not None else None)
+        else:
+            negatives = generator.choice(catalog, size=settings.negatives, replace=False) if settings.negatives else []
+            columns = torch.cat([targets, torch.as_tensor(negatives, dtype=torch.long)])
+            user_states = model.encode_shared_prefix([texts[i] for i in batch], remember=False)
+            item_states = model.encode_shared_prefix([item_prompt[int(i)] for i in columns])
+            loss = in_batch_infonce(user_states, item_states, targets.to(model.device),
+                                    model.config.similarity_temperature, columns.to(model.device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)

@@ -133,6 +133,8 @@ def recpo_report(result: RecPOResult, metric: str | None) -> dict[str, Any]:
         "resumed_from_step": result.resumed_from,
         "skipped_steps": result.skipped_steps,
         "reward_mean_by_step": rewards,
+        "curves": {name: [point["value"] for point in result.history.get(f"train.{name}", [])]
+                   for name in ("reward_mean", "reward_rank", "reward_sim", "completion_length")},
         "validation_by_step": {
             mode: {str(step): values[f"{mode}.ndcg_at_10"] for step, values in sorted(result.evaluations.items())
                    if f"{mode}.ndcg_at_10" in values}

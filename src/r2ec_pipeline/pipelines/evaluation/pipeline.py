@@ -38,7 +38,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                                    "evaluation_samples", "params:model"], "rankings_export", name="export_rankings"),
             Node(reasoning_samples, ["evaluation_rankings", "validated_items", "params:evaluation"],
                  "reasoning_samples", name="reasoning_samples"),
-            Node(training_curves, ["recpo_report", "sasrec_report"], "training_curves_plot",
+            Node(training_curves, ["recpo_report", "sasrec_report", "sft_report"], "training_curves_plot",
                  name="plot_training_curves"),
         ]
     )

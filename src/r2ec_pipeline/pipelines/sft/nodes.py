@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from r2ec_pipeline.config import parse_block
-from r2ec_pipeline.data.samples import mask_lists, seeded_subset
+from r2ec_pipeline.data.samples import EarlierItems, mask_lists, seeded_subset
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.evaluation import evaluate_without_reasoning
 from r2ec_pipeline.model.sft import SFTSettings, train_sft
@@ -46,14 +46,19 @@ def train_sft_model(
                                           batch_size=model_config.encode_batch_size)
 
     settings = SFTSettings(**config.model_dump(exclude={"eval_users"}))
+    histories = (EarlierItems(train_samples, interactions, model_config.history_mask)
+                 if config.softmax == "catalog" else None)
     result = train_sft(
         model, train_samples["prompt"].tolist(), train_samples["target_item_id"].astype(int).tolist(),
-        prompts_by_item, evaluate if len(eval_samples) else None, settings,
+        prompts_by_item, evaluate if len(eval_samples) else None, settings, histories,
     )
     steps_per_epoch = len(train_samples) / config.batch_size
     report = {
         "zero_shot": {"valid": result.initial_metrics},
         "sft": {"valid": result.best_metrics, "best_step": result.best_step},
+        "validation_by_step": {str(point["step"]): point["value"]
+                               for point in result.history.get(f"valid.{config.selection_metric}", [])},
+        "loss_by_step": [point["value"] for point in result.history.get("train.loss", [])],
         "eval_users": len(eval_samples),
         "train_samples": len(train_samples),
         "seconds_per_step": result.seconds_per_step,
