@@ -147,7 +147,10 @@ class R2ecModel(nn.Module):
         common = _common_prefix_length(token_lists)
         if common < min_prefix:
             return None
-        ids = token_lists[0][:common]
+        return self._run_prefix(token_lists[0][:common])
+
+    def _run_prefix(self, ids: list[int]) -> SharedPrefix:
+        """``ids`` through the whole decoder (adapters included), keeping their KV cache."""
         return SharedPrefix(ids, self.decoder(input_ids=torch.tensor([ids], device=self.device), use_cache=True).cache)
 
     def encode_shared_prefix(
@@ -167,8 +170,7 @@ class R2ecModel(nn.Module):
             common = _common_prefix_length(token_lists)
             if common < min_prefix:
                 return self.encode(texts)
-            prefix = SharedPrefix(token_lists[0][:common], self.decoder(
-                input_ids=torch.tensor([token_lists[0][:common]], device=self.device), use_cache=True).cache)
+            prefix = self._run_prefix(token_lists[0][:common])
         common = len(prefix.ids)
         cache = prefix.for_batch(len(token_lists))
         suffixes = [ids[common:] for ids in token_lists]
