@@ -22,26 +22,14 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from r2ec_pipeline.model.adapters import AdapterSettings, attach_adapters
-from r2ec_pipeline.model.backbone import PACKAGED_SMOLLM2, load_causal_lm, load_tokenizer
+from r2ec_pipeline.model.backbone import PACKAGED_SMOLLM2
 from r2ec_pipeline.model.bottom_cache import clear_shared_caches
-from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel
+from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.evaluation import rank_without_reasoning
+from _models import trained_like_model  # benchmarks/_models.py
 from _table import print_measures  # benchmarks/_table.py (the script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / "data/06_models/backbones"
-
-
-def _model(backbone: str, seed: int) -> R2ecModel:
-    """The CPU profile's model with its adapters moved off zero (as after training), seeded."""
-    torch.manual_seed(seed)
-    lm = attach_adapters(load_causal_lm(backbone, CACHE), AdapterSettings(top_layers=8)).eval()
-    with torch.no_grad():
-        for name, parameter in lm.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(std=0.01)
-    return R2ecModel(lm, load_tokenizer(backbone, CACHE), DualHeadConfig(backbone=backbone)).eval()
 
 
 def _seconds(function) -> tuple[float, object]:
@@ -61,7 +49,7 @@ def main() -> None:
     items = pd.read_parquet(ROOT / "data/05_model_input/item_prompts.parquet")
     users = pd.read_parquet(ROOT / "data/05_model_input/test_samples.parquet").head(args.users)
     ids, prompts = items["item_id"].tolist(), items["prompt"].tolist()
-    first, second = _model(args.backbone, 0), _model(args.backbone, 1)
+    first, second = trained_like_model(args.backbone, 0), trained_like_model(args.backbone, 1)
     rows: list[tuple[str, str]] = []
 
     def table(model: R2ecModel) -> torch.Tensor:

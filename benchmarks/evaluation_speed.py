@@ -22,15 +22,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from r2ec_pipeline.model.adapters import AdapterSettings, attach_adapters
-from r2ec_pipeline.model.backbone import PACKAGED_SMOLLM2, load_causal_lm, load_tokenizer
+from r2ec_pipeline.model.backbone import PACKAGED_SMOLLM2
 from r2ec_pipeline.model.bottom_cache import clear_shared_caches
-from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel
 from r2ec_pipeline.model.evaluation import rank_both_modes, rank_without_reasoning
+from _models import trained_like_model  # benchmarks/_models.py
 from _table import print_measures  # benchmarks/_table.py (the script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / "data/06_models/backbones"
 
 
 def cut_history(prompt: str, window: int) -> str:
@@ -39,17 +37,6 @@ def cut_history(prompt: str, window: int) -> str:
     history = [index for index, line in enumerate(lines) if line.startswith("- ")]
     drop = set(history[:max(len(history) - window, 0)])
     return "\n".join(line for index, line in enumerate(lines) if index not in drop)
-
-
-def _model(backbone: str) -> R2ecModel:
-    """The CPU profile's model (adapters on the top 8 layers), adapters moved off zero as after training."""
-    torch.manual_seed(0)
-    lm = attach_adapters(load_causal_lm(backbone, CACHE), AdapterSettings(top_layers=8)).eval()
-    with torch.no_grad():
-        for name, parameter in lm.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(std=0.01)
-    return R2ecModel(lm, load_tokenizer(backbone, CACHE), DualHeadConfig(backbone=backbone)).eval()
 
 
 def _per_user(function, users: int) -> float:
@@ -69,7 +56,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     samples = pd.read_parquet(ROOT / "data/05_model_input/test_samples.parquet").head(args.users)
-    model = _model(args.backbone)
+    model = trained_like_model(args.backbone)
     items = pd.read_parquet(ROOT / "data/05_model_input/item_prompts.parquet")
     model.item_table = torch.randn(int(items["item_id"].max()) + 1, model.lm.config.hidden_size)  # scoring cost only
     targets, histories = samples["target_item_id"].tolist(), [[] for _ in range(len(samples))]
