@@ -75,7 +75,7 @@ def test_missing_block_is_named():
                              "recpo": {}})
 
 
-@pytest.mark.parametrize("env", ["base", "paper"])
+@pytest.mark.parametrize("env", ["base", "paper", "learn"])
 def test_every_shipped_environment_has_valid_parameters(env):
     from kedro.config import OmegaConfigLoader
 
@@ -86,3 +86,7 @@ def test_every_shipped_environment_has_valid_parameters(env):
     assert typed["model"].backbone
     if env == "paper":
         assert typed["prompts"].split == "temporal" and typed["model"].adapters.top_layers is None
+    if env == "learn":  # the learning profile: selection on >= 300 users with early stopping, every test user
+        assert typed["sft"].eval_users >= 300 and typed["sft"].early_stopping_patience
+        assert typed["evaluation"].users is None and typed["evaluation"].zero_shot_users is None
+        assert typed["evaluation"].reasoning_users is None and typed["evaluation"].recpo_reasoning_users is None

@@ -152,7 +152,15 @@ class SFTParams(_Params):
         "evaluation ranks."
     )
     table_refresh_every: int = Field(16, ge=1, description="softmax: catalog: steps between item-table refreshes.")
+    item_chunk_size: int | None = Field(
+        8, ge=1, description="softmax: sampled: item columns whose activations are held at once (the gradient-cache "
+        "trick: same gradient, one extra forward of the adapted layers); null: all in one graph."
+    )
     eval_every: int = Field(20, ge=1, description="Steps between validation runs (and at the last step).")
+    early_stopping_patience: int | None = Field(
+        None, ge=1, description="Stop after this many validations without a better selection metric (null: "
+        "train all steps); the best weights are kept either way."
+    )
     eval_users: int | None = Field(
         150, ge=0, description="Seeded subset of validation users (null: all; 0: no validation, keep the last "
         "weights); full ranking either way."

@@ -97,3 +97,21 @@ def test_the_cache_stays_within_its_byte_budget_dropping_the_oldest():
     assert cache.get("c", 2).shape == (8, 4) and cache.get("c", 0).shape == (10, 4)
     cache.put("d", 5, torch.ones(10, 4))
     assert cache.get("d", 3) is None  # kept from token 5 on: cannot serve an earlier start
+
+
+def test_chunked_item_gradient_on_the_cached_bottom_equals_the_one_pass_gradient(top_model):
+    from r2ec_pipeline.model.losses import in_batch_infonce
+    from r2ec_pipeline.model.sft import chunked_item_backward
+
+    top_model.lm.train()
+    users = [PROMPTS[0] + f"history {i}<answer>" for i in range(3)]
+    items, ids = ITEMS + ITEMS[:2], torch.tensor([1, 2, 3, 1, 2])
+    gradients = []
+    for chunk in (None, 2):
+        top_model.lm.zero_grad(set_to_none=True)
+        states = top_model.encode_shared_prefix(users, min_prefix=4, remember=False)
+        chunked_item_backward(top_model, states, items, chunk, lambda u, v: in_batch_infonce(u, v, ids[:3], 0.1, ids))
+        gradients.append({n: p.grad.clone() for n, p in top_model.lm.named_parameters() if p.requires_grad})
+    assert gradients[0] and any(g.abs().sum() > 0 for g in gradients[0].values())
+    for name, one_pass in gradients[0].items():
+        torch.testing.assert_close(gradients[1][name], one_pass, atol=1e-5, rtol=1e-4)

@@ -137,20 +137,23 @@ class R2ecModel(nn.Module):
         batch = self.tokenize(texts, padding_side)
         return self.last_hidden(batch["input_ids"], batch["attention_mask"])
 
+    def common_prefix_ids(self, texts: Sequence[str], min_prefix: int = 8) -> list[int]:
+        """The token ids every text starts with (each keeps one own token); empty when fewer than ``min_prefix``."""
+        token_lists = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        common = _common_prefix_length(token_lists)
+        return token_lists[0][:common] if common >= min_prefix else []
+
     @torch.no_grad()
     def shared_prefix(self, texts: Sequence[str], min_prefix: int = 8) -> SharedPrefix | None:
         """The token prefix every text shares, run once (no grad), to serve many ``encode_shared_prefix`` batches.
 
         Valid only while the weights stay as they are (one item-table build, one ranking pass).
         """
-        token_lists = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        common = _common_prefix_length(token_lists)
-        if common < min_prefix:
-            return None
-        return self._run_prefix(token_lists[0][:common])
+        ids = self.common_prefix_ids(texts, min_prefix)
+        return self.run_prefix(ids) if ids else None
 
-    def _run_prefix(self, ids: list[int]) -> SharedPrefix:
-        """``ids`` through the whole decoder (adapters included), keeping their KV cache."""
+    def run_prefix(self, ids: list[int]) -> SharedPrefix:
+        """``ids`` through the whole decoder (adapters included), keeping their KV cache (and graph, under grad)."""
         return SharedPrefix(ids, self.decoder(input_ids=torch.tensor([ids], device=self.device), use_cache=True).cache)
 
     def encode_shared_prefix(
@@ -170,7 +173,7 @@ class R2ecModel(nn.Module):
             common = _common_prefix_length(token_lists)
             if common < min_prefix:
                 return self.encode(texts)
-            prefix = self._run_prefix(token_lists[0][:common])
+            prefix = self.run_prefix(token_lists[0][:common])
         common = len(prefix.ids)
         cache = prefix.for_batch(len(token_lists))
         suffixes = [ids[common:] for ids in token_lists]

@@ -33,7 +33,9 @@ class SFTSettings:
     negatives: int = 32
     softmax: str = "sampled"           # sampled: batch targets + negatives | catalog: every item (table as bank)
     table_refresh_every: int = 16      # catalog: steps between item-table re-encodings
+    item_chunk_size: int | None = 8    # sampled: item columns whose activations are held at once (None: all)
     eval_every: int = 20
+    early_stopping_patience: int | None = None  # stop after N validations without a better metric
     selection_metric: str = "ndcg_at_10"
     seed: int = 0
 
@@ -45,11 +47,41 @@ class SFTResult:
     best_metrics: dict[str, float]               # validation metrics of the weights kept
     best_step: int
     seconds_per_step: float
+    steps_run: int                               # fewer than settings.steps when validation stopped early
 
 
 def _record(history: dict[str, list[dict[str, float]]], metrics: dict[str, float], step: int, prefix: str) -> None:
     for name, value in metrics.items():
         history.setdefault(f"{prefix}{name}", []).append({"value": float(value), "step": step})
+
+
+def chunked_item_backward(
+    model: R2ecModel, user_states: torch.Tensor, item_texts: Sequence[str], chunk_size: int | None,
+    loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Backpropagate ``loss_of(user_states, item states)`` holding one chunk of items' activations at a time.
+
+    The gradient-cache trick (Gao et al., 2021): the items are encoded once without a graph, the loss's
+    gradient with respect to their states is taken (the users' graph is used and freed then), and each
+    chunk of items is encoded again with a graph and given its rows of that gradient. The summed
+    gradient equals one pass over every item; an item's activations then cost one chunk's memory, not
+    the whole batch's, for one extra forward pass of the adapted layers. Returns the (detached) loss.
+    """
+    if chunk_size is None or chunk_size >= len(item_texts):
+        loss = loss_of(user_states, model.encode_shared_prefix(item_texts))
+        loss.backward()
+        return loss.detach()
+    ids = model.common_prefix_ids(item_texts)  # every chunk splits prefix and suffix where the batch does
+    with torch.no_grad():
+        items = model.encode_shared_prefix(item_texts, prefix=model.run_prefix(ids) if ids else None)
+    items.requires_grad_(True)
+    loss = loss_of(user_states, items)
+    loss.backward()
+    for start in range(0, len(item_texts), chunk_size):
+        prefix = model.run_prefix(ids) if ids else None  # with a graph: its keys and values depend on the adapters
+        chunk = model.encode_shared_prefix(item_texts[start:start + chunk_size], prefix=prefix)
+        chunk.backward(items.grad[start:start + chunk_size])
+    return loss.detach()
 
 
 def train_sft(
@@ -87,12 +119,13 @@ def train_sft(
     best_value, best_step = evaluations[0][settings.selection_metric] if evaluate else float("-inf"), 0
     best_state = trainable_state(model)
     model.lm.train()
-    train_seconds = 0.0
+    train_seconds, steps_run, stale = 0.0, 0, 0
     progress = tqdm(range(1, settings.steps + 1), desc="sft", leave=False)
     for step in progress:
         started = time.perf_counter()
         batch = generator.choice(len(texts), size=min(settings.batch_size, len(texts)), replace=False)
         targets = torch.tensor([target_ids[i] for i in batch])
+        optimizer.zero_grad(set_to_none=True)
         if settings.softmax == "catalog":
             if (step - 1) % settings.table_refresh_every == 0:  # the bank of item rows, refreshed now and then
                 model.build_item_table(list(catalog), [item_prompt[int(i)] for i in catalog], progress=False)
@@ -101,18 +134,19 @@ def train_sft(
                 model.encode_shared_prefix([item_prompt[int(i)] for i in targets]), targets.to(model.device),
                 model.item_table, model.config.similarity_temperature,
                 [list(histories[i]) for i in batch] if histories is not None else None)
+            loss.backward()
         else:
             negatives = generator.choice(catalog, size=settings.negatives, replace=False) if settings.negatives else []
-            columns = torch.cat([targets, torch.as_tensor(negatives, dtype=torch.long)])
-            user_states = model.encode_shared_prefix([texts[i] for i in batch], remember=False)
-            item_states = model.encode_shared_prefix([item_prompt[int(i)] for i in columns])
-            loss = in_batch_infonce(user_states, item_states, targets.to(model.device),
-                                    model.config.similarity_temperature, columns.to(model.device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+            columns = torch.cat([targets, torch.as_tensor(negatives, dtype=torch.long)]).to(model.device)
+            loss = chunked_item_backward(
+                model, model.encode_shared_prefix([texts[i] for i in batch], remember=False),
+                [item_prompt[int(i)] for i in columns], settings.item_chunk_size,
+                lambda users, items, own=targets.to(model.device), ids=columns: in_batch_infonce(
+                    users, items, own, model.config.similarity_temperature, ids))
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
         optimizer.step()
         train_seconds += time.perf_counter() - started
+        steps_run = step
         _record(history, {"loss": loss.item(), "grad_norm": float(grad_norm)}, step, "train.")
         progress.set_postfix(loss=f"{loss.item():.3f}")
         if evaluate and (step % settings.eval_every == 0 or step == settings.steps):
@@ -121,11 +155,18 @@ def train_sft(
             logger.info("sft step %d: loss %.4f, valid %s %.4f", step, loss.item(),
                         settings.selection_metric, metrics[settings.selection_metric])
             if metrics[settings.selection_metric] > best_value:
-                best_value, best_step = metrics[settings.selection_metric], step
+                best_value, best_step, stale = metrics[settings.selection_metric], step, 0
                 best_state = trainable_state(model)
+            else:
+                stale += 1
+            if settings.early_stopping_patience is not None and stale >= settings.early_stopping_patience:
+                logger.info("sft: no better validation %s in %d validations, stopped at step %d",
+                            settings.selection_metric, stale, step)
+                break
             model.lm.train()
     if not evaluate:
         model.build_item_table(list(catalog), [item_prompt[int(i)] for i in catalog])
-        return SFTResult(history, {}, {}, settings.steps, train_seconds / settings.steps)
+        return SFTResult(history, {}, {}, settings.steps, train_seconds / settings.steps, settings.steps)
     restore_trainable(model, best_state)
-    return SFTResult(history, evaluations[0], evaluations[best_step], best_step, train_seconds / settings.steps)
+    return SFTResult(history, evaluations[0], evaluations[best_step], best_step, train_seconds / max(steps_run, 1),
+                     steps_run)

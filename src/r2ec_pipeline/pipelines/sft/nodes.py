@@ -61,6 +61,7 @@ def train_sft_model(
         "loss_by_step": [point["value"] for point in result.history.get("train.loss", [])],
         "eval_users": len(eval_samples),
         "train_samples": len(train_samples),
+        "steps_run": result.steps_run,
         "seconds_per_step": result.seconds_per_step,
         "estimated_seconds_per_epoch": result.seconds_per_step * steps_per_epoch,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
