@@ -38,6 +38,8 @@ $(STAMP): pyproject.toml
 
 run: setup  ## the whole chain on ML-100k + SmolLM2: data → baselines → sft → recpo → evaluation → registration
 	$(BIN)/kedro run
+	@# record what the run produced in dvc.lock: `dvc status` is then clean and `dvc repro` a no-op
+	$(BIN)/dvc commit --force --quiet
 	@echo
 	@$(BIN)/python -m r2ec_pipeline.reporting
 	@echo

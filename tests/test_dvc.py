@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import yaml
 from kedro.config import OmegaConfigLoader
 from kedro.framework.project import configure_project
@@ -63,3 +66,83 @@ def test_stage_params_cover_every_parameter_block_its_pipeline_reads():
             path = f"conf/base/parameters_{block}.yml"
             assert tracked.get(path) == [block], (name, block)
             assert block in yaml.safe_load((PROJECT_ROOT / path).read_text())
+
+
+def test_registration_runs_after_the_recpo_stage_that_writes_its_checkpoint():
+    """`--pipelines recpo,registration` must register the model recpo just trained, not the one on disk."""
+    pipelines = register_pipelines()
+    order = [node.name for node in (pipelines["recpo"] + pipelines["registration"]).nodes]
+    assert order.index("register_model") > order.index("train_recpo")
+    assert "recpo_model@folder" in pipelines["registration"].inputs()
+
+
+SOURCE = PROJECT_ROOT / "src"
+
+
+def _module_file(name: str) -> Path | None:
+    """The file of first-party module ``name`` (a package's __init__.py), or None for third-party names."""
+    if not name.startswith("r2ec_pipeline"):
+        return None
+    base = SOURCE / name.replace(".", "/")
+    return next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.exists()), None)
+
+
+def _imports(path: Path) -> set[str]:
+    """Every module a file imports, at any depth of the file (function-level imports included)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}  # `from package import module`
+    return names
+
+
+def _has_code(path: Path) -> bool:
+    """Whether a file imports or defines anything (a docstring-only package __init__ cannot change results)."""
+    kinds = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)
+    return any(isinstance(node, kinds) for node in ast.walk(ast.parse(path.read_text())))
+
+
+def _first_party_closure(roots: set[str]) -> set[Path]:
+    """The first-party files reachable from ``roots`` through imports (parent packages' __init__ included)."""
+    seen: set[Path] = set()
+    pending = [f for f in map(_module_file, roots) if f]
+    while pending:
+        path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        parents = [".".join(path.relative_to(SOURCE).with_suffix("").parts[:i]) for i in range(1, len(path.parts))]
+        pending += [f for f in map(_module_file, _imports(path) | set(parents)) if f and f not in seen]
+    return {path for path in seen if path.name != "__init__.py" or _has_code(path)}
+
+
+def _stage_modules(name: str, pipeline, catalog: dict) -> set[Path]:
+    """What a stage's results depend on: its pipeline package and the dataset classes of its catalog entries."""
+    datasets = {entry["type"].rsplit(".", 1)[0] for d in pipeline.datasets() if isinstance(entry := catalog.get(d), dict)
+                and str(entry.get("type", "")).startswith("r2ec_pipeline.")}
+    nested = {entry["dataset"]["type"].rsplit(".", 1)[0] for d in pipeline.datasets()
+              if isinstance(entry := catalog.get(d), dict) and isinstance(entry.get("dataset"), dict)
+              and str(entry["dataset"].get("type", "")).startswith("r2ec_pipeline.")}
+    package = SOURCE / "r2ec_pipeline/pipelines" / name
+    roots = {f"r2ec_pipeline.pipelines.{name}.{p.stem}" for p in package.glob("*.py")} | datasets | nested
+    return _first_party_closure(roots)
+
+
+def test_stage_code_deps_cover_every_module_its_pipeline_imports():
+    """Editing any module a stage imports (transitively) must make that stage stale in `dvc status`."""
+    catalog, pipelines, stages = _catalog(), register_pipelines(), _dvc()
+    for name, stage in stages.items():
+        deps = [PROJECT_ROOT / d for d in _paths(stage["deps"]) if d.startswith("src/")]
+        uncovered = sorted(str(path.relative_to(PROJECT_ROOT)) for path in _stage_modules(name, pipelines[name], catalog)
+                           if not any(path == dep or dep in path.parents for dep in deps))
+        assert not uncovered, f"dvc.yaml stage {name} does not depend on {uncovered}"
+
+
+def test_the_import_closure_follows_imports_into_packages_and_their_modules():
+    modules = _first_party_closure({"r2ec_pipeline.pipelines.registration.pipeline", "r2ec_pipeline.rl.losses"})
+    names = {str(p.relative_to(SOURCE)) for p in modules}
+    assert {"r2ec_pipeline/pipelines/registration/nodes.py", "r2ec_pipeline/serving/registry.py",
+            "r2ec_pipeline/config.py", "r2ec_pipeline/rl/__init__.py", "r2ec_pipeline/rl/rewards.py"} <= names

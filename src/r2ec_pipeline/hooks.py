@@ -18,6 +18,24 @@ from r2ec_pipeline.config import validate_parameters
 logger = logging.getLogger(__name__)
 
 
+DVC_TRACKED_ENVIRONMENTS = (None, "base", "local")  # dvc.yaml's params are conf/base's (local: machine overrides)
+
+
+def refuse_untracked_environment(dvc_stage: str | None, env: str | None) -> None:
+    """Stop a DVC stage run under a Kedro environment whose parameters dvc.yaml does not track.
+
+    dvc.yaml lists conf/base's parameter files, so ``KEDRO_ENV=paper dvc repro`` would train with the
+    paper's parameters while DVC records (and later compares) the base ones: stale results that look
+    fresh. Such environments run with ``kedro run --env <env>`` instead.
+    """
+    if dvc_stage and env not in DVC_TRACKED_ENVIRONMENTS:
+        raise RuntimeError(
+            f"dvc repro (stage {dvc_stage!r}) runs with conf/base parameters only, but KEDRO_ENV is {env!r}: "
+            f"DVC would record results of conf/{env} as if they came from conf/base. Run that environment with "
+            f"`kedro run --env {env}` (unset KEDRO_ENV for dvc repro)."
+        )
+
+
 class ParameterValidationHooks:
     """Validate all parameter blocks against their typed models as soon as the context exists.
 
@@ -27,6 +45,7 @@ class ParameterValidationHooks:
 
     @hook_impl
     def after_context_created(self, context: KedroContext) -> None:
+        refuse_untracked_environment(os.environ.get("DVC_STAGE"), context.env)
         typed = validate_parameters(context.params)
         logger.info("parameters validated: %s", ", ".join(sorted(context.params)))
         import torch

@@ -8,7 +8,7 @@ import pytest
 from kedro.io import DatasetError
 
 from r2ec_pipeline.config import AmazonParams
-from r2ec_pipeline.datasets import AmazonReviews2023Dataset, RecboleWheelDataset
+from r2ec_pipeline.datasets.raw_sources import AmazonReviews2023Dataset, RecboleWheelDataset
 from r2ec_pipeline.pipelines.data_ingestion.nodes import (
     DataFormatError,
     amazon_tables,

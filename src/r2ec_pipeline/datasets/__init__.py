@@ -1,24 +1,5 @@
-"""Project-specific Kedro datasets (referenced by type path in ``conf/base/catalog.yml``)."""
+"""Project-specific Kedro datasets, referenced by module path in ``conf/base/catalog.yml``.
 
-from r2ec_pipeline.datasets.models import (
-    BackboneFolderDataset,
-    BackboneModelDataset,
-    BackboneTokenizerDataset,
-    CheckpointStoreDataset,
-    DualHeadModelDataset,
-    FolderDataset,
-    SASRecDataset,
-)
-from r2ec_pipeline.datasets.raw_sources import AmazonReviews2023Dataset, RecboleWheelDataset
-
-__all__ = [
-    "BackboneFolderDataset",
-    "AmazonReviews2023Dataset",
-    "BackboneModelDataset",
-    "BackboneTokenizerDataset",
-    "CheckpointStoreDataset",
-    "DualHeadModelDataset",
-    "FolderDataset",
-    "RecboleWheelDataset",
-    "SASRecDataset",
-]
+The package imports nothing itself: a stage that reads raw files (``raw_sources``) then does not import
+the model datasets (``models``), so DVC's code dependencies of each stage stay what the stage uses.
+"""

@@ -28,7 +28,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(rank_zero_shot, ["backbone_lm", "backbone_tokenizer", "item_prompts", *_RANKED],
                  "zero_shot_rankings", name="rank_zero_shot"),
             Node(rank_sft, ["sft_model", *_RANKED], "sft_rankings", name="rank_sft"),
-            Node(rank_recpo, ["recpo_model", *_RANKED], "recpo_rankings", name="rank_recpo"),
+            Node(rank_recpo, ["recpo_model@model", *_RANKED], "recpo_rankings", name="rank_recpo"),
             Node(summarise_rankings,
                  ["popularity_rankings", "sasrec_rankings", "zero_shot_rankings", "sft_rankings", "recpo_rankings",
                   "params:evaluation"],

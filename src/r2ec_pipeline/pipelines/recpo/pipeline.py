@@ -24,7 +24,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 func=train_recpo_model,
                 inputs=["recpo_initial_model", "train_samples", "recpo_eval_samples", "item_prompts",
                         "validated_interactions", "recpo_checkpoints", "params:model", "params:recpo"],
-                outputs=["recpo_model", "recpo_history", "recpo_samples", "recpo_report"],
+                outputs=["recpo_model@model", "recpo_history", "recpo_samples", "recpo_report"],
                 name="train_recpo",
             ),
         ]

@@ -9,7 +9,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(register_model,
-                 ["recpo_model_folder", "backbone_folder", "validated_items", "test_samples", "evaluation_metrics",
+                 ["recpo_model@folder", "backbone_folder", "validated_items", "test_samples", "evaluation_metrics",
                   "params:prompts", "params:registration"],
                  "registration_report", name="register_model"),
         ]
