@@ -16,7 +16,7 @@ def _params(**overrides):
 
 def test_defaults_are_valid():
     typed = validate_parameters(_params())
-    assert typed["prompts"].window_size == 20
+    assert typed["prompts"].window_size == 5  # the CPU profile; conf/paper: 20
     assert typed["prompts"].split == "leave_one_out"
     assert typed["data_ingestion"].source == "movielens_100k"
 
@@ -90,3 +90,16 @@ def test_every_shipped_environment_has_valid_parameters(env):
         assert typed["sft"].eval_users >= 300 and typed["sft"].early_stopping_patience
         assert typed["evaluation"].users is None and typed["evaluation"].zero_shot_users is None
         assert typed["evaluation"].reasoning_users is None and typed["evaluation"].recpo_reasoning_users is None
+
+
+def test_conf_base_states_exactly_the_typed_defaults():
+    """One source of truth: conf/base writes out the typed models' defaults (no drift between the two)."""
+    from kedro.config import OmegaConfigLoader
+
+    from tests.conftest import PROJECT_ROOT
+
+    loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env="base")
+    for name, block in loader["parameters"].items():
+        typed = parse_block(name, block)
+        required = {key: getattr(typed, key) for key, field in type(typed).model_fields.items() if field.is_required()}
+        assert typed.model_dump() == type(typed)(**required).model_dump(), name

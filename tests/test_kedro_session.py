@@ -93,6 +93,11 @@ def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
     [run] = mlflow.search_runs(experiment_names=["r2ec"], output_format="list")
     assert run.info.status == "FINISHED"
     assert run.data.params["data_ingestion.source"] == "amazon_2023"
+    # the run says what ran and what its numbers depend on
+    assert run.info.run_name.startswith("all · base · ")
+    assert {k: run.data.tags.get(k) for k in ("profile", "dataset")} == {"profile": "base", "dataset": "amazon_2023"}
+    assert len(run.data.tags["data_hash"]) == 16 and run.data.tags["git_commit"]
+    assert run.data.tags["evaluation_users"].startswith("users=3,valid_users=3")
     assert run.data.params["prompts.window_size"] == "5"
     assert run.data.metrics["prompt_metrics.test.samples"] == len(test)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
@@ -155,6 +160,9 @@ def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
     registration = json.loads((project / "data/08_reporting/registration.json").read_text())
     assert registration["version"] == 1 and registration["aliases"] == ["challenger", "champion"]
     assert int(client.get_model_version_by_alias("r2ec", "champion").version) == 1
+    tags = client.get_model_version("r2ec", "1").tags
+    assert tags["data_hash"] == run.data.tags["data_hash"] and tags["dataset"] == "amazon_2023"
+    assert tags["promotion_users"] == f"valid: {min(2, metrics['users']['valid'])} users, seed 0"
 
 
 @pytest.mark.parametrize(

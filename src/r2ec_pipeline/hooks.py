@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-
+from datetime import datetime
 from typing import Any
 
 from kedro.framework.context import KedroContext
@@ -14,6 +14,7 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline
 
 from r2ec_pipeline.config import validate_parameters
+from r2ec_pipeline.run_tags import data_hash, dataset_name, evaluation_users, git_commit, profile, run_name
 
 logger = logging.getLogger(__name__)
 
@@ -75,3 +76,43 @@ class DistributedRunHooks:
         for name in pipeline.all_outputs():
             catalog[name] = MemoryDataset(copy_mode="assign")
         logger.info("rank %d: outputs kept in memory, written by rank 0 only", process_rank())
+
+
+class RunTagsHooks:
+    """Name kedro-mlflow's run after what ran and tag it with what its numbers depend on.
+
+    Name: ``<pipelines> · <profile> · <start time>``. Tags: ``dataset``, ``profile``, ``git_commit``,
+    ``evaluation_users`` (the evaluation's user sets) and ``data_hash`` (of the validated interactions,
+    once the run has them). Registration copies them onto the model version it registers.
+    """
+
+    @hook_impl(trylast=True)  # after kedro-mlflow's own before_pipeline_run has started the run
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: DataCatalog) -> None:
+        import mlflow
+
+        if mlflow.active_run() is None:
+            return
+        params = catalog.load("parameters") if "parameters" in catalog else {}
+        pipelines = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
+        mlflow.set_tags({
+            "mlflow.runName": run_name(pipelines, run_params.get("env"), datetime.now()),
+            "profile": profile(run_params.get("env")),
+            "dataset": dataset_name(params.get("data_ingestion", {})),
+            "git_commit": git_commit(run_params.get("project_path") or "."),
+            "evaluation_users": evaluation_users(params.get("evaluation", {})),
+        })
+
+    @hook_impl
+    def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
+        self._tag_data(dataset_name, data)
+
+    @hook_impl
+    def after_dataset_loaded(self, dataset_name: str, data: Any) -> None:
+        self._tag_data(dataset_name, data)
+
+    @staticmethod
+    def _tag_data(name: str, data: Any) -> None:
+        import mlflow
+
+        if name == "validated_interactions" and mlflow.active_run() is not None:
+            mlflow.set_tag("data_hash", data_hash(data))

@@ -3,16 +3,17 @@
 kedro-mlflow registers its own hooks through its entry point (one MLflow run per ``kedro run``);
 ``ParameterValidationHooks`` checks every parameter block before any node runs;
 ``DistributedRunHooks`` lets only rank 0 of a multi-process launch write outputs, and for the other
-ranks kedro-mlflow is turned off.
+ranks kedro-mlflow is turned off; ``RunTagsHooks`` names the MLflow run and tags it (dataset, profile,
+commit, data hash, evaluation users).
 """
 
 import os
 
 from kedro.config import OmegaConfigLoader
 
-from r2ec_pipeline.hooks import DistributedRunHooks, ParameterValidationHooks, process_rank
+from r2ec_pipeline.hooks import DistributedRunHooks, ParameterValidationHooks, RunTagsHooks, process_rank
 
-HOOKS = (ParameterValidationHooks(), DistributedRunHooks())
+HOOKS = (ParameterValidationHooks(), DistributedRunHooks(), RunTagsHooks())
 if process_rank() > 0:
     DISABLE_HOOKS_FOR_PLUGINS = ("kedro-mlflow", "kedro_mlflow")  # the distribution name, either spelling
 

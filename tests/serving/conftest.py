@@ -44,8 +44,13 @@ def tiny_checkpoint(tiny_backbone_dir: Path, tmp_path: Path) -> Path:
     return save_dual_head(model, tmp_path / "checkpoint")
 
 
-def log_and_register(checkpoint: Path, backbone: Path, value: float | None) -> dict[str, object]:
+BASIS = {"dataset": "fixture", "data_hash": "abc", "promotion_users": "valid: 32 users, seed 0"}
+
+
+def log_and_register(checkpoint: Path, backbone: Path, value: float | None,
+                     tags: dict[str, str] | None = None) -> dict[str, object]:
     """One registration as the pipeline does it: log the pyfunc in a run, register, gate the champion."""
     with mlflow.start_run():
         info = log_pyfunc(checkpoint, backbone, ITEMS, SETTINGS, EXAMPLE)
-        return register_and_gate(info.model_uri, "r2ec", "valid.recpo.reasoning.ndcg_at_10", value)
+        return register_and_gate(info.model_uri, "r2ec", "valid.recpo.reasoning.ndcg_at_10", value,
+                                 BASIS if tags is None else tags)

@@ -8,8 +8,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from r2ec_pipeline.serving.registry import promotion_decision
-from tests.serving.conftest import log_and_register
+from r2ec_pipeline.serving.registry import basis_mismatch, promotion_decision
+from tests.serving.conftest import BASIS, log_and_register
 
 
 def test_promotion_decision_by_hand():
@@ -19,6 +19,25 @@ def test_promotion_decision_by_hand():
     refused = promotion_decision("m", 0.05, 0.1)
     assert not refused.promoted and "does not beat the champion's 0.1000" in refused.reason
     assert not promotion_decision("m", None, 0.1).promoted
+    blocked = promotion_decision("m", 0.9, 0.1, "promotion_users 'valid: 32 users' vs 'valid: 943 users'")
+    assert not blocked.promoted and "not comparable" in blocked.reason and "943" in blocked.reason
+
+
+def test_basis_mismatch_names_each_differing_tag():
+    assert basis_mismatch(BASIS, dict(BASIS)) is None
+    other = {**BASIS, "promotion_users": "valid: 943 users, seed 0"}
+    assert basis_mismatch(BASIS, other) == "promotion_users 'valid: 32 users, seed 0' vs 'valid: 943 users, seed 0'"
+    assert "dataset 'untagged' vs 'fixture'" in basis_mismatch({}, BASIS)
+
+
+def test_a_better_metric_on_other_users_does_not_take_the_champion(mlflow_store, tiny_checkpoint, tiny_backbone_dir):
+    client = MlflowClient()
+    first = log_and_register(tiny_checkpoint, tiny_backbone_dir, 0.10)
+    other = log_and_register(tiny_checkpoint, tiny_backbone_dir, 0.50, {**BASIS, "promotion_users": "valid: 943 users, seed 0"})
+    assert first["promoted"] and not other["promoted"] and other["aliases"] == ["challenger"]
+    tags = client.get_model_version("r2ec", str(other["version"])).tags
+    assert "not comparable" in tags["promotion"] and tags["promotion_users"] == "valid: 943 users, seed 0"
+    assert int(client.get_model_version_by_alias("r2ec", "champion").version) == first["version"]
 
 
 def test_a_worse_challenger_leaves_the_champion_and_a_better_one_takes_it(mlflow_store, tiny_checkpoint,

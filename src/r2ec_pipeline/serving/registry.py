@@ -39,15 +39,30 @@ class Promotion:
     reason: str
 
 
-def promotion_decision(metric: str, challenger: float | None, champion: float | None) -> Promotion:
-    """Promote when there is no champion, or when the challenger is strictly better on ``metric``."""
+COMPARED_TAGS = ("dataset", "data_hash", "promotion_users")  # a metric compares only on the same data and users
+
+
+def promotion_decision(
+    metric: str, challenger: float | None, champion: float | None, mismatch: str | None = None
+) -> Promotion:
+    """Promote when there is no champion, or when the challenger is strictly better on ``metric``
+    computed on the same dataset and users (``mismatch`` says how they differ, if they do)."""
     if challenger is None:
         return Promotion(False, f"not promoted: the challenger has no {metric}")
     if champion is None:
         return Promotion(True, f"promoted: no champion yet ({metric} = {challenger:.4f})")
+    if mismatch:
+        return Promotion(False, f"not promoted: {metric} is not comparable with the champion's ({mismatch})")
     if challenger > champion:
         return Promotion(True, f"promoted: {metric} {challenger:.4f} > champion's {champion:.4f}")
     return Promotion(False, f"not promoted: {metric} {challenger:.4f} does not beat the champion's {champion:.4f}")
+
+
+def basis_mismatch(champion: dict[str, str], challenger: dict[str, str]) -> str | None:
+    """How the champion's metric basis (dataset, data hash, users) differs from the challenger's; None if equal."""
+    differences = [f"{tag} {champion.get(tag, 'untagged')!r} vs {challenger.get(tag, 'untagged')!r}"
+                   for tag in COMPARED_TAGS if champion.get(tag) != challenger.get(tag)]
+    return "; ".join(differences) or None
 
 
 def log_pyfunc(checkpoint: Path, backbone: Path, items: pd.DataFrame, settings: ServingSettings,
@@ -66,29 +81,39 @@ def log_pyfunc(checkpoint: Path, backbone: Path, items: pd.DataFrame, settings: 
         )
 
 
-def champion_value(client: MlflowClient, name: str, metric: str) -> float | None:
-    """The current champion's value of ``metric`` (None when there is no champion or it lacks the tag)."""
+def champion_metric(client: MlflowClient, name: str, metric: str) -> tuple[float | None, dict[str, str]]:
+    """The current champion's value of ``metric`` (None when there is no champion or it lacks the tag) and tags."""
     try:
         version = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
-        return None
+        return None, {}
     if version.tags.get(METRIC_TAG) != metric or VALUE_TAG not in version.tags:
-        return None
-    return float(version.tags[VALUE_TAG])
+        return None, dict(version.tags)
+    return float(version.tags[VALUE_TAG]), dict(version.tags)
 
 
-def register_and_gate(model_uri: str, name: str, metric: str, value: float | None) -> dict[str, object]:
-    """Register ``model_uri`` as a new version of ``name``: challenger always, champion if it wins."""
+def register_and_gate(
+    model_uri: str, name: str, metric: str, value: float | None, tags: dict[str, str] | None = None
+) -> dict[str, object]:
+    """Register ``model_uri`` as a new version of ``name``: challenger always, champion if it wins.
+
+    ``tags`` (dataset, data_hash, promotion_users, profile, git_commit, ...) go on the version; the
+    champion moves only when its ``COMPARED_TAGS`` equal the challenger's.
+    """
     client = MlflowClient()
+    tags = dict(tags or {})
     version = mlflow.register_model(model_uri, name).version
+    for key, tag in tags.items():
+        client.set_model_version_tag(name, version, key, tag)
     if value is not None:
         client.set_model_version_tag(name, version, METRIC_TAG, metric)
         client.set_model_version_tag(name, version, VALUE_TAG, repr(float(value)))
     client.set_registered_model_alias(name, CHALLENGER, version)
-    decision = promotion_decision(metric, value, champion_value(client, name, metric))
+    champion_value, champion_tags = champion_metric(client, name, metric)
+    decision = promotion_decision(metric, value, champion_value, basis_mismatch(champion_tags, tags))
     if decision.promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
     client.set_model_version_tag(name, version, "promotion", decision.reason)
     aliases = sorted(client.get_model_version(name, version).aliases)
     return {"model_name": name, "version": int(version), "aliases": aliases, "promoted": decision.promoted,
-            "promotion": decision.reason, "metric": metric, "value": value, "model_uri": model_uri}
+            "promotion": decision.reason, "metric": metric, "value": value, "model_uri": model_uri, "tags": tags}

@@ -9,8 +9,9 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(register_model,
-                 ["recpo_model@folder", "backbone_folder", "validated_items", "test_samples", "evaluation_metrics",
-                  "params:prompts", "params:registration"],
+                 ["recpo_model@folder", "backbone_folder", "validated_items", "validated_interactions", "test_samples",
+                  "evaluation_metrics", "params:data_ingestion", "params:prompts", "params:evaluation",
+                  "params:registration"],
                  "registration_report", name="register_model"),
         ]
     )
