@@ -27,6 +27,7 @@ EXAMPLE = pd.DataFrame([{"history_item_ids": ["B01"], "history_ratings": [4.0], 
 def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("R2EC_BACKBONE_CACHE", str(tmp_path / "backbone-cache"))  # served backbones, per test
     monkeypatch.chdir(tmp_path)  # artifacts land in ./mlruns of the temporary folder
     mlflow.set_tracking_uri(uri)  # the registry follows the tracking URI (set_registry_uri would outlive the test)
     yield uri

@@ -72,3 +72,25 @@ def test_the_registered_pyfunc_recommends_unseen_items_and_names_bad_requests(ml
                          ({"history_item_ids": ["B01"], "k": 9}, r"k must be an integer in 1\.\.3")):
         with pytest.raises(MlflowException, match=message):
             model.predict(pd.DataFrame([row]))
+
+
+def test_the_backbone_is_stored_once_and_versions_hold_only_what_training_changed(mlflow_store, tiny_checkpoint,
+                                                                                tiny_backbone_dir, tmp_path):
+    from r2ec_pipeline.serving.backbone_store import EXPERIMENT, fetch_backbone, folder_digest
+
+    first = log_and_register(tiny_checkpoint, tiny_backbone_dir, 0.1)
+    second = log_and_register(tiny_checkpoint, tiny_backbone_dir, 0.2)
+    client = MlflowClient()
+    [backbone_run] = client.search_runs([client.get_experiment_by_name(EXPERIMENT).experiment_id])
+    assert backbone_run.data.tags["backbone_sha256"] == folder_digest(tiny_backbone_dir)
+    assert first["version"] == 1 and second["version"] == 2
+    weights = list((tmp_path / "mlruns").rglob("model.safetensors"))  # the backbone's weights file
+    assert len(weights) == 1 and "/artifacts/backbone/" in weights[0].as_posix()
+    assert len(list((tmp_path / "mlruns").rglob("item_table.safetensors"))) == 2  # one per version
+    # a fresh machine's cache gets the backbone from the store, checked against its hash
+    fetched = fetch_backbone(f"runs:/{backbone_run.info.run_id}/backbone", folder_digest(tiny_backbone_dir),
+                             tmp_path / "fresh-cache")
+    assert folder_digest(fetched) == folder_digest(tiny_backbone_dir)
+    with pytest.raises(ValueError, match="expects"):
+        fetch_backbone(f"runs:/{backbone_run.info.run_id}/backbone", "0" * 64, tmp_path / "other-cache")
+    assert not any((tmp_path / "other-cache").iterdir())  # nothing half-written is left

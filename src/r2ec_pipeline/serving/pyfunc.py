@@ -47,6 +47,8 @@ class ServingSettings:
     reasoning_tokens: int
     default_k: int
     max_k: int
+    backbone_uri: str = ""       # the backbone's folder in the MLflow store (serving.backbone_store), once per content
+    backbone_sha256: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,18 +93,22 @@ def parse_request(row: dict[str, Any], ids: dict[str, int], settings: ServingSet
 
 
 class R2ecPyfunc(PythonModel):
-    """Artifacts: ``checkpoint`` (dual-head folder), ``backbone`` (HF folder), ``items`` (parquet), ``serving``."""
+    """Artifacts: ``checkpoint`` (dual-head folder), ``items`` (parquet), ``serving`` (settings, with the URI
+    and hash of the backbone, stored once in the MLflow store); versions logged before that carry ``backbone``."""
 
     def load_context(self, context) -> None:
         from r2ec_pipeline.model.checkpoint import load_dual_head
+        from r2ec_pipeline.serving.backbone_store import fetch_backbone
 
         artifacts = context.artifacts
         self.settings = ServingSettings(**json.loads(Path(artifacts["serving"]).read_text()))
+        backbone = (str(fetch_backbone(self.settings.backbone_uri, self.settings.backbone_sha256))
+                    if self.settings.backbone_uri else artifacts["backbone"])
         items = pd.read_parquet(artifacts["items"])
         self.ids = dict(zip(items["raw_item_id"].astype(str), items["item_id"].astype(int), strict=True))
         self.raw_ids = dict(zip(items["item_id"].astype(int), items["raw_item_id"].astype(str), strict=True))
         self.titles = dict(zip(items["item_id"].astype(int), items["title"].astype(str), strict=True))
-        self.model = load_dual_head(artifacts["checkpoint"], artifacts["backbone"], backbone=artifacts["backbone"])
+        self.model = load_dual_head(artifacts["checkpoint"], backbone, backbone=backbone)
         self.model.lm.eval()
 
     def prompt(self, request: Request) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib.metadata import version
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 import r2ec_pipeline
+from r2ec_pipeline.serving.backbone_store import log_backbone
 from r2ec_pipeline.serving.pyfunc import SIGNATURE, R2ecPyfunc, ServingSettings
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -67,15 +68,20 @@ def basis_mismatch(champion: dict[str, str], challenger: dict[str, str]) -> str 
 
 def log_pyfunc(checkpoint: Path, backbone: Path, items: pd.DataFrame, settings: ServingSettings,
                input_example: pd.DataFrame) -> mlflow.models.model.ModelInfo:
-    """Log the model (adapters, item table, tokenizer, config, backbone, catalog) to the active run."""
+    """Log the model (adapters, item table, tokenizer, config, catalog) to the active run.
+
+    The backbone is not copied into the version: it is logged once per content (``log_backbone``) and
+    the version's ``serving.json`` names it by URI and sha256.
+    """
+    uri, digest = log_backbone(backbone)
+    settings = replace(settings, backbone_uri=uri, backbone_sha256=digest)
     with tempfile.TemporaryDirectory() as staging:
         items_path, serving_path = Path(staging) / "items.parquet", Path(staging) / "serving.json"
         items[["item_id", "raw_item_id", "title"]].to_parquet(items_path, index=False)
         serving_path.write_text(json.dumps(asdict(settings), indent=2))
         return mlflow.pyfunc.log_model(
             name="model", python_model=R2ecPyfunc(),
-            artifacts={"checkpoint": str(checkpoint), "backbone": str(backbone), "items": str(items_path),
-                       "serving": str(serving_path)},
+            artifacts={"checkpoint": str(checkpoint), "items": str(items_path), "serving": str(serving_path)},
             code_paths=[str(Path(r2ec_pipeline.__file__).parent)], signature=SIGNATURE,
             input_example=input_example, pip_requirements=pip_requirements(),
         )
