@@ -29,6 +29,11 @@ def _filepath(entry: dict) -> str | None:
     return entry.get("filepath") or (entry.get("dataset") or {}).get("filepath")
 
 
+def _written_path(entry: dict) -> str | None:
+    """A file output's filepath, or a folder output's path (a site, a model folder)."""
+    return _filepath(entry) or entry.get("path")
+
+
 def _paths(items) -> set[str]:
     return {next(iter(item)) if isinstance(item, dict) else item for item in items}
 
@@ -43,7 +48,8 @@ def test_one_stage_per_pipeline_running_it():
 def test_stage_outs_are_exactly_the_file_outputs_of_its_pipeline():
     catalog, pipelines, stages = _catalog(), register_pipelines(), _dvc()
     for name, stage in stages.items():
-        produced = {_filepath(catalog[d]) for d in pipelines[name].all_outputs() if d in catalog and _filepath(catalog[d])}
+        produced = {_written_path(catalog[d]) for d in pipelines[name].all_outputs()
+                    if d in catalog and _written_path(catalog[d])}
         raw_inputs = {_filepath(catalog[d]) for d in pipelines[name].inputs() if d.startswith("raw_") and _filepath(catalog[d])}
         assert _paths(stage["outs"]) | _paths(stage.get("metrics", [])) == produced | raw_inputs, name
 

@@ -16,7 +16,7 @@ PARAMS = {"rating_min": 1.0, "rating_max": 5.0, "timestamp_min": 0, "timestamp_m
 def _catalog(interactions, items):
     return memory_catalog(
         {"interactions": interactions, "items": items, "params:data_validation": PARAMS},
-        ["validation_report", "validated_interactions", "validated_items"],
+        ["validation_report", "validation_data_docs", "validated_interactions", "validated_items"],
     )
 
 
@@ -73,8 +73,24 @@ def test_each_broken_rule_stops_the_run_and_is_named(tables, rule):
 def test_failure_report_counts_and_quotes_the_bad_rows(tables):
     interactions, items = tables
     bad = interactions.assign(rating=interactions["rating"].replace({5.0: 7.0}))
-    report = validate_tables(bad, items, PARAMS)
+    report, _ = validate_tables(bad, items, PARAMS)
     entry = next(e for e in report["results"] if e["rule"] == "rating_within_scale")
     assert not report["success"] and report["failed_rules"] == ["rating_within_scale"]
     assert entry["unexpected_count"] == 3 and entry["element_count"] == len(bad)
     assert [row["rating"] for row in entry["examples"]] == [7.0, 7.0, 7.0]
+
+
+def test_data_docs_show_each_table_and_the_failing_rule(tables, tmp_path):
+    """GX's Data Docs: an index, one page per validation, the broken rule's failing values on its page."""
+    from r2ec_pipeline.datasets.reports import SiteDataset
+
+    interactions, items = tables
+    bad = interactions.assign(rating=interactions["rating"].replace({5.0: 7.0}))
+    _, site = validate_tables(bad, items, PARAMS)
+    pages = [name for name in site if name.startswith("validations/") and name.endswith(".html")]
+    assert "index.html" in site and len(pages) == 3  # interactions, items, user activity
+    [ratings] = [site[name].decode() for name in pages if "/interactions/" in name]
+    assert "rating_within_scale" in ratings and "7.0" in ratings
+    dataset = SiteDataset(str(tmp_path / "docs"))
+    dataset.save(site)
+    assert dataset.load() == tmp_path / "docs/index.html" and (tmp_path / "docs" / pages[0]).is_file()

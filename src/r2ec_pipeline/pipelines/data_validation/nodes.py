@@ -1,18 +1,22 @@
 """Validate the canonical tables with great-expectations and stop the run on any failed rule.
 
-Two nodes: ``validate_tables`` always writes the JSON report (also an MLflow artifact), then
-``enforce_report`` passes the tables through as ``validated_*`` or raises ``DataValidationError``,
-so nothing downstream is written from data that broke a rule.
+Two nodes: ``validate_tables`` always writes the JSON report and GX's Data Docs (HTML; both MLflow
+artifacts), then ``enforce_report`` passes the tables through as ``validated_*`` or raises
+``DataValidationError`` (naming the Data Docs page), so nothing downstream is written from data that
+broke a rule.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import great_expectations as gx
 import pandas as pd
+from great_expectations.checkpoint import UpdateDataDocsAction
 from great_expectations.data_context.types.base import ProgressBarsConfig
 
 from r2ec_pipeline.config import parse_block
@@ -24,6 +28,8 @@ from r2ec_pipeline.pipelines.data_validation.rules import (
 )
 
 logger = logging.getLogger(__name__)
+DATA_DOCS_SITE = "r2ec"
+DATA_DOCS_INDEX = "data/08_reporting/data_docs/index.html"  # where the catalog's validation_data_docs puts it
 
 
 class DataValidationError(ValueError):
@@ -43,10 +49,16 @@ def _examples(frame: pd.DataFrame, indices: list[Any], limit: int) -> list[dict[
 def _run_suite(
     context: Any, table: str, frame: pd.DataFrame, suite: gx.ExpectationSuite, limit: int
 ) -> list[dict[str, Any]]:
-    """Validate ``frame`` against ``suite``; return one report entry per expectation."""
+    """Validate ``frame`` against ``suite`` through a checkpoint that also renders the result into the
+    context's Data Docs site; return one report entry per expectation."""
     asset = context.data_sources.add_pandas(f"{table}_source").add_dataframe_asset(table)
-    batch = asset.add_batch_definition_whole_dataframe("whole").get_batch(batch_parameters={"dataframe": frame})
-    result = batch.validate(suite, result_format={"result_format": "COMPLETE", "partial_unexpected_count": limit})
+    definition = context.validation_definitions.add(gx.ValidationDefinition(
+        name=table, data=asset.add_batch_definition_whole_dataframe("whole"), suite=context.suites.add(suite)))
+    checkpoint = context.checkpoints.add(gx.Checkpoint(
+        name=f"{table}_checkpoint", validation_definitions=[definition],
+        actions=[UpdateDataDocsAction(name="data_docs")],
+        result_format={"result_format": "COMPLETE", "partial_unexpected_count": limit}))
+    [result] = checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()
     entries = []
     for outcome in result.results:
         config, details = outcome.expectation_config, outcome.result or {}
@@ -67,11 +79,28 @@ def _run_suite(
     return entries
 
 
-def validate_tables(interactions: pd.DataFrame, items: pd.DataFrame, params: dict[str, Any]) -> dict[str, Any]:
-    """Run every rule on ``interactions``, ``items`` and per-user activity; return the full report."""
+def _site_files(folder: Path) -> dict[str, bytes]:
+    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def validate_tables(
+    interactions: pd.DataFrame, items: pd.DataFrame, params: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Run every rule on ``interactions``, ``items`` and per-user activity; return the full report and
+    GX's Data Docs site (HTML pages of the suites and of each validation result, with failing rows)."""
     config = parse_block("data_validation", params)
+    with tempfile.TemporaryDirectory() as site:
+        report = _validate(interactions, items, config, Path(site))
+        return report, _site_files(Path(site))
+
+
+def _validate(interactions: pd.DataFrame, items: pd.DataFrame, config: Any, site: Path) -> dict[str, Any]:
+    """The report; GX renders each table's suite and validation result into the Data Docs site at ``site``."""
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    context.add_data_docs_site(site_name=DATA_DOCS_SITE, site_config={
+        "class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(site)}})
     catalog_ids = sorted(int(v) for v in items["item_id"].dropna().unique())
     tables = {
         "interactions": (interactions, interaction_rules(catalog_ids, config)),
@@ -116,7 +145,8 @@ def enforce_report(
     if not report["success"]:
         raise DataValidationError(
             f"data validation failed ({len(report['failed_rules'])} rule(s): "
-            f"{', '.join(report['failed_rules'])}); see data/08_reporting/validation_report.json\n"
+            f"{', '.join(report['failed_rules'])}); see {DATA_DOCS_INDEX} (GX Data Docs) and "
+            f"data/08_reporting/validation_report.json\n"
             + describe_failures(report)
         )
     return interactions, items

@@ -1,4 +1,4 @@
-"""data_validation: interactions + items → report (always) → validated_* (only when every rule held)."""
+"""data_validation: interactions + items → report and Data Docs (always) → validated_* (only when every rule held)."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -11,7 +11,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 func=validate_tables,
                 inputs=["interactions", "items", "params:data_validation"],
-                outputs="validation_report",
+                outputs=["validation_report", "validation_data_docs"],
                 name="validate_tables",
             ),
             Node(
