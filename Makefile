@@ -23,7 +23,7 @@ export OMP_NUM_THREADS := $(NUM_THREADS)
 export MKL_NUM_THREADS := $(NUM_THREADS)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup run test test-slow repro mlflow-ui clean
+.PHONY: help setup run test test-slow repro mlflow-ui viz clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -57,6 +57,9 @@ repro: setup  ## rebuild the DVC pipeline (only stages whose inputs changed)
 
 mlflow-ui: setup  ## open the MLflow UI on the project's store
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000
+
+viz: setup  ## open kedro-viz on the pipeline DAG (data layers, parameters); `kedro viz build` writes a static site
+	$(BIN)/kedro viz run --host 127.0.0.1 --port 4141
 
 clean:  ## remove generated data and the MLflow store (keeps .venv and the downloaded raw wheel)
 	find data -mindepth 2 -not -name .gitkeep -not -path 'data/01_raw/*' -delete
