@@ -8,16 +8,18 @@ from __future__ import annotations
 import dataclasses
 import logging
 import resource
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 from accelerate import PartialState
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from r2ec_pipeline.config import ConfigError, parse_block
 from r2ec_pipeline.data.samples import mask_lists, seeded_subset
 from r2ec_pipeline.model.adapters import enable_training
+from r2ec_pipeline.model.backbone import load_causal_lm
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.evaluation import evaluate_both_modes
 from r2ec_pipeline.model.factory import build_dual_head
@@ -36,16 +38,21 @@ def _fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
 
 def start_policy(
     sft_model: R2ecModel | None,
-    backbone_lm: PreTrainedModel,
+    backbone_folder: Path,
     backbone_tokenizer: PreTrainedTokenizerBase,
     model_params: dict[str, Any],
     recpo_params: dict[str, Any],
 ) -> R2ecModel:
-    """The SFT checkpoint (or the zero-shot model if SFT never ran), trainable, with RecPO's τ."""
+    """The SFT checkpoint (or the zero-shot model if SFT never ran), trainable, with RecPO's τ.
+
+    The backbone comes as its folder and is loaded only when there is no SFT checkpoint (which holds
+    its own copy), so the usual start does not keep a second backbone in memory.
+    """
     model_config, config = parse_block("model", model_params), parse_block("recpo", recpo_params)
     if sft_model is None:
         logger.warning("no SFT checkpoint found: RecPO starts from the zero-shot backbone")
-        model = build_dual_head(backbone_lm, backbone_tokenizer, model_params)
+        lm = load_causal_lm(str(backbone_folder), backbone_folder.parent)
+        model = build_dual_head(lm, backbone_tokenizer, model_params)
     else:
         if sft_model.config.backbone != model_config.backbone:
             raise ConfigError(

@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.rankings import rank_r2ec
+from r2ec_pipeline.rl.runs import start_policy
 from r2ec_pipeline.reporting import TABLE_METRICS, flatten, markdown_table, metrics_by_model, variant_bar_chart
 
 logger = logging.getLogger(__name__)
@@ -24,6 +25,12 @@ logger = logging.getLogger(__name__)
 def variant_recpo_params(recpo_params: dict[str, Any], ablation_params: dict[str, Any], variant: str) -> dict[str, Any]:
     """The variant's recpo block: the base block, the shared overrides, then the variant's own."""
     return parse_block("ablations", ablation_params).recpo_block(recpo_params, variant)
+
+
+def start_after(previous_rankings: pd.DataFrame, *args: Any) -> R2ecModel:
+    """``start_policy``, run once the previous variant is ranked: one variant's models in memory at a time."""
+    del previous_rankings  # only orders the nodes
+    return start_policy(*args)
 
 
 def rank_variant(model: R2ecModel, samples: pd.DataFrame, interactions: pd.DataFrame, model_params: dict[str, Any],

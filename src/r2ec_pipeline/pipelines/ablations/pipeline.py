@@ -5,20 +5,25 @@ from functools import partial
 from kedro.pipeline import Node, Pipeline
 
 from r2ec_pipeline.config import ABLATION_VARIANTS
-from r2ec_pipeline.pipelines.ablations.nodes import rank_variant, summarise_ablations, variant_recpo_params
+from r2ec_pipeline.pipelines.ablations.nodes import rank_variant, start_after, summarise_ablations, variant_recpo_params
 from r2ec_pipeline.rl.runs import select_recpo_eval_samples, start_policy, train_recpo_model
 
-SHARED_INPUTS = {"sft_model", "backbone_lm", "backbone_tokenizer", "train_samples", "valid_samples", "item_prompts",
+SHARED_INPUTS = {"sft_model", "backbone_folder", "backbone_tokenizer", "train_samples", "valid_samples", "item_prompts",
                  "validated_interactions", "evaluation_samples"}
 PARAMETERS = {"params:recpo", "params:model", "params:evaluation", "params:ablations"}
 
 
-def _variant(variant: str) -> Pipeline:
+def _variant(variant: str, previous: str | None) -> Pipeline:
+    """One variant's nodes in its namespace; it starts only after ``previous`` has been ranked, so the
+    runner holds one variant's policy at a time (models pass between nodes uncopied: catalog factories)."""
+    start = (Node(start_policy, ["sft_model", "backbone_folder", "backbone_tokenizer", "params:model", "recpo_params"],
+                  "initial_model", name="start_policy") if previous is None else
+             Node(start_after, ["previous_rankings", "sft_model", "backbone_folder", "backbone_tokenizer",
+                                "params:model", "recpo_params"], "initial_model", name="start_policy"))
     template = Pipeline([
         Node(partial(variant_recpo_params, variant=variant), ["params:recpo", "params:ablations"], "recpo_params",
              name="recpo_params"),
-        Node(start_policy, ["sft_model", "backbone_lm", "backbone_tokenizer", "params:model", "recpo_params"],
-             "initial_model", name="start_policy"),
+        start,
         Node(select_recpo_eval_samples, ["valid_samples", "recpo_params"], "validation_samples",
              name="validation_samples"),
         Node(train_recpo_model,
@@ -29,11 +34,13 @@ def _variant(variant: str) -> Pipeline:
              ["recpo_model", "evaluation_samples", "validated_interactions", "params:model", "params:evaluation",
               "params:ablations"], "rankings", name="rank"),
     ])
-    return Pipeline(template, namespace=variant, inputs=SHARED_INPUTS, parameters=PARAMETERS)
+    inputs = {name: name for name in SHARED_INPUTS} | ({"previous_rankings": f"{previous}.rankings"} if previous else {})
+    return Pipeline(template, namespace=variant, inputs=inputs, parameters=PARAMETERS)
 
 
 def create_pipeline(**kwargs) -> Pipeline:
-    variants = sum((_variant(name) for name in ABLATION_VARIANTS), Pipeline([]))
+    order = list(ABLATION_VARIANTS)
+    variants = sum((_variant(name, order[k - 1] if k else None) for k, name in enumerate(order)), Pipeline([]))
     results = [name for variant in ABLATION_VARIANTS for name in (f"{variant}.rankings", f"{variant}.recpo_report")]
     summary = Pipeline([
         Node(summarise_ablations, ["params:recpo", "params:ablations", "params:evaluation", *results],

@@ -10,7 +10,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=start_policy,
-                inputs=["sft_model", "backbone_lm", "backbone_tokenizer", "params:model", "params:recpo"],
+                inputs=["sft_model", "backbone_folder", "backbone_tokenizer", "params:model", "params:recpo"],
                 outputs="recpo_initial_model",
                 name="start_policy",
             ),
