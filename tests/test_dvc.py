@@ -152,3 +152,37 @@ def test_the_import_closure_follows_imports_into_packages_and_their_modules():
     names = {str(p.relative_to(SOURCE)) for p in modules}
     assert {"r2ec_pipeline/pipelines/registration/nodes.py", "r2ec_pipeline/serving/registry.py",
             "r2ec_pipeline/config.py", "r2ec_pipeline/rl/__init__.py", "r2ec_pipeline/rl/rewards.py"} <= names
+
+
+def test_dvc_plots_show_draws_every_declared_curve(tmp_path):
+    """`dvc plots show` on the tables the evaluation stage writes: each declared plot finds its data."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    from r2ec_pipeline.reporting import curve_tables
+
+    shutil.copy(PROJECT_ROOT / "dvc.yaml", tmp_path)
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    tables = curve_tables({"curves": {"reward_mean": [0.1], "reward_rank": [0.2], "reward_sim": [0.0],
+                                      "completion_length": [30.0]},
+                           "validation_by_step": {"reasoning": {"0": 0.01}, "direct": {"0": 0.02}}},
+                          {"loss_by_step": [3.9], "validation_by_step": {"0": 0.004}})
+    folder = tmp_path / "data/08_reporting/curves"
+    folder.mkdir(parents=True)
+    for name, rows in tables.items():
+        (folder / f"{name}.json").write_text(json.dumps(rows))
+    done = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=tmp_path,
+                          capture_output=True, text=True, env={**__import__("os").environ, "DVC_NO_ANALYTICS": "1"})
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)
+    declared = [next(iter(entry)) for entry in _dvc_file()["plots"]]
+    assert not shown.get("errors") and set(declared) <= set(shown["data"])
+    for name in declared:
+        assert shown["data"][name][0]["content"]["data"]["values"], name  # each plot found its rows
+
+
+def _dvc_file():
+    return yaml.safe_load((PROJECT_ROOT / "dvc.yaml").read_text())

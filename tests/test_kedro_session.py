@@ -155,6 +155,8 @@ def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
     assert set(exported["target_item_id"]) <= raw_items
     assert client.get_metric_history(run.info.run_id, "eval.test.recpo.reasoning.ndcg_at_10")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    curves = {p.name for p in (project / "data/08_reporting/curves").iterdir()}  # for `dvc plots show`
+    assert {"sft_loss.json", "sft_validation.json", "recpo_train.json", "recpo_validation.json"} <= curves
     assert {"metrics_test.png", "training_curves.png", "reasoning_samples.csv", "rankings_export.parquet",
             "sasrec_report.json", "registration.json"} <= artifacts
     # Registration: the first version is both challenger and champion

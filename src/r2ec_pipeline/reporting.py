@@ -214,3 +214,28 @@ def print_summary(metrics_path: str | Path, registration_path: str | Path) -> st
 
 if __name__ == "__main__":
     print(print_summary("data/08_reporting/metrics.json", "data/08_reporting/registration.json"))
+
+
+def curve_tables(recpo_report: dict[str, Any], sft_report: dict[str, Any] | None = None) -> dict[str, list[dict]]:
+    """The training curves as tables (one JSON file each, ``dvc plots show`` draws them; step = optimizer step).
+
+    ``sft_loss`` and ``sft_validation`` (N@10); ``recpo_train`` (mean reward, its rank and similarity
+    parts, completion length per step); ``recpo_validation`` (N@10 in both modes, step 0 = the SFT start).
+    Curves a run did not produce (no validation, no SFT) are left out.
+    """
+    sft_report = sft_report or {}
+    tables = {
+        "sft_loss": [{"step": step, "loss": value} for step, value in enumerate(sft_report.get("loss_by_step") or [], 1)],
+        "sft_validation": [{"step": step, "ndcg_at_10": value}
+                           for step, value in zip(*_by_step(sft_report.get("validation_by_step") or {}))],
+    }
+    curves = recpo_report.get("curves") or {}
+    names = [name for name in ("reward_mean", "reward_rank", "reward_sim", "completion_length") if curves.get(name)]
+    tables["recpo_train"] = [{"step": step, **{name: curves[name][step - 1] for name in names}}
+                             for step in range(1, len(curves[names[0]]) + 1)] if names else []
+    modes = {mode: points for mode, points in (recpo_report.get("validation_by_step") or {}).items() if points}
+    steps = sorted({int(step) for points in modes.values() for step in points})
+    tables["recpo_validation"] = [{"step": step, **{f"{mode}_ndcg_at_10": points[str(step)]
+                                                  for mode, points in modes.items() if str(step) in points}}
+                                  for step in steps]
+    return {name: rows for name, rows in tables.items() if rows}

@@ -13,7 +13,7 @@ from r2ec_pipeline.pipelines.evaluation.nodes import (
     select_evaluation_samples,
     summarise_rankings,
 )
-from r2ec_pipeline.reporting import training_curves
+from r2ec_pipeline.reporting import curve_tables, training_curves
 
 _RANKED = ["evaluation_samples", "validated_interactions", "params:model", "params:evaluation"]
 
@@ -40,5 +40,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                  "reasoning_samples", name="reasoning_samples"),
             Node(training_curves, ["recpo_report", "sasrec_report", "sft_report"], "training_curves_plot",
                  name="plot_training_curves"),
+            Node(curve_tables, ["recpo_report", "sft_report"], "training_curve_tables", name="training_curve_tables"),
         ]
     )
