@@ -31,7 +31,7 @@ from r2ec_pipeline.data.samples import mask_lists
 from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
 from r2ec_pipeline.model.evaluation import evaluate_without_reasoning
 from r2ec_pipeline.model.factory import build_dual_head
-from r2ec_pipeline.model.sft import SFTSettings, train_sft
+from r2ec_pipeline.model.sft import train_sft
 from _table import print_measures  # benchmarks/_table.py (the script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,8 +85,7 @@ def main() -> None:
         print(f"  training-set N@10 {metrics['ndcg_at_10']:.3f}  H@10 {metrics['hit_at_10']:.3f}", flush=True)
         return metrics
 
-    settings = SFTSettings(**{**sft.model_dump(exclude={"eval_users"}), "steps": args.steps,
-                              "eval_every": args.eval_every, "seed": args.seed})
+    settings = sft.model_copy(update={"steps": args.steps, "eval_every": args.eval_every, "seed": args.seed})
     started = time.perf_counter()
     result = train_sft(model, prompts, targets, dict(zip(item_ids, item_texts, strict=True)), evaluate, settings,
                        histories=masks)

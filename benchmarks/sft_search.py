@@ -34,7 +34,7 @@ from r2ec_pipeline.metrics import paired_bootstrap, per_sample, ranking_metrics
 from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
 from r2ec_pipeline.model.evaluation import evaluate_without_reasoning, rank_without_reasoning
 from r2ec_pipeline.model.factory import build_dual_head
-from r2ec_pipeline.model.sft import SFTSettings, train_sft
+from r2ec_pipeline.model.sft import train_sft
 from _table import print_measures  # benchmarks/_table.py (the script's folder is on sys.path)
 from sft_fit import base_parameters, with_overrides
 
@@ -70,8 +70,7 @@ def _run(name: str, overrides: str, args: argparse.Namespace, data: dict) -> np.
                                           data["valid_masks"], items["item_id"].tolist(), items["prompt"].tolist(),
                                           batch_size=model_config.encode_batch_size)
 
-    settings = SFTSettings(**{**sft.model_dump(exclude={"eval_users"}), "steps": args.steps,
-                              "eval_every": args.eval_every})
+    settings = sft.model_copy(update={"steps": args.steps, "eval_every": args.eval_every})
     train = data["train"]
     started = time.perf_counter()
     result = train_sft(model, train["prompt"].tolist(), train["target_item_id"].astype(int).tolist(),

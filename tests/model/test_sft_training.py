@@ -3,7 +3,8 @@
 import torch
 
 from r2ec_pipeline.model.checkpoint import trainable_state
-from r2ec_pipeline.model.sft import SFTSettings, train_sft
+from r2ec_pipeline.config import SFTParams as SFTSettings
+from r2ec_pipeline.model.sft import train_sft
 
 ITEMS = {1: "<|im_start|>user\nTitle: A<|im_end|>\n", 2: "<|im_start|>user\nTitle: B<|im_end|>\n",
          3: "<|im_start|>user\nTitle: C<|im_end|>\n", 4: "<|im_start|>user\nTitle: D<|im_end|>\n"}

@@ -16,28 +16,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from r2ec_pipeline.config import SFTParams
 from r2ec_pipeline.model.checkpoint import restore_trainable, trainable_state
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.losses import catalog_infonce, in_batch_infonce
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SFTSettings:
-    steps: int = 40
-    batch_size: int = 8
-    learning_rate: float = 1e-3
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    negatives: int = 32
-    softmax: str = "sampled"           # sampled: batch targets + negatives | catalog: every item (table as bank)
-    table_refresh_every: int = 16      # catalog: steps between item-table re-encodings
-    item_chunk_size: int | None = 8    # sampled: item columns whose activations are held at once (None: all)
-    eval_every: int = 20
-    early_stopping_patience: int | None = None  # stop after N validations without a better metric
-    selection_metric: str = "ndcg_at_10"
-    seed: int = 0
 
 
 @dataclass
@@ -90,7 +74,7 @@ def train_sft(
     target_ids: Sequence[int],
     item_prompt: dict[int, str],
     evaluate: Callable[[R2ecModel], dict[str, float]] | None,
-    settings: SFTSettings,
+    settings: SFTParams,
     histories: Sequence[Sequence[int]] | None = None,
 ) -> SFTResult:
     """Train the adapters; keep the weights (and item table) with the best validation metric.
@@ -99,8 +83,6 @@ def train_sft(
     encoded once at the end (the evaluation stage validates them instead). With ``softmax: catalog``
     each user's target competes with every item, ``histories[i]`` (sample i's earlier items) left out.
     """
-    if settings.softmax not in ("sampled", "catalog"):
-        raise ValueError(f"unknown SFT softmax {settings.softmax!r} (expected 'sampled' or 'catalog')")
     if settings.softmax == "sampled" and min(settings.batch_size, len(user_prompts)) + settings.negatives < 2:
         raise ValueError(
             f"SFT needs at least 2 items in each softmax: {len(user_prompts)} training sample(s), "

@@ -7,13 +7,12 @@ import resource
 from typing import Any
 
 import pandas as pd
-import torch
 
 from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.data.samples import EarlierItems, mask_lists, seeded_subset
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.evaluation import evaluate_without_reasoning
-from r2ec_pipeline.model.sft import SFTSettings, train_sft
+from r2ec_pipeline.model.sft import train_sft
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +44,11 @@ def train_sft_model(
         return evaluate_without_reasoning(current, eval_prompts, eval_targets, masks, item_ids, item_texts,
                                           batch_size=model_config.encode_batch_size)
 
-    settings = SFTSettings(**config.model_dump(exclude={"eval_users"}))
     histories = (EarlierItems(train_samples, interactions, model_config.history_mask)
                  if config.softmax == "catalog" else None)
     result = train_sft(
         model, train_samples["prompt"].tolist(), train_samples["target_item_id"].astype(int).tolist(),
-        prompts_by_item, evaluate if len(eval_samples) else None, settings, histories,
+        prompts_by_item, evaluate if len(eval_samples) else None, config, histories,
     )
     steps_per_epoch = len(train_samples) / config.batch_size
     report = {
