@@ -14,7 +14,9 @@ from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Pipeline
 
 from r2ec_pipeline.config import validate_parameters
-from r2ec_pipeline.run_tags import data_hash, dataset_name, evaluation_users, git_commit, profile, run_name
+from r2ec_pipeline.run_tags import (
+    DEFAULT_PIPELINE, data_hash, dataset_name, evaluation_users, git_commit, profile, run_name,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +88,9 @@ class RunTagsHooks:
     once the run has them). Registration copies them onto the model version it registers.
     """
 
+    def __init__(self) -> None:
+        self._hashed_run: str | None = None  # the run whose data_hash is set: hashed once, not on every load
+
     @hook_impl(trylast=True)  # after kedro-mlflow's own before_pipeline_run has started the run
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: DataCatalog) -> None:
         import mlflow
@@ -93,7 +98,7 @@ class RunTagsHooks:
         if mlflow.active_run() is None:
             return
         params = catalog.load("parameters") if "parameters" in catalog else {}
-        pipelines = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
+        pipelines = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or DEFAULT_PIPELINE]
         mlflow.set_tags({
             "mlflow.runName": run_name(pipelines, run_params.get("env"), datetime.now()),
             "profile": profile(run_params.get("env")),
@@ -110,9 +115,10 @@ class RunTagsHooks:
     def after_dataset_loaded(self, dataset_name: str, data: Any) -> None:
         self._tag_data(dataset_name, data)
 
-    @staticmethod
-    def _tag_data(name: str, data: Any) -> None:
+    def _tag_data(self, name: str, data: Any) -> None:
         import mlflow
 
-        if name == "validated_interactions" and mlflow.active_run() is not None:
+        run = mlflow.active_run()
+        if name == "validated_interactions" and run is not None and run.info.run_id != self._hashed_run:
             mlflow.set_tag("data_hash", data_hash(data))
+            self._hashed_run = run.info.run_id
