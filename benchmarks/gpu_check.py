@@ -75,7 +75,7 @@ def main() -> None:
         settings = RecPOSettings(num_generations=4, temperature=1.0, top_k=None, max_completion_length=3, ndcg_cutoff=6)
         generator = torch.Generator(device="cuda").manual_seed(0)
         started = time.perf_counter()
-        rewards = [recpo_step(gpu_train, optimizer, batch, settings, generator)["reward_mean"] for _ in range(12)]
+        rewards = [recpo_step(gpu_train, optimizer, batch, settings, generator)[0]["reward_mean"] for _ in range(12)]
         torch.cuda.synchronize()
         rows.append(("RecPO reward, step 0 → mean of last 3 (cuda)", f"{rewards[0]:.3f} → {sum(rewards[-3:]) / 3:.3f}"))
         rows.append(("RecPO seconds per step (tiny model, cuda)", f"{(time.perf_counter() - started) / 12:.3f}"))

@@ -75,7 +75,7 @@ def test_missing_block_is_named():
                              "recpo": {}})
 
 
-@pytest.mark.parametrize("env", ["base", "paper", "learn"])
+@pytest.mark.parametrize("env", ["base", "paper", "learn", "gpu"])
 def test_every_shipped_environment_has_valid_parameters(env):
     from kedro.config import OmegaConfigLoader
 
@@ -90,6 +90,10 @@ def test_every_shipped_environment_has_valid_parameters(env):
         assert typed["sft"].eval_users >= 300 and typed["sft"].early_stopping_patience
         assert typed["evaluation"].users is None and typed["evaluation"].zero_shot_users is None
         assert typed["evaluation"].reasoning_users is None and typed["evaluation"].recpo_reasoning_users is None
+    if env == "gpu":  # one epoch of SFT, a few hundred RecPO steps with 256-token reasoning, every user
+        assert typed["sft"].steps * typed["sft"].batch_size >= 97_171 and typed["recpo"].max_steps >= 200
+        assert typed["recpo"].max_completion_length == typed["evaluation"].reasoning_tokens == 256
+        assert typed["evaluation"].users is None and typed["evaluation"].reasoning_users is None
 
 
 def test_conf_base_states_exactly_the_typed_defaults():

@@ -135,6 +135,17 @@ class ModelParams(_Params):
     encode_batch_size: int = Field(8, ge=1, description="Prompts per forward pass when encoding.")
     num_threads: int | None = Field(None, ge=1, description="torch threads (null: every core).")
     seed: int = Field(0, description="Seed of the adapters' initialisation (same seed, same model).")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where the model runs (auto: this process's CUDA device when there is one, else the CPU)."
+    )
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Precision of the frozen backbone weights (auto: bfloat16 on CUDA, float32 on the CPU); "
+        "trainable weights and the rec head's math (cosine/τ, softmax, rewards, log-probs) stay float32."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute each layer's activations in backward (HF's switch) in SFT and RecPO: less "
+        "memory for ~30% more compute; the prompt's KV cache is then not shared across a user's paths."
+    )
 
 
 class SFTParams(_Params):
@@ -169,6 +180,10 @@ class SFTParams(_Params):
         "weights); full ranking either way."
     )
     selection_metric: METRIC_NAMES = Field("ndcg_at_10", description="Validation metric that picks the kept weights.")
+    max_seconds: float | None = Field(
+        None, gt=0, description="Stop once the training steps have taken this long (null: no limit; validation not "
+        "counted); the best weights are kept either way."
+    )
     seed: int = 0
 
 
@@ -227,6 +242,15 @@ class RecPOParams(_Params):
     )
     refresh_every: int | None = Field(
         None, ge=1, description="Re-encode the whole item table every N steps (targets' rows: every step)."
+    )
+    # memory of the policy update (same gradient whatever the values)
+    policy_micro_batch: int | None = Field(
+        None, ge=1, description="Users per forward/backward of the policy update (null: all of the process's users "
+        "at once); gradients are summed over the micro-batches, so the update is the same, for 1/N of the activations."
+    )
+    logprob_chunk_tokens: int = Field(
+        4096, ge=1, description="Completion tokens whose vocabulary logits exist at once when taking log-probs "
+        "(recomputed in backward): never a float32 vocabulary copy of the whole batch."
     )
 
     @model_validator(mode="after")

@@ -1,5 +1,7 @@
 """Reasoning generation on the tiny backbone: stops (tag, end of turn, cap), the canonical tag ending, log-probs."""
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,20 +12,33 @@ from tests.model.conftest import PROMPTS
 TAG = "<answer>"
 
 
-class ScriptedLM(torch.nn.Module):
-    """The tiny LM with its next-token logits pushed towards a fixed script, one token per forward call."""
+class ScriptedHead(torch.nn.Module):
+    """The tiny LM's head with its logits pushed towards a fixed script, one token per call (one call a step)."""
 
     def __init__(self, inner, script):
         super().__init__()
-        self.inner, self.script, self.calls, self.config = inner, script, 0, inner.config
+        self.inner, self.script, self.calls = inner, script, 0
 
-    def forward(self, **kwargs):
-        out = self.inner(**kwargs)
+    def forward(self, hidden):
+        logits = self.inner(hidden)
         if self.calls < len(self.script):  # one token for every row, or a list with one per row
-            tokens = torch.as_tensor(self.script[self.calls]).view(-1).expand(out.logits.shape[0])
-            out.logits[torch.arange(len(tokens)), -1, tokens] += 1e4
+            tokens = torch.as_tensor(self.script[self.calls]).view(-1).expand(logits.shape[0])
+            last = logits[:, -1] if logits.dim() == 3 else logits
+            last[torch.arange(len(tokens)), tokens] += 1e4
         self.calls += 1
-        return out
+        return logits
+
+
+@contextlib.contextmanager
+def scripted(model, script):
+    """Generate under ``script``; the model's own head is back in place afterwards."""
+    base = model.lm.get_base_model()
+    inner = base.lm_head
+    base.lm_head = ScriptedHead(inner, script)
+    try:
+        yield
+    finally:
+        base.lm_head = inner
 
 
 def _ids(model, text):
@@ -72,13 +87,9 @@ def test_grouped_generation_equals_repeated_prompts_and_rows_ignore_their_batch(
 
 
 def _scripted_run(model, script, max_new_tokens=50):
-    """Generate greedily from PROMPTS[0] under ``script``; the model's own LM is back in place afterwards."""
-    inner = model.lm
-    model.lm = ScriptedLM(inner, script)
-    try:
+    """Generate greedily from PROMPTS[0] under ``script``."""
+    with scripted(model, script):
         return generate_reasoning(model, PROMPTS[:1], max_new_tokens=max_new_tokens)
-    finally:
-        model.lm = inner
 
 
 # (how the reasoning is written, why it stops, whether already-fed tokens are cut): every case ends
@@ -131,12 +142,8 @@ def test_rows_stopping_differently_in_one_batch_keep_their_own_context(model):
     endings = ["step by step <answer>", "step<answer>"]  # row 0 is cut and rewound; row 1 stops early as written
     scripts = [_ids(model, text) for text in endings]
     width = max(len(script) for script in scripts)
-    inner = model.lm
-    model.lm = ScriptedLM(inner, [[s[i] if i < len(s) else s[-1] for s in scripts] for i in range(width)])
-    try:
+    with scripted(model, [[s[i] if i < len(s) else s[-1] for s in scripts] for i in range(width)]):
         result = generate_reasoning(model, PROMPTS, max_new_tokens=50)
-    finally:
-        model.lm = inner
     assert result.texts == ["step by step" + TAG, "step" + TAG] and result.stop_reasons == ["tag", "tag"]
     canonical = model.encode([PROMPTS[0] + "step by step" + TAG, PROMPTS[1] + "step" + TAG])
     torch.testing.assert_close(result.final_hidden, canonical, atol=1e-4, rtol=1e-3)
@@ -167,3 +174,28 @@ def test_direct_state_read_off_the_prompt_cache_equals_encoding_prompt_plus_tag(
     torch.testing.assert_close(both.direct_hidden, expected, atol=1e-4, rtol=1e-3)
     assert both.token_ids == plain.token_ids  # the tag was cropped off the cache before generating
     torch.testing.assert_close(both.final_hidden, plain.final_hidden, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.parametrize("do_sample", [False, True])
+def test_the_device_stop_filter_gives_the_tokens_of_checking_every_row_every_step(model, monkeypatch, do_sample):
+    """Only tokens the vocabulary mask flags go through the text rule; flagging every token is the
+    per-row loop this replaced (every row decoded and checked each step, inputs sent from the host)."""
+    import r2ec_pipeline.model.generation as generation
+
+    prompts = PROMPTS * 3
+    kwargs = dict(max_new_tokens=24, do_sample=do_sample, temperature=1.5, top_k=80, group=2)
+    with torch.no_grad():  # a less uniform model, so that greedy paths differ between prompts
+        for name, parameter in model.lm.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.5)
+    fast = generate_reasoning(model, prompts, generator=torch.Generator().manual_seed(1), **kwargs)
+    candidates = generation.stop_candidates(model.tokenizer, TAG, model.lm.config.vocab_size,
+                                            frozenset(end_of_turn_ids(model)))
+    assert 0 < int(candidates.sum()) < len(candidates) // 2  # the filter lets most tokens through unchecked
+    monkeypatch.setattr(generation, "stop_candidates", lambda *args: torch.ones_like(candidates))
+    every = generate_reasoning(model, prompts, generator=torch.Generator().manual_seed(1), **kwargs)
+    assert fast.token_ids == every.token_ids and fast.stop_reasons == every.stop_reasons
+    for got, expected in zip(fast.logprobs, every.logprobs, strict=True):
+        torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(fast.final_hidden, every.final_hidden)
+    assert len({tuple(t) for t in fast.token_ids}) > 1

@@ -60,3 +60,10 @@ def test_chunked_item_backward_gives_the_one_pass_gradient(model):
     assert any(g.abs().sum() > 0 for g in gradients[0].values())
     for name, one_pass in gradients[0].items():
         torch.testing.assert_close(gradients[1][name], one_pass, atol=1e-5, rtol=1e-4)
+
+
+def test_a_time_budget_stops_training_after_the_step_that_spends_it(model):
+    result = train_sft(model, USERS, [1, 2, 3, 4], ITEMS, None,
+                       SFTSettings(steps=50, batch_size=2, negatives=2, max_seconds=1e-9))
+    assert result.steps_run == 1 and [p["step"] for p in result.history["train.loss"]] == [1]
+    assert result.best_step == 1 and model.num_items == 4  # the item table is built for the weights kept

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from r2ec_pipeline.model.dual_head import R2ecModel
+from r2ec_pipeline.model.hf_compat import cache_of, with_cache
 
 
 @dataclass
@@ -49,7 +50,7 @@ def constrained_beam_search(model: R2ecModel, prompt: str, trie: TrieNode, beams
     """The ``top`` items (id, title log-probability) found by beam search with ``beams`` beams, best first."""
     batch = model.tokenize([prompt])
     out = model.lm(**batch, use_cache=True, logits_to_keep=1)
-    cache, logits = out.cache, out.logits[:, -1].float()
+    cache, logits = cache_of(out), out.logits[:, -1].float()
     live = [_Beam(0.0, trie, 0, -1)]
     position = batch["input_ids"].shape[1]
     finished: list[tuple[float, int]] = []
@@ -68,8 +69,8 @@ def constrained_beam_search(model: R2ecModel, prompt: str, trie: TrieNode, beams
             break  # scores only fall as a beam grows: no live beam can still enter the top list
         cache.reorder_cache(torch.tensor([beam.parent for beam in live], device=model.device))
         tokens = torch.tensor([[beam.token] for beam in live], device=model.device)
-        out = model.lm(input_ids=tokens, position_ids=torch.full_like(tokens, position), cache=cache,
+        out = model.lm(input_ids=tokens, position_ids=torch.full_like(tokens, position), **with_cache(cache),
                        use_cache=True)
-        cache, logits = out.cache, out.logits[:, -1].float()
+        cache, logits = cache_of(out), out.logits[:, -1].float()
         position += 1
     return [(item, score) for score, item in finished[:top]]

@@ -8,20 +8,20 @@ select (a user with Amazon files only never downloads MovieLens, and vice versa)
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import logging
 import os
 import subprocess
 import sys
 import tempfile
-import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
+
+from r2ec_pipeline.data.atomic_files import ML100K_MEMBERS, AtomicFileError, read_wheel_tables
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +50,7 @@ class RecboleWheelDataset(_ReadOnlyDataset):
     ) -> None:
         self._filepath = Path(filepath)
         self._requirement = requirement
-        self._members = members or {
-            "inter": "recbole/dataset_example/ml-100k/ml-100k.inter",
-            "item": "recbole/dataset_example/ml-100k/ml-100k.item",
-        }
+        self._members = members or ML100K_MEMBERS
         self.metadata = metadata
 
     def load(self) -> LazyTables:
@@ -85,23 +82,10 @@ class RecboleWheelDataset(_ReadOnlyDataset):
         return self._filepath
 
     def _read(self) -> RawTables:
-        wheel = self.fetch()
         try:
-            with zipfile.ZipFile(wheel) as archive:
-                return {name: _read_atomic_file(archive, member) for name, member in self._members.items()}
-        except zipfile.BadZipFile as error:
-            raise DatasetError(f"{wheel} is not a valid wheel ({error}); delete it to fetch it again") from None
-
-
-def _read_atomic_file(archive: zipfile.ZipFile, member: str) -> pd.DataFrame:
-    """Read a RecBole atomic file; the ``name:type`` header becomes plain column names."""
-    try:
-        raw = archive.read(member)
-    except KeyError:
-        raise DatasetError(f"{member} not found inside {archive.filename}") from None
-    frame = pd.read_csv(io.BytesIO(raw), sep="\t", dtype=str, keep_default_na=False, quoting=3)
-    frame.columns = [column.split(":", 1)[0] for column in frame.columns]
-    return frame
+            return read_wheel_tables(self.fetch(), self._members)
+        except AtomicFileError as error:
+            raise DatasetError(str(error)) from None
 
 
 REVIEW_FIELDS = ("user_id", "parent_asin", "rating", "timestamp")

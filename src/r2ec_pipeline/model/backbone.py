@@ -47,9 +47,24 @@ def locate_packaged_gguf(spec: str = PACKAGED_SMOLLM2) -> Path:
     return path
 
 
+def is_gguf_spec(spec: str) -> bool:
+    """A packaged GGUF, or a path to a ``.gguf`` file: read once, then cached as a Hugging Face folder."""
+    return spec.startswith("packaged:") or spec.endswith(".gguf")
+
+
+def gguf_file(spec: str) -> Path:
+    """The GGUF file a GGUF spec names (a packaged one is looked up in its package)."""
+    if spec.startswith("packaged:"):
+        return locate_packaged_gguf(spec)
+    path = Path(spec)
+    if not path.is_file():
+        raise BackboneError(f"GGUF file {spec!r} does not exist")
+    return path
+
+
 def cache_dir_for(spec: str, cache_root: str | os.PathLike[str]) -> Path:
-    """Folder under ``cache_root`` where what is read from a packaged backbone is kept."""
-    return Path(cache_root) / spec.removeprefix("packaged:")
+    """Folder under ``cache_root`` where what is read from a GGUF backbone is kept."""
+    return Path(cache_root) / (Path(spec).stem if spec.endswith(".gguf") else spec.removeprefix("packaged:"))
 
 
 def _save_atomically(obj: PreTrainedTokenizerBase | PreTrainedModel, target: Path) -> None:
@@ -66,11 +81,11 @@ def _save_atomically(obj: PreTrainedTokenizerBase | PreTrainedModel, target: Pat
 
 
 def load_tokenizer(spec: str, cache_root: str | os.PathLike[str]) -> PreTrainedTokenizerBase:
-    """Load the backbone's tokenizer (with its chat template) from a packaged GGUF or a local folder."""
-    if spec.startswith("packaged:"):
+    """Load the backbone's tokenizer (with its chat template) from a GGUF (packaged or a file) or a local folder."""
+    if is_gguf_spec(spec):
         cached = cache_dir_for(spec, cache_root)
         if not (cached / _TOKENIZER_MARKER).is_file():
-            gguf = locate_packaged_gguf(spec)
+            gguf = gguf_file(spec)
             logger.info("reading tokenizer from %s (cached afterwards in %s)", gguf, cached)
             tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
             _save_atomically(tokenizer, cached)
@@ -99,10 +114,10 @@ def load_causal_lm(
     A packaged GGUF is dequantised (``GgufConfig(dequantize=True)``: quantised blocks can be neither
     trained nor saved) and cached once as safetensors: measured here, the first load takes ~11 s and later ones well under 1 s.
     """
-    if spec.startswith("packaged:"):
+    if is_gguf_spec(spec):
         cached = cache_dir_for(spec, cache_root)
         if not (cached / _WEIGHTS_MARKER).is_file():
-            gguf = locate_packaged_gguf(spec)
+            gguf = gguf_file(spec)
             logger.info("dequantising %s (cached afterwards as safetensors in %s)", gguf, cached)
             model = AutoModelForCausalLM.from_pretrained(
                 str(gguf.parent), gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True),
@@ -122,8 +137,8 @@ def load_causal_lm(
 
 
 def backbone_folder(spec: str, cache_root: str | os.PathLike[str]) -> Path:
-    """The Hugging Face folder holding the backbone's weights and tokenizer (a packaged GGUF is cached first)."""
-    if not spec.startswith("packaged:"):
+    """The Hugging Face folder holding the backbone's weights and tokenizer (a GGUF is cached first)."""
+    if not is_gguf_spec(spec):
         return _local_folder(spec)
     cached = cache_dir_for(spec, cache_root)
     if not (cached / _WEIGHTS_MARKER).is_file():

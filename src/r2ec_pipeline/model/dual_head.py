@@ -22,6 +22,7 @@ from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 from r2ec_pipeline.model.bottom_cache import (
     DEFAULT_BUDGET_MB, BottomCache, decoder_layers, frozen_depth, inject, shared_cache,
 )
+from r2ec_pipeline.model.hf_compat import cache_of, with_cache
 from r2ec_pipeline.model.scoring import cosine_scores, mask_items
 
 
@@ -112,6 +113,29 @@ class R2ecModel(nn.Module):
         return base.get_decoder()
 
     @property
+    def recomputes_activations(self) -> bool:
+        """True while the model trains under gradient checkpointing.
+
+        HF then drops every KV cache passed to a layer (transformers 5.17 even under ``no_grad``), so a
+        cached prefix would vanish: the cache-sharing paths fall back to plain full-sequence passes.
+        """
+        layers = self.decoder.layers
+        return self.lm.training and any(getattr(layer, "gradient_checkpointing", False) for layer in layers)
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        """HF's gradient checkpointing on every decoder layer (non-reentrant: LoRA needs no input grads), or off."""
+        base = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
+        if enabled:
+            enable = getattr(base, "activation_checkpointing_enable", None)  # transformers ≥ 5.2x; older: the alias
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        elif any(getattr(layer, "gradient_checkpointing", False) for layer in self.decoder.layers):
+            disable = getattr(base, "activation_checkpointing_disable", None) or base.gradient_checkpointing_disable
+            disable()
+
+    @property
     def num_items(self) -> int:
         """Catalog size |V| (row 0 of the table is padding)."""
         return self.item_table.shape[0] - 1
@@ -154,7 +178,8 @@ class R2ecModel(nn.Module):
 
     def run_prefix(self, ids: list[int]) -> SharedPrefix:
         """``ids`` through the whole decoder (adapters included), keeping their KV cache (and graph, under grad)."""
-        return SharedPrefix(ids, self.decoder(input_ids=torch.tensor([ids], device=self.device), use_cache=True).cache)
+        out = self.decoder(input_ids=torch.tensor([ids], device=self.device), use_cache=True)
+        return SharedPrefix(ids, cache_of(out))
 
     def encode_shared_prefix(
         self, texts: Sequence[str], min_prefix: int = 8, prefix: SharedPrefix | None = None, remember: bool = True
@@ -167,6 +192,8 @@ class R2ecModel(nn.Module):
         Without it gradients flow through the prefix as well, so this also serves training.
         ``remember=False`` keeps texts seen once (training samples) out of the frozen-bottom cache (it is still read).
         """
+        if self.recomputes_activations:  # HF drops caches under checkpointing: no prefix to share
+            return self.encode(texts)
         token_lists = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         if prefix is None or not all(ids[:len(prefix.ids)] == prefix.ids and len(ids) > len(prefix.ids)
                                      for ids in token_lists):
@@ -185,15 +212,15 @@ class R2ecModel(nn.Module):
         positions = (common + torch.arange(width, device=self.device)).expand(len(suffixes), -1)
         bottom = self._bottom_cache()
         if bottom is None:
-            out = self.decoder(input_ids=suffix_ids, attention_mask=mask, position_ids=positions, cache=cache,
-                               use_cache=True)
+            out = self.decoder(input_ids=suffix_ids, attention_mask=mask, position_ids=positions,
+                               **with_cache(cache), use_cache=True)
         else:  # only the adapted layers run, on the frozen bottom's cached output
             depth, store = bottom
             states = self._bottom_states(texts, token_lists, prefix, depth, store, remember)
             states = states.to(self.device, self.decoder.embed_tokens.weight.dtype)
             with decoder_layers(self.decoder, inject(states, self.decoder.layers[depth:])):
-                out = self.decoder(inputs_embeds=states, attention_mask=mask, position_ids=positions, cache=cache,
-                                   use_cache=True)
+                out = self.decoder(inputs_embeds=states, attention_mask=mask, position_ids=positions,
+                                   **with_cache(cache), use_cache=True)
         states = out.last_hidden_state
         rows = torch.arange(len(suffixes), device=self.device)
         return states[rows, suffix_mask.sum(dim=1) - 1]
@@ -231,7 +258,7 @@ class R2ecModel(nn.Module):
                     attention_mask=torch.cat([torch.ones(len(missing), common, dtype=torch.long, device=self.device),
                                               suffix_mask], 1),
                     position_ids=(common + torch.arange(width, device=self.device)).expand(len(missing), -1),
-                    cache=prefix.for_batch(len(missing)), use_cache=True,
+                    **with_cache(prefix.for_batch(len(missing))), use_cache=True,
                 )
             for index, row in enumerate(missing):
                 found[row] = out.last_hidden_state[index, :len(suffixes[index])]

@@ -18,6 +18,8 @@ so evaluating both modes costs one prompt pass, not two.
 
 from __future__ import annotations
 
+import functools
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase
 
 from r2ec_pipeline.model.dual_head import R2ecModel, position_ids
+from r2ec_pipeline.model.hf_compat import cache_of, with_cache
 
 
 StopReason = Literal["tag", "end_of_turn", "length"]
@@ -46,6 +49,7 @@ class Generation:
     stop_reasons: list[StopReason]   # what ended each path: the tag, end of turn, or the length cap
     final_hidden: torch.Tensor       # B×d hidden state at the tag's last token (the user state h)
     direct_hidden: torch.Tensor | None = None  # B×d state of prompt + tag, no reasoning (``direct=True``)
+    decode_steps: int = 0            # forward passes of one token per row (the batch's longest path, cuts included)
 
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -59,6 +63,24 @@ def end_of_turn_ids(model: R2ecModel) -> set[int]:
     specials = set(tokenizer.all_special_tokens) | set(tokenizer.get_added_vocab())
     ids.update(tokenizer.convert_tokens_to_ids(marker) for marker in END_OF_TURN_MARKERS if marker in specials)
     return {int(i) for i in ids if i is not None}
+
+
+@functools.lru_cache(maxsize=8)
+def stop_candidates(tokenizer: PreTrainedTokenizerBase, tag: str, vocab_size: int, end_of_turn: frozenset[int]
+                    ) -> torch.Tensor:
+    """Vocabulary mask of the tokens that may stop a path: end of turn, or text holding the tag's last character.
+
+    A tag becomes part of the text only with the token that writes its last character, so every
+    other token continues the path without a text check. Ids beyond the tokenizer's vocabulary
+    (padded embedding rows) count as candidates; the exact rule (``_StopRule``) decides for these.
+    """
+    known = len(tokenizer)
+    pieces = tokenizer.convert_ids_to_tokens(list(range(known)))
+    texts = tokenizer.batch_decode([[i] for i in range(known)])
+    mask = torch.ones(max(vocab_size, known), dtype=torch.bool)
+    mask[:known] = torch.tensor([tag[-1] in (piece or "") or tag[-1] in text for piece, text in zip(pieces, texts)])
+    mask[[i for i in end_of_turn if i < len(mask)]] = True
+    return mask
 
 
 def partial_tag_length(text: str, tag: str) -> int:
@@ -113,8 +135,8 @@ def _direct_states(
     tag = torch.tensor(tag_ids, device=mask.device).expand(rows, -1)
     out = model.decoder(
         input_ids=tag, attention_mask=torch.cat([mask, torch.ones_like(tag)], dim=1),
-        position_ids=next_position.unsqueeze(1) + torch.arange(width, device=mask.device), cache=cache,
-        use_cache=True,
+        position_ids=next_position.unsqueeze(1) + torch.arange(width, device=mask.device),
+        **with_cache(cache), use_cache=True,
     )
     cache.crop(-width)
     return out.last_hidden_state[:, -1].float()
@@ -156,15 +178,16 @@ class _Path:
     context_token: int       # the last token before the generated ones (re-fed when a stop cuts them all)
     context_column: int      # its column in the attention mask
     tokens: list[int] = field(default_factory=list)
-    logprobs: list[torch.Tensor] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)     # the step each token was fed at (its log-prob's row)
     columns: list[int] = field(default_factory=list)   # mask column of each generated token
     forced: list[int] = field(default_factory=list)    # tokens still to feed before the path ends
     stop_reason: StopReason | None = None
     finished: bool = False
 
-    def _feed(self, token: int, logprobs: torch.Tensor, column: int) -> tuple[int, int, bool]:
+    def feed(self, token: int, step: int, column: int) -> tuple[int, int, bool]:
+        """Feed ``token`` at ``step`` (no stop check: callers know it cannot stop the path)."""
         self.tokens.append(token)
-        self.logprobs.append(logprobs[token])
+        self.steps.append(step)
         self.columns.append(column)
         self.position += 1
         return token, self.position - 1, self.stop_reason is not None and not self.forced
@@ -177,7 +200,7 @@ class _Path:
         """
         dropped = self.columns[keep:] + ([self.columns[keep - 1]] if keep else [self.context_column])
         mask[dropped] = 0
-        del self.tokens[keep:], self.logprobs[keep:], self.columns[keep:]
+        del self.tokens[keep:], self.steps[keep:], self.columns[keep:]
         token = self.tokens[-1] if keep else self.context_token
         if keep:
             self.columns[-1] = column
@@ -187,22 +210,22 @@ class _Path:
         self.position += 1
         return token, self.position - 1, False
 
-    def advance(self, sampled: int, logprobs: torch.Tensor, column: int, stops: _StopRule,
+    def advance(self, sampled: int, step: int, column: int, stops: _StopRule,
                 mask: torch.Tensor) -> tuple[int, int, bool]:
         """This step's (input token, its position, whether the path ends with it); ``mask`` is the row's."""
         if self.stop_reason is not None:
-            return self._feed(self.forced.pop(0), logprobs, column)
+            return self.feed(self.forced.pop(0), step, column)
         ending = stops.ending(self.tokens, sampled)
         if ending is None:
-            return self._feed(sampled, logprobs, column)
+            return self.feed(sampled, step, column)
         self.stop_reason, closing = ending
         candidate = [*self.tokens, sampled]
         keep = _common_prefix(candidate, closing)
         self.forced = closing[keep:]
         if keep == len(candidate):
-            return self._feed(sampled, logprobs, column)
+            return self.feed(sampled, step, column)
         if keep == len(self.tokens):  # only the sampled token goes: the forced one takes its place
-            return self._feed(self.forced.pop(0), logprobs, column)
+            return self.feed(self.forced.pop(0), step, column)
         return self._rewind(keep, column, mask)
 
 
@@ -233,7 +256,7 @@ def generate_reasoning(
     mask = batch["attention_mask"]
     out = model.lm(input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids(mask),
                    use_cache=True, logits_to_keep=1)
-    cache, logits = out.cache, out.logits[:, -1].float() / temperature
+    cache, logits = cache_of(out), out.logits[:, -1].float() / temperature
     next_position = position_ids(mask)[:, -1] + 1
     direct_hidden = None
     if direct:
@@ -246,37 +269,58 @@ def generate_reasoning(
 
     size = len(prompts) * group
     stops = _StopRule(tokenizer, tag_ids, tag, max_new_tokens, end_of_turn_ids(model))
+    may_stop = stop_candidates(tokenizer, tag, logits.shape[-1], frozenset(stops.end_of_turn)).to(model.device)
     last_prompt_tokens = batch["input_ids"][:, -1].repeat_interleave(group).tolist()
     paths = [_Path(position=int(p), context_token=t, context_column=mask.shape[1] - 1)
              for p, t in zip(next_position.tolist(), last_prompt_tokens, strict=True)]
     final_hidden = torch.zeros(size, model.lm.config.hidden_size, device=model.device)
     pad = tokenizer.pad_token_id
+    live = torch.ones(size, dtype=torch.bool, device=model.device)
+    head = model.lm.get_output_embeddings()
+    feed_positions = next_position.clone()  # position id of the token each row is fed this step
+    step_logprobs: list[torch.Tensor] = []  # per step: the log-prob of the token each row was fed
 
-    while not all(path.finished for path in paths):
-        sampled = _next_tokens(logits, do_sample, top_k, generator).tolist()  # the step's one host transfer
-        step_logprobs = F.log_softmax(logits, dim=-1)
-        column = mask.shape[1]
-        inputs = [(pad, 0, False)] * size  # (token, position, ends here)
+    for step in itertools.count():
+        if all(path.finished for path in paths):
+            break
+        sampled = _next_tokens(logits, do_sample, top_k, generator)
+        tokens = torch.where(live, sampled, pad)
+        # the step's one host transfer: the sampled tokens and which may stop their path (a device lookup)
+        sampled_list, flagged = torch.stack([sampled, may_stop[sampled].long()]).tolist()
+        column, slow = mask.shape[1], False
+        inputs: list[tuple[int, int, bool]] = [(pad, 0, False)] * size  # (token, position, ends here)
         for row, path in enumerate(paths):
-            if not path.finished:
-                inputs[row] = path.advance(sampled[row], step_logprobs[row], column, stops, mask[row])
-        tokens, positions, ends = (torch.tensor(values, device=model.device) for values in zip(*inputs, strict=True))
-        live = torch.tensor([not path.finished for path in paths], device=model.device)
+            if path.finished:
+                continue
+            if flagged[row] or path.stop_reason is not None or len(path.tokens) + 1 >= max_new_tokens:
+                inputs[row], slow = path.advance(sampled_list[row], step, column, stops, mask[row]), True
+            else:  # the common case: the token cannot stop the path, so no text check and nothing to send back
+                inputs[row] = path.feed(sampled_list[row], step, column)
+        if slow:  # a stop, a forced token or a rewind: this step's inputs come from the host
+            tokens, feed_positions = (torch.tensor(values, device=model.device) for values in list(zip(*inputs))[:2])
+        step_logprobs.append(F.log_softmax(logits, dim=-1).gather(1, tokens.view(-1, 1)).squeeze(1))
         mask = torch.cat([mask, live.long().unsqueeze(1)], dim=1)
-        out = model.lm(
-            input_ids=tokens.unsqueeze(1), attention_mask=mask, position_ids=positions.unsqueeze(1),
-            cache=cache, use_cache=True, output_hidden_states=True,
+        out = model.decoder(  # the body, then lm_head on its one new position: no per-layer states kept
+            input_ids=tokens.unsqueeze(1), attention_mask=mask, position_ids=feed_positions.unsqueeze(1),
+            **with_cache(cache), use_cache=True,
         )
-        cache, logits = out.cache, out.logits[:, -1].float() / temperature
-        final_hidden[ends] = out.hidden_states[-1][ends, -1].float()
-        for row in ends.nonzero().flatten().tolist():
-            paths[row].finished = True
+        hidden = out.last_hidden_state[:, -1]
+        cache, logits = cache_of(out), head(hidden).float() / temperature
+        feed_positions = feed_positions + 1
+        ended = [row for row, (_, _, ends) in enumerate(inputs) if ends]
+        if ended:
+            final_hidden[ended] = hidden[ended].float()
+            live[ended] = False
+            for row in ended:
+                paths[row].finished = True
 
+    fed = torch.stack(step_logprobs, dim=1) if step_logprobs else torch.zeros(size, 0, device=model.device)
     return Generation(
         token_ids=[path.tokens for path in paths],
-        logprobs=[torch.stack(path.logprobs) for path in paths],
+        logprobs=[fed[row, path.steps] for row, path in enumerate(paths)],
         texts=[tokenizer.decode(path.tokens) for path in paths],
         stop_reasons=[path.stop_reason for path in paths],
         final_hidden=final_hidden,
         direct_hidden=direct_hidden,
+        decode_steps=len(step_logprobs),
     )

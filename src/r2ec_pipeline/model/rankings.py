@@ -15,6 +15,7 @@ from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.data.samples import mask_lists
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.evaluation import Ranking, rank_both_modes, rank_without_reasoning
+from r2ec_pipeline.model.factory import place_for_params
 
 
 def first_in_order(samples: pd.DataFrame, count: int | None) -> pd.DataFrame:
@@ -43,6 +44,7 @@ def rank_r2ec(name: str, model: R2ecModel, samples: pd.DataFrame, interactions: 
     Both modes come from one prompt pass for those users.
     """
     model_config, config = parse_block("model", model_params), parse_block("evaluation", params)
+    place_for_params(model, model_params)  # a checkpoint loads on the CPU in float32
     both = first_in_order(samples, reasoning_users)
     rest = samples.drop(both.index)
     batch = model_config.encode_batch_size

@@ -62,7 +62,8 @@ def chunked_item_backward(
     loss = loss_of(user_states, items)
     loss.backward()
     for start in range(0, len(item_texts), chunk_size):
-        prefix = model.run_prefix(ids) if ids else None  # with a graph: its keys and values depend on the adapters
+        # with a graph (its keys and values depend on the adapters); no cache to share under checkpointing
+        prefix = model.run_prefix(ids) if ids and not model.recomputes_activations else None
         chunk = model.encode_shared_prefix(item_texts[start:start + chunk_size], prefix=prefix)
         chunk.backward(items.grad[start:start + chunk_size])
     return loss.detach()
@@ -146,9 +147,12 @@ def train_sft(
                             settings.selection_metric, stale, step)
                 break
             model.lm.train()
+        if settings.max_seconds is not None and train_seconds >= settings.max_seconds:
+            logger.info("sft: time budget of %.0f s reached at step %d", settings.max_seconds, step)
+            break
     if not evaluate:
         model.build_item_table(list(catalog), [item_prompt[int(i)] for i in catalog])
-        return SFTResult(history, {}, {}, settings.steps, train_seconds / settings.steps, settings.steps)
+        return SFTResult(history, {}, {}, steps_run, train_seconds / max(steps_run, 1), steps_run)
     restore_trainable(model, best_state)
     return SFTResult(history, evaluations[0], evaluations[best_step], best_step, train_seconds / max(steps_run, 1),
                      steps_run)

@@ -3,8 +3,9 @@
 Each process holds a contiguous slice of the global batch. Losses are normalised by *global* counts
 (tokens, paths) and gradients are summed, so N processes give the same loss and update as one
 process on the whole batch. The rec head's in-batch softmax sees every process's target items
-(gathered with gradient), as the paper's multi-GPU training does. With one process (or no process
-group) every operation is the identity.
+(gathered with gradient), as the paper's multi-GPU training does. Without a process group every
+operation is the identity; with one (even of a single process, as under ``torchrun --nproc_per_node 1``)
+every operation goes through it, on the device the tensors live on (nccl: the GPU, gloo: the CPU).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ class Collective:
     """The process group seen by the trainer; a single process when torch.distributed is not set up."""
 
     def __init__(self) -> None:
-        self.active = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        self.active = dist.is_available() and dist.is_initialized()
         self.world_size = dist.get_world_size() if self.active else 1
         self.rank = dist.get_rank() if self.active else 0
 

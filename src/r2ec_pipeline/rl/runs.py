@@ -22,7 +22,7 @@ from r2ec_pipeline.model.adapters import enable_training
 from r2ec_pipeline.model.backbone import load_causal_lm
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.evaluation import evaluate_both_modes
-from r2ec_pipeline.model.factory import build_dual_head
+from r2ec_pipeline.model.factory import build_dual_head, place_for_params
 from r2ec_pipeline.rl.checkpointing import CheckpointStore
 from r2ec_pipeline.rl.distributed import Collective
 from r2ec_pipeline.rl.step import RecPOSettings
@@ -85,8 +85,8 @@ def train_recpo_model(
 ) -> tuple[R2ecModel, dict[str, list[dict[str, float]]], pd.DataFrame, dict[str, Any]]:
     """RecPO with validation (greedy reasoning and direct) before and after; model, history, samples, report."""
     model_config, config = parse_block("model", model_params), parse_block("recpo", recpo_params)
-    state = PartialState()  # joins the process group under `accelerate launch` / torchrun
-    model.to(state.device)
+    PartialState()  # joins the process group under `accelerate launch` / torchrun
+    place_for_params(model, model_params)  # this process's device (LOCAL_RANK), model.dtype
     collective = Collective()
     item_prompt = dict(zip(item_prompts["item_id"].astype(int).tolist(), item_prompts["prompt"], strict=True))
     data = RecPOData(

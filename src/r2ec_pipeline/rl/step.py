@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from r2ec_pipeline.model.dual_head import R2ecModel, position_ids
 from r2ec_pipeline.model.generation import STOP_REASONS, Generators, StopReason, generate_reasoning
+from r2ec_pipeline.model.hf_compat import cache_of, with_cache
+from r2ec_pipeline.model.logprobs import token_logprobs
 from r2ec_pipeline.model.losses import in_batch_target_logprobs
 from r2ec_pipeline.model.scoring import target_ranks
 from r2ec_pipeline.rl.advantages import AdvantageType, group_advantages
@@ -41,6 +42,8 @@ class RecPOSettings:
     advantage_type: AdvantageType = "grpo"
     relabel_topk: int = 1               # best paths per user that train the rec head
     max_grad_norm: float = 1.0
+    policy_micro_batch: int | None = None  # users per forward/backward of the update (None: all); same gradient
+    logprob_chunk_tokens: int = 4096    # completion tokens whose vocabulary logits exist at once
 
 
 @dataclass
@@ -87,32 +90,55 @@ def _padded(
     return values, mask
 
 
-def policy_forward(
-    model: R2ecModel, prompts: Sequence[str], completions: Sequence[list[int]], group: int, temperature: float
+def _cached_prompt_states(
+    model: R2ecModel, prompts: Sequence[str], ids: torch.Tensor, completion_mask: torch.Tensor, group: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """log π(token) of every completion token (right-padded, N × T) and h at each completion's last token.
-
-    Each prompt is run once and its KV cache repeated for its ``group`` completions; gradients flow
-    through the shared prompt as well. Completions are user-major: row i belongs to prompt i // group.
-    """
+    """Each prompt run once, its KV cache repeated for its ``group`` completions (gradients flow through it)."""
     batch = model.tokenize(prompts, padding_side="left")
     prompt_mask = batch["attention_mask"]
-    out = model.lm(input_ids=batch["input_ids"], attention_mask=prompt_mask, position_ids=position_ids(prompt_mask),
-                   use_cache=True, logits_to_keep=1)
-    cache = out.cache
+    out = model.decoder(input_ids=batch["input_ids"], attention_mask=prompt_mask,
+                        position_ids=position_ids(prompt_mask), use_cache=True)
+    cache = cache_of(out)
     cache.batch_repeat_interleave(group)
-    first_logits = out.logits[:, -1:].repeat_interleave(group, dim=0)
-    ids, completion_mask = _padded(completions, model.device, value=model.tokenizer.pad_token_id)
-    ids, completion_mask = ids.long(), completion_mask.long()
+    last_prompt = out.last_hidden_state[:, -1].repeat_interleave(group, dim=0)  # left padding: the last column
     mask = torch.cat([prompt_mask.repeat_interleave(group, dim=0), completion_mask], dim=1)
     starts = prompt_mask.sum(dim=1).repeat_interleave(group).view(-1, 1)
     positions = starts + torch.arange(ids.shape[1], device=model.device).view(1, -1)
-    out = model.lm(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
-                   output_hidden_states=True)
-    logits = torch.cat([first_logits, out.logits[:, :-1]], dim=1).float() / temperature
-    logprobs = F.log_softmax(logits, dim=-1).gather(2, ids.unsqueeze(-1)).squeeze(-1)
+    out = model.decoder(input_ids=ids, attention_mask=mask, position_ids=positions, **with_cache(cache), use_cache=True)
+    return out.last_hidden_state, last_prompt
+
+
+def _full_sequence_states(
+    model: R2ecModel, prompts: Sequence[str], ids: torch.Tensor, completion_mask: torch.Tensor, group: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompt + completion as one sequence per path: what gradient checkpointing needs (it drops caches)."""
+    batch = model.tokenize(prompts, padding_side="left")
+    prompt_ids = batch["input_ids"].repeat_interleave(group, dim=0)
+    mask = torch.cat([batch["attention_mask"].repeat_interleave(group, dim=0), completion_mask], dim=1)
+    out = model.decoder(input_ids=torch.cat([prompt_ids, ids], dim=1), attention_mask=mask,
+                        position_ids=position_ids(mask), use_cache=False)
+    width = prompt_ids.shape[1]
+    return out.last_hidden_state[:, width:], out.last_hidden_state[:, width - 1]
+
+
+def policy_forward(
+    model: R2ecModel, prompts: Sequence[str], completions: Sequence[list[int]], group: int, temperature: float,
+    chunk_tokens: int = 4096,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """log π(token) of every completion token (right-padded, N × T, float32) and h at each completion's last token.
+
+    Completions are user-major: row i belongs to prompt i // group. The prompt is shared across a
+    user's paths through its KV cache, except under gradient checkpointing (full sequences then).
+    Log-probs come from the hidden states ``chunk_tokens`` positions at a time (``token_logprobs``).
+    """
+    ids, completion_mask = _padded(completions, model.device, value=model.tokenizer.pad_token_id)
+    ids, completion_mask = ids.long(), completion_mask.long()
+    states_of = _full_sequence_states if model.recomputes_activations else _cached_prompt_states
+    hidden, last_prompt = states_of(model, prompts, ids, completion_mask, group)
+    predicting = torch.cat([last_prompt.unsqueeze(1), hidden[:, :-1]], dim=1)  # state j predicts token j
+    logprobs = token_logprobs(predicting, ids, model.lm.get_output_embeddings(), temperature, chunk_tokens)
     rows = torch.arange(len(completions), device=model.device)
-    return logprobs, out.hidden_states[-1][rows, completion_mask.sum(dim=1) - 1]
+    return logprobs, hidden[rows, completion_mask.sum(dim=1) - 1]
 
 
 @torch.no_grad()
@@ -144,6 +170,54 @@ def rollout(
     )
 
 
+@dataclass(frozen=True)
+class _Denominators:
+    """Global counts every micro-batch's losses are divided by, so that their sum is the one-shot loss."""
+
+    tokens: torch.Tensor                # completion tokens of the global batch
+    token_loss: torch.Tensor            # tokens (token_mean) or paths (sequence_mean)
+    selected: torch.Tensor              # best paths that train the rec head
+
+
+def _micro_batch_loss(
+    model: R2ecModel, batch: Batch, paths: Rollout, users: slice, target_states: torch.Tensor,
+    counts: _Denominators, settings: RecPOSettings,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Loss of the users in ``users`` (divided by global counts), their log p(v⁺), and their summable parts."""
+    group, tau = settings.num_generations, model.config.similarity_temperature
+    rows = slice(users.start * group, users.stop * group)
+    completions = paths.token_ids[rows]
+    logprobs, states = policy_forward(model, batch.prompts[users], completions, group, settings.temperature,
+                                      settings.logprob_chunk_tokens)
+    width = logprobs.shape[1]  # this slice's longest path; the rollout pads to the whole batch's
+    mask, advantages = paths.mask[rows, :width], paths.advantages[users]
+    token_loss, clipped = clipped_token_loss(logprobs, paths.old_logprobs[rows, :width], advantages.flatten(), mask,
+                                             settings.epsilon, settings.epsilon_high, settings.loss_type,
+                                             denominator=counts.token_loss.to(logprobs.dtype))
+    item_logprobs = in_batch_target_logprobs(states, target_states, paths.columns[rows], paths.column_ids, tau)
+    old_item = (paths.old_item_logprobs[rows] if paths.old_item_logprobs is not None
+                else item_logprobs.detach()).view(-1, group)
+    item_loss, item_clipped = clipped_item_loss(
+        item_logprobs.view(-1, group), old_item, advantages, paths.selected[users],
+        settings.epsilon, settings.epsilon_high, denominator=counts.selected,
+    )
+    kl = torch.zeros((), device=model.device)
+    if settings.beta > 0:
+        with torch.no_grad(), model.lm.disable_adapter():
+            ref_logprobs, _ = policy_forward(model, batch.prompts[users], completions, group, settings.temperature,
+                                             settings.logprob_chunk_tokens)
+        kl = kl_penalty(logprobs, ref_logprobs, mask, denominator=counts.tokens.to(logprobs.dtype))
+    ratios = torch.exp(item_logprobs.detach().view(-1, group) - old_item)
+    parts = {"token_loss": token_loss.detach(), "item_loss": item_loss.detach(), "kl": kl.detach(),
+             "clipped": clipped, "item_clipped": item_clipped, "item_ratio_sum": (ratios * paths.selected[users]).sum()}
+    return token_loss + item_loss + settings.beta * kl, item_logprobs.detach(), parts
+
+
+def _micro_batches(users: int, size: int | None) -> list[slice]:
+    size = users if size is None else min(size, users)
+    return [slice(start, min(start + size, users)) for start in range(0, users, size)]
+
+
 def policy_update(
     model: R2ecModel, optimizer: torch.optim.Optimizer, batch: Batch, paths: Rollout, settings: RecPOSettings,
     collective: Collective | None = None,
@@ -152,53 +226,63 @@ def policy_update(
 
     The first update of a rollout runs on the rollout-time weights: its log p(v⁺) becomes the rollout's
     old value (``paths.old_item_logprobs``), so the item ratio starts at exactly 1 however old the
-    cached item table is.
+    cached item table is. With ``policy_micro_batch`` the users go through forward and backward a
+    micro-batch at a time. Every loss is divided by global counts, so the gradients add up to the
+    one-shot gradient; the targets' encodings, which every user's in-batch softmax reads, are taken
+    once without a graph, collect their gradient from every micro-batch, and are then encoded again
+    with a graph and given it (the gradient-cache trick, as SFT's ``chunked_item_backward``).
     """
     collective = collective or Collective()
-    group, tau = settings.num_generations, model.config.similarity_temperature
+    users = len(batch.prompts)
     model.lm.train()
-    logprobs, states = policy_forward(model, batch.prompts, paths.token_ids, group, settings.temperature)
     tokens = collective.total(paths.mask.sum())
     paths_count = torch.tensor(float(len(paths.mask)), device=model.device)  # collectives need the device
-    token_count = tokens if settings.loss_type == "token_mean" else collective.total(paths_count)
-    token_loss, clipped = clipped_token_loss(logprobs, paths.old_logprobs, paths.advantages.flatten(), paths.mask,
-                                             settings.epsilon, settings.epsilon_high, settings.loss_type,
-                                             denominator=token_count.to(logprobs.dtype))
-    target_states = collective.gather(model.encode_shared_prefix(batch.target_prompts))
-    item_logprobs = in_batch_target_logprobs(states, target_states, paths.columns, paths.column_ids, tau)
-    if paths.old_item_logprobs is None:
-        paths.old_item_logprobs = item_logprobs.detach()
-    users = len(batch.prompts)
-    selected_count = collective.total(paths.selected.sum()).float()
-    item_loss, item_clipped = clipped_item_loss(
-        item_logprobs.view(users, group), paths.old_item_logprobs.view(users, group), paths.advantages,
-        paths.selected, settings.epsilon, settings.epsilon_high, denominator=selected_count,
-    )
-    item_ratios = torch.exp(item_logprobs.detach() - paths.old_item_logprobs).view(users, group)
-    loss = token_loss + item_loss
-    kl = torch.zeros((), device=model.device)
-    if settings.beta > 0:
-        with torch.no_grad(), model.lm.disable_adapter():
-            ref_logprobs, _ = policy_forward(model, batch.prompts, paths.token_ids, group, settings.temperature)
-        kl = kl_penalty(logprobs, ref_logprobs, paths.mask, denominator=tokens.to(logprobs.dtype))
-        loss = loss + settings.beta * kl
-
-    # NaN/inf guard, decided globally so that every process skips (or steps) together
+    counts = _Denominators(tokens, tokens if settings.loss_type == "token_mean" else collective.total(paths_count),
+                           collective.total(paths.selected.sum()).float())
+    slices = _micro_batches(users, settings.policy_micro_batch)
     optimizer.zero_grad(set_to_none=True)
-    skipped = bool(collective.total((~torch.isfinite(loss.detach())).float()) > 0)
+    one_shot = len(slices) == 1
+    if one_shot:
+        local_targets = model.encode_shared_prefix(batch.target_prompts)
+    else:
+        with torch.no_grad():
+            local_targets = model.encode_shared_prefix(batch.target_prompts)
+        local_targets.requires_grad_(True)
+    totals: dict[str, torch.Tensor] = {}
+    item_logprobs, skipped = [], False
+    for users_slice in slices:
+        loss, item_part, parts = _micro_batch_loss(model, batch, paths, users_slice, collective.gather(local_targets),
+                                                   counts, settings)
+        item_logprobs.append(item_part)
+        for name, value in parts.items():
+            totals[name] = totals.get(name, 0) + value
+        # NaN/inf guard, decided globally so that every process runs (or skips) the same backward passes
+        skipped = skipped or bool(collective.total((~torch.isfinite(loss.detach())).float()) > 0)
+        if not skipped:
+            loss.backward()
+    if paths.old_item_logprobs is None:
+        paths.old_item_logprobs = torch.cat(item_logprobs)
+
     grad_norm = torch.tensor(float("nan"))
-    if not skipped:
-        loss.backward()
+    if skipped:
+        optimizer.zero_grad(set_to_none=True)
+    else:
+        if not one_shot:  # the targets' share of the gradient, one micro-batch of target prompts at a time
+            for users_slice in slices:
+                model.encode_shared_prefix(batch.target_prompts[users_slice]).backward(
+                    local_targets.grad[users_slice])
         parameters = [p for p in model.lm.parameters() if p.requires_grad]
         collective.sum_gradients(parameters)
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
         optimizer.step()
+    loss = totals["token_loss"] + totals["item_loss"] + settings.beta * totals["kl"]
+    selected = counts.selected.clamp(min=1.0)
     return {
-        "loss": collective.total(loss.detach()).item(), "token_loss": collective.total(token_loss.detach()).item(),
-        "item_loss": collective.total(item_loss.detach()).item(), "kl": collective.total(kl.detach()).item(),
-        "clip_fraction": (collective.total(clipped) / tokens.clamp(min=1.0)).item(),
-        "item_clip_fraction": (collective.total(item_clipped) / selected_count.clamp(min=1.0)).item(),
-        "item_ratio_mean": (collective.total((item_ratios * paths.selected).sum()) / selected_count.clamp(min=1.0)).item(),
+        "loss": collective.total(loss).item(), "token_loss": collective.total(totals["token_loss"]).item(),
+        "item_loss": collective.total(totals["item_loss"]).item(), "kl": collective.total(totals["kl"]).item(),
+        "clip_fraction": (collective.total(totals["clipped"]) / tokens.clamp(min=1.0)).item(),
+        "item_clip_fraction": (collective.total(totals["item_clipped"]) / selected).item(),
+        "item_ratio_mean": (collective.total(totals["item_ratio_sum"]) / selected).item(),
         "grad_norm": float(grad_norm), "skipped": float(skipped),
     }
 

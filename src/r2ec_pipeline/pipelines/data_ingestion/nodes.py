@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 from datetime import date, datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from r2ec_pipeline.config import AmazonParams, parse_block
-from r2ec_pipeline.datasets.raw_sources import LazyTables, RawTables
+
+if TYPE_CHECKING:  # types only: the nodes run without Kedro's dataset classes (benchmarks/gpu_run.py)
+    from r2ec_pipeline.datasets.raw_sources import LazyTables, RawTables
 
 logger = logging.getLogger(__name__)
 

@@ -1,5 +1,6 @@
 """Samples, split protocols and chat-formatted prompts."""
 
-from r2ec_pipeline.pipelines.prompts.pipeline import create_pipeline
+from r2ec_pipeline.pipelines import lazy_pipeline
 
+__getattr__ = lazy_pipeline(__name__)  # the nodes import without Kedro
 __all__ = ["create_pipeline"]

@@ -1,0 +1,128 @@
+"""Estimated peak GPU memory of a RecPO step at the paper's settings, by part (prints a table).
+
+Backbones: SmolLM2-135M (ours), Qwen2.5-3B-sized and Gemma-2-2B-sized, in bfloat16 with float32 LoRA
+(r = 4 on every projection of every layer, AdamW), B = 8 users per device, G = 4 paths, 512 completion
+tokens, prompts of up to 2048 tokens. Parts:
+  weights      frozen backbone, bf16
+  adapters     LoRA weights + gradients + AdamW moments, fp32 (16 bytes a parameter)
+  activations  what autograd keeps in the policy update: the prompt once (its KV cache is shared by
+               the G paths) + B·G completions; with gradient checkpointing each layer keeps only its
+               input, of full sequences (HF drops caches under checkpointing), plus one layer's working set
+  logits       float32 vocabulary log-probs kept for backward: of every completion token at once
+               (the old code) or of ``logprob_chunk_tokens`` of them (chunked, recomputed in backward)
+  kv cache     the rollout's generation cache, B·G rows × (prompt + completion)
+Estimates are first-order (no allocator slack, no attention workspace); `gpu_run.py` measures the
+SmolLM2 step on a real GPU ("memory_paper_step") to set them against.
+
+Usage: python benchmarks/gpu_memory.py [--prompt 2048] [--completion 512] [--users 8] [--paths 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+GB = 2**30
+BF16, FP32 = 2, 4
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the estimate needs of a decoder-only backbone."""
+
+    name: str
+    parameters: float
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+
+
+BACKBONES = (
+    Shape("SmolLM2-135M", 134.5e6, 30, 576, 1536, 9, 3, 64, 49152),
+    Shape("Qwen2.5-3B-sized", 3.09e9, 36, 2048, 11008, 16, 2, 128, 151936),
+    Shape("Gemma-2-2B-sized", 2.61e9, 26, 2304, 9216, 8, 4, 256, 256000),
+)
+
+
+@dataclass(frozen=True)
+class Step:
+    users: int = 8             # B per device
+    paths: int = 4             # G
+    prompt: int = 2048         # tokens
+    completion: int = 512      # tokens
+    lora_rank: int = 4
+    chunk_tokens: int = 4096   # logprob_chunk_tokens
+    micro_batches: int = 1     # policy_micro_batch = users / micro_batches
+    checkpointing: bool = False
+
+
+def lora_parameters(shape: Shape, rank: int) -> int:
+    """r·(fan_in + fan_out) for q, k, v, o, gate, up and down of every layer."""
+    q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+    per_layer = (shape.hidden + q) * 2 + (shape.hidden + kv) * 2 + (shape.hidden + shape.intermediate) * 3
+    return rank * per_layer * shape.layers
+
+
+def activation_bytes_per_token_layer(shape: Shape) -> int:
+    """bf16 tensors one layer keeps per token for backward: its inputs and norms (4h), q/k/v and the
+    attention output (SDPA keeps them, no L² matrix), and the MLP's gate, up and product (3I)."""
+    attention = (2 * shape.heads + 2 * shape.kv_heads) * shape.head_dim
+    return BF16 * (4 * shape.hidden + attention + 3 * shape.intermediate)
+
+
+def estimate(shape: Shape, step: Step) -> dict[str, float]:
+    """Bytes by part for one RecPO step (see the module docstring), and their total."""
+    users = step.users / step.micro_batches  # users whose graph exists at once
+    completions = users * step.paths * step.completion
+    per_token = activation_bytes_per_token_layer(shape)
+    if step.checkpointing:
+        tokens = users * step.paths * (step.prompt + step.completion)
+        activations = shape.layers * tokens * BF16 * shape.hidden + tokens * per_token
+    else:
+        activations = shape.layers * (users * step.prompt + completions) * per_token
+    logit_tokens = min(completions, step.chunk_tokens)
+    return {
+        "weights": shape.parameters * BF16,
+        "adapters": lora_parameters(shape, step.lora_rank) * 4 * FP32,
+        "activations": activations,
+        "logits": logit_tokens * shape.vocab * (BF16 + FP32 + FP32),  # head output, float copy, log-softmax
+        "kv_cache": step.users * step.paths * (step.prompt + step.completion) * shape.layers * 2
+        * shape.kv_heads * shape.head_dim * BF16,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prompt", type=int, default=2048)
+    parser.add_argument("--completion", type=int, default=512)
+    parser.add_argument("--users", type=int, default=8)
+    parser.add_argument("--paths", type=int, default=4)
+    args = parser.parse_args()
+    base = dict(users=args.users, paths=args.paths, prompt=args.prompt, completion=args.completion)
+    variants = {
+        "unchunked logits (before)": Step(**base, chunk_tokens=10**9),
+        "chunked logits": Step(**base),
+        "chunked + micro-batch 2": Step(**base, micro_batches=2),
+        "chunked + micro 4 + checkpointing": Step(**base, micro_batches=4, checkpointing=True),
+    }
+    print(f"\nRecPO step, B={args.users} users × G={args.paths} paths, prompt {args.prompt} + completion "
+          f"{args.completion} tokens, bf16 weights, fp32 LoRA r=4 + AdamW; GB (2^30 bytes)\n")
+    print("| backbone | setting | weights | adapters | activations | logits | kv cache | total | fits 80 GB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for shape in BACKBONES:
+        for label, step in variants.items():
+            parts = estimate(shape, step)
+            # the rollout's cache is freed before the update: the peak is the larger of the two phases
+            update = parts["weights"] + parts["adapters"] + parts["activations"] + parts["logits"]
+            total = max(update, parts["weights"] + parts["adapters"] + parts["kv_cache"])
+            cells = " | ".join(f"{parts[k] / GB:.2f}" for k in ("weights", "adapters", "activations", "logits",
+                                                                 "kv_cache"))
+            print(f"| {shape.name} | {label} | {cells} | {total / GB:.1f} | {'yes' if total < 80 * GB else 'no'} |")
+
+
+if __name__ == "__main__":
+    main()
