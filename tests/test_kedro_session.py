@@ -101,7 +101,8 @@ def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
     assert run.data.params["prompts.window_size"] == "5"
     assert run.data.metrics["prompt_metrics.test.samples"] == len(test)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
-    assert {"validation_report.json", "prompt_summary.json", "sft_report.json", "data_docs"} <= artifacts
+    assert {"ingestion_report.json", "validation_report.json", "prompt_summary.json", "sft_report.json",
+            "data_docs"} <= artifacts
     assert (project / "data/08_reporting/data_docs/index.html").is_file()  # GX Data Docs, browsable
     # SFT: zero-shot (step 0) and trained validation metrics, and a checkpoint on disk
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "sft.valid.ndcg_at_10")

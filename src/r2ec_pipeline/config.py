@@ -31,7 +31,11 @@ class AmazonParams(_Params):
     start_date: date = Field(date(2022, 10, 1), description="First day of the review window.")
     end_date: date = Field(date(2023, 10, 1), description="Day after the last review kept (exclusive).")
     min_items: int = Field(10_000, ge=1, description="Move start_date back until the catalog has this many items.")
-    start_step_days: int = Field(30, ge=1, description="How far start_date moves back per step.")
+    start_step_months: int = Field(3, ge=1, description="How far start_date moves back per step (the paper: 3).")
+    max_title_words: int = Field(20, ge=1, description="Items whose cleaned title has more words are dropped.")
+    min_title_chars: int = Field(2, ge=1, description="Items whose cleaned title is shorter are dropped.")
+    title_markers: tuple[str, ...] = Field(("<span id",), description="Items whose title holds one are dropped.")
+    require_price: bool = Field(True, description="Drop items whose price does not parse as a number.")
 
     @model_validator(mode="after")
     def _window_is_ordered(self) -> AmazonParams:

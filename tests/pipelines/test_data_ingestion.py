@@ -58,12 +58,14 @@ def test_movielens_from_the_wheel_keeps_every_rating(movielens_wheel):
 
 def test_ingest_reads_only_the_selected_source(movielens_wheel):
     source = RecboleWheelDataset(filepath=str(movielens_wheel)).load()
-    interactions, items = ingest(source, _unused, {"source": "movielens_100k"})
+    interactions, items, report = ingest(source, _unused, {"source": "movielens_100k"})
     # contiguous ids from 1 in raw-id order; 0 is never used; unrated items leave the catalog
     assert sorted(interactions["user_id"].unique()) == [1, 2]
     assert dict(zip(interactions["raw_user_id"], interactions["user_id"])) == {"7": 1, "10": 2}
     assert items["item_id"].tolist() == [1, 2] and items["raw_item_id"].tolist() == ["1", "2"]
     assert list(interactions.columns) == ["user_id", "item_id", "rating", "timestamp", "raw_user_id", "raw_item_id"]
+    assert report["source"] == "movielens_100k" and report["users"] == 2 and report["catalog_items"] == 2
+    assert report["reviews"]["kept"] == len(interactions)
 
 
 def test_malformed_rating_names_the_column(tmp_path):
@@ -101,7 +103,7 @@ def test_amazon_public_format_is_read_with_the_used_fields():
 
 
 def test_amazon_preprocessing_window_titles_and_duplicates():
-    interactions, items = amazon_tables(_amazon_raw(), AmazonParams(min_items=3))
+    interactions, items, _ = amazon_tables(_amazon_raw(), AmazonParams(min_items=3))
     # window 2022-10-01..2023-10-01 already holds 4 titled items: the start date does not move
     assert set(interactions["raw_item_id"]) == {"B01", "B02", "B03", "B04"}
     assert "B05" not in set(items["raw_item_id"])  # no usable title
@@ -113,13 +115,13 @@ def test_amazon_preprocessing_window_titles_and_duplicates():
 
 
 def test_amazon_start_date_moves_back_until_the_catalog_is_large_enough():
-    interactions, _ = amazon_tables(_amazon_raw(), AmazonParams(min_items=5, start_step_days=30))
+    interactions, _, _ = amazon_tables(_amazon_raw(), AmazonParams(min_items=5, start_step_months=3))
     assert "B06" in set(interactions["raw_item_id"])  # reviewed 2022-06-01, reached by moving back
     assert interactions["timestamp"].min() >= 1654041600  # never earlier than the data
 
 
 def test_amazon_ingest_drops_single_review_users():
-    interactions, items = ingest(_unused, _amazon_raw, {"source": "amazon_2023", "amazon": {"min_items": 3}})
+    interactions, items, _ = ingest(_unused, _amazon_raw, {"source": "amazon_2023", "amazon": {"min_items": 3}})
     assert "UC" not in set(interactions["raw_user_id"])
     assert items["item_id"].tolist() == list(range(1, len(items) + 1))
 

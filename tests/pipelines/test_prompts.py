@@ -42,6 +42,11 @@ def test_item_prompts_and_summary(tables, tiny_tokenizer):
     summary, metrics = out["prompt_summary"], out["prompt_metrics"]
     assert {split: summary[split]["samples"] for split in ("train", "valid", "test")} == {"train": 1, "valid": 3, "test": 4}
     assert summary["items"]["items"] == 6
+    interactions = tables[0]
+    users = interactions["user_id"].nunique()
+    assert summary["dataset"] == {"users": users, "items": 6, "interactions": len(interactions),
+                                  "density": len(interactions) / (users * 6), "samples": 8,
+                                  "train": 1, "valid": 3, "test": 4}  # the paper's Table 5 row
     assert metrics["test.samples"] == {"value": 4.0, "step": 0}
     assert metrics["items.item_prompt_tokens.max"]["value"] == float(items["prompt_tokens"].max())
 

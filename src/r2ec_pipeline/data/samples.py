@@ -8,6 +8,7 @@ interaction but a user's first yields a sample.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -122,3 +123,20 @@ def seeded_subset(samples: pd.DataFrame, size: int | None, seed: int) -> pd.Data
 def mask_lists(samples: pd.DataFrame, interactions: pd.DataFrame, history_mask: str) -> list[list[int]]:
     """Items to mask per sample: the whole earlier history (``full``) or the prompt window."""
     return list(EarlierItems(samples, interactions, history_mask))
+
+
+def dataset_statistics(interactions: pd.DataFrame, items: int, split_sizes: dict[str, int]) -> dict[str, Any]:
+    """The paper's Table 5 row: users, items, interactions, density, samples and their split."""
+    users = int(interactions["user_id"].nunique())
+    return {
+        "users": users, "items": items, "interactions": len(interactions),
+        "density": len(interactions) / (users * items) if users and items else 0.0,
+        "samples": sum(split_sizes.values()), **split_sizes,
+    }
+
+
+def table5_line(statistics: dict[str, Any]) -> str:
+    """``statistics`` as the paper prints it: #Users #Items Density #Samples (train / valid / test)."""
+    return (f"users {statistics['users']:,} | items {statistics['items']:,} | density {statistics['density']:.4%} | "
+            f"samples {statistics['samples']:,} ({statistics['train']:,} / {statistics['valid']:,} / "
+            f"{statistics['test']:,})")

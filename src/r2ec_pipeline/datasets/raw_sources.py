@@ -89,11 +89,15 @@ class RecboleWheelDataset(_ReadOnlyDataset):
 
 
 REVIEW_FIELDS = ("user_id", "parent_asin", "rating", "timestamp")
-META_FIELDS = ("parent_asin", "title", "description", "average_rating", "rating_number")
+META_FIELDS = ("parent_asin", "title", "description", "average_rating", "rating_number", "price")
 
 
 class AmazonReviews2023Dataset(_ReadOnlyDataset):
-    """One Amazon Reviews 2023 category: ``<Category>.jsonl(.gz)`` and ``meta_<Category>.jsonl(.gz)``.
+    """One Amazon Reviews 2023 category: its reviews and ``meta_<Category>.jsonl(.gz)``.
+
+    The reviews are the raw ``<Category>.jsonl(.gz)`` or the category's 5-core rating file
+    (``benchmark/5core/rating_only/<Category>.csv(.gz)``: user_id, parent_asin, rating, timestamp),
+    as the paper's code reads it; the file's name says which.
 
     Files are streamed line by line and only the fields the pipeline uses are kept, so a category
     with millions of reviews fits in memory. A line that is not a JSON object, or lacks a field,
@@ -126,14 +130,27 @@ class AmazonReviews2023Dataset(_ReadOnlyDataset):
                     f"Amazon Reviews 2023 file not found: {path} (set amazon_dir / amazon_category in "
                     "conf/base/globals.yml or conf/local/globals.yml)"
                 )
-        reviews = pd.DataFrame.from_records(
-            _records(self._reviews_path, REVIEW_FIELDS, required=REVIEW_FIELDS), columns=list(REVIEW_FIELDS)
-        )
+        if self._reviews_path.name.endswith((".csv", ".csv.gz")):
+            reviews = _five_core_csv(self._reviews_path)
+        else:
+            reviews = pd.DataFrame.from_records(
+                _records(self._reviews_path, REVIEW_FIELDS, required=REVIEW_FIELDS), columns=list(REVIEW_FIELDS)
+            )
         meta = pd.DataFrame.from_records(
             _records(self._meta_path, META_FIELDS, required=("parent_asin",)), columns=list(META_FIELDS)
         )
         logger.info("read %d reviews and %d item records", len(reviews), len(meta))
         return {"reviews": reviews, "meta": meta}
+
+
+def _five_core_csv(path: Path) -> pd.DataFrame:
+    """The 5-core rating file; a missing column stops the load with the file and the columns it has."""
+    frame = pd.read_csv(path, dtype={"user_id": str, "parent_asin": str})
+    missing = [column for column in REVIEW_FIELDS if column not in frame.columns]
+    if missing:
+        raise DatasetError(f"{path}: missing column(s) {missing}; it has {list(frame.columns)} "
+                           f"(expected the 5-core rating_only format: {list(REVIEW_FIELDS)})")
+    return frame[list(REVIEW_FIELDS)]
 
 
 def _open_text(path: Path) -> TextIO:

@@ -8,12 +8,12 @@ Ids are contiguous integers from 1 (0 is never a real item or user); raw ids are
 from __future__ import annotations
 
 import logging
-from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from r2ec_pipeline.config import AmazonParams, parse_block
+from r2ec_pipeline.data.amazon import filter_items, to_unix, window_start
 
 if TYPE_CHECKING:  # types only: the nodes run without Kedro's dataset classes (benchmarks/gpu_run.py)
     from r2ec_pipeline.datasets.raw_sources import LazyTables, RawTables
@@ -69,64 +69,58 @@ def movielens_tables(raw: RawTables) -> tuple[pd.DataFrame, pd.DataFrame]:
     return interactions, items
 
 
-def _to_unix(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp())
-
-
 def _description_text(value: Any) -> str:
     if isinstance(value, list):
         return " ".join(str(part).strip() for part in value if str(part).strip())
     return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value).strip()
 
 
-def amazon_tables(raw: RawTables, params: AmazonParams) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Amazon Reviews 2023 → raw interactions and items with the paper's preprocessing.
+def amazon_tables(raw: RawTables, params: AmazonParams) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Amazon Reviews 2023 → raw interactions and items with the paper's preprocessing, and what it dropped.
 
-    Items without a usable title are dropped; reviews are kept from ``start_date`` to ``end_date``,
-    moving ``start_date`` back by ``start_step_days`` until the window covers ``min_items`` items
-    (or all the data); exact duplicate (user, item, timestamp) reviews are kept once.
+    The item rules and the window are ``data.amazon``'s; the report counts every dropped item and
+    review by reason, and gives the window that was used.
     """
     reviews, meta = raw["reviews"], raw["meta"]
-    meta = meta.assign(title=meta["title"].map(_description_text)).drop_duplicates("parent_asin")
-    titled = meta[meta["title"].str.len() > 0]
-    logger.info("amazon: %d of %d items have a usable title", len(titled), len(meta))
-    reviews = reviews[reviews["parent_asin"].isin(titled["parent_asin"])]
-    seconds = _to_number(reviews, "timestamp", "reviews").astype("int64") // 1000
-    end, start = _to_unix(params.end_date), _to_unix(params.start_date)
-    step, earliest = params.start_step_days * 86_400, int(seconds.min()) if len(seconds) else start
-    while True:
-        in_window = (seconds >= start) & (seconds < end)
-        n_items = reviews.loc[in_window, "parent_asin"].nunique()
-        if n_items >= params.min_items or start <= earliest:
-            break
-        start -= step
-    logger.info(
-        "amazon: window %s..%s holds %d items (target %d)",
-        datetime.fromtimestamp(start, timezone.utc).date(), params.end_date, n_items, params.min_items,
-    )
+    kept_meta, item_drops = filter_items(meta, params.max_title_words, params.min_title_chars,
+                                         tuple(params.title_markers), params.require_price)
+    logger.info("amazon: %d of %d item records kept (%s)", len(kept_meta), len(meta), item_drops)
+    known = reviews["parent_asin"].isin(meta["parent_asin"])
+    usable = reviews["parent_asin"].isin(kept_meta["parent_asin"])
+    review_drops = {"item_without_metadata": int((~known).sum()), "item_dropped": int((known & ~usable).sum())}
+    reviews = reviews[usable]
+    seconds = _to_number(reviews, "timestamp", "reviews").astype("int64") // 1000  # the files give milliseconds
+    start = window_start(seconds, reviews["parent_asin"], params.start_date, params.end_date, params.min_items,
+                         params.start_step_months)
+    in_window = (seconds >= to_unix(start)) & (seconds < to_unix(params.end_date))
+    review_drops["outside_window"] = int((~in_window).sum())
     kept = reviews[in_window]
-    interactions = pd.DataFrame(
-        {
-            "raw_user_id": kept["user_id"].astype(str),
-            "raw_item_id": kept["parent_asin"].astype(str),
-            "rating": _to_number(kept, "rating", "reviews").astype(float),
-            "timestamp": seconds[in_window],
-        }
-    )
+    interactions = pd.DataFrame({
+        "raw_user_id": kept["user_id"].astype(str),
+        "raw_item_id": kept["parent_asin"].astype(str),
+        "rating": _to_number(kept, "rating", "reviews").astype(float),
+        "timestamp": seconds[in_window],
+    })
     before = len(interactions)
     interactions = interactions.drop_duplicates(["raw_user_id", "raw_item_id", "timestamp"])
-    if before - len(interactions):
-        logger.info("amazon: dropped %d duplicate (user, item, timestamp) reviews", before - len(interactions))
-    items = pd.DataFrame(
-        {
-            "raw_item_id": titled["parent_asin"].astype(str),
-            "title": titled["title"],
-            "description": titled["description"].map(_description_text),
-            "average_rating": titled["average_rating"],
-            "rating_number": titled["rating_number"],
-        }
-    )
-    return interactions.reset_index(drop=True), items.reset_index(drop=True)
+    review_drops["duplicate_review"] = before - len(interactions)
+    logger.info("amazon: window %s..%s (exclusive) holds %d items (target %d); reviews dropped: %s",
+                start, params.end_date, interactions["raw_item_id"].nunique(), params.min_items, review_drops)
+    items = pd.DataFrame({
+        "raw_item_id": kept_meta["parent_asin"].astype(str),
+        "title": kept_meta["title"],
+        "description": kept_meta["description"].map(_description_text),
+        "average_rating": kept_meta["average_rating"],
+        "rating_number": kept_meta["rating_number"],
+    })
+    report = {
+        "items": {"read": len(meta), "kept": len(kept_meta), "dropped": item_drops},
+        "reviews": {"read": len(raw["reviews"]), "kept": len(interactions),
+                    "dropped": {reason: n for reason, n in review_drops.items() if n}},
+        "window": {"start": start.isoformat(), "end_exclusive": params.end_date.isoformat(),
+                   "start_step_months": params.start_step_months, "min_items": params.min_items},
+    }
+    return interactions.reset_index(drop=True), items.reset_index(drop=True), report
 
 
 def canonicalize(
@@ -160,16 +154,22 @@ def canonicalize(
 
 def ingest(
     movielens_100k: LazyTables, amazon_2023: LazyTables, params: dict[str, Any]
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read only the source named by ``data_ingestion.source`` and return canonical tables."""
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Read only the source named by ``data_ingestion.source``; canonical tables and what was dropped, by reason."""
     config = parse_block("data_ingestion", params)
     if config.source == "movielens_100k":
         interactions, items = movielens_tables(movielens_100k())
+        report: dict[str, Any] = {"reviews": {"read": len(interactions), "dropped": {}}}
     else:
-        interactions, items = amazon_tables(amazon_2023(), config.amazon)
+        interactions, items, report = amazon_tables(amazon_2023(), config.amazon)
+    before = len(interactions)
     interactions, items = canonicalize(interactions, items, config.min_user_interactions)
+    if before - len(interactions):
+        report["reviews"]["dropped"]["user_below_min_interactions"] = before - len(interactions)
+    report["reviews"]["kept"] = len(interactions)
+    report.update(source=config.source, users=int(interactions["user_id"].nunique()), catalog_items=len(items))
     logger.info(
         "%s: %d interactions, %d users, %d items",
         config.source, len(interactions), interactions["user_id"].nunique(), len(items),
     )
-    return interactions, items
+    return interactions, items, report

@@ -11,7 +11,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 func=ingest,
                 inputs=["raw_movielens_100k", "raw_amazon_2023", "params:data_ingestion"],
-                outputs=["interactions", "items"],
+                outputs=["interactions", "items", "ingestion_report"],
                 name="ingest_source",
             )
         ]

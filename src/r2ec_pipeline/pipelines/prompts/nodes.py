@@ -22,7 +22,7 @@ from r2ec_pipeline.data.prompting import (
     item_fields_text,
     render_user_prompt,
 )
-from r2ec_pipeline.data.samples import SPLITS, assign_splits, build_samples
+from r2ec_pipeline.data.samples import SPLITS, assign_splits, build_samples, dataset_statistics, table5_line
 
 logger = logging.getLogger(__name__)
 _COUNT_CHUNK = 2048
@@ -98,10 +98,14 @@ def _percentiles(values: pd.Series) -> dict[str, float]:
 
 
 def summarize_prompts(
-    train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame, item_prompts: pd.DataFrame
+    train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame, item_prompts: pd.DataFrame,
+    interactions: pd.DataFrame,
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
-    """Samples and users per split and prompt-length percentiles; also as MLflow metrics."""
+    """The dataset's statistics (the paper's Table 5), samples and users per split and prompt-length
+    percentiles; also as MLflow metrics. The statistics are logged as the paper prints them."""
     splits = dict(zip(SPLITS, (train, valid, test)))
+    statistics = dataset_statistics(interactions, len(item_prompts), {name: len(f) for name, f in splits.items()})
+    logger.info("dataset (Table 5 form): %s", table5_line(statistics))
     summary: dict[str, Any] = {
         split: {
             "samples": len(frame),
@@ -111,6 +115,7 @@ def summarize_prompts(
         }
         for split, frame in splits.items()
     }
+    summary["dataset"] = statistics
     summary["items"] = {
         "items": len(item_prompts),
         "item_prompt_tokens": _percentiles(item_prompts["prompt_tokens"]),

@@ -33,7 +33,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 func=summarize_prompts,
-                inputs=["train_samples", "valid_samples", "test_samples", "item_prompts"],
+                inputs=["train_samples", "valid_samples", "test_samples", "item_prompts", "validated_interactions"],
                 outputs=["prompt_summary", "prompt_metrics"],
                 name="summarize_prompts",
             ),
