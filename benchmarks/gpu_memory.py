@@ -56,7 +56,7 @@ class Step:
     completion: int = 512      # tokens
     lora_rank: int = 4
     chunk_tokens: int = 4096   # logprob_chunk_tokens
-    micro_batches: int = 1     # policy_micro_batch = users / micro_batches
+    micro_users: int | None = None  # policy_micro_batch: users per forward/backward (None: all at once)
     checkpointing: bool = False
 
 
@@ -76,7 +76,7 @@ def activation_bytes_per_token_layer(shape: Shape) -> int:
 
 def estimate(shape: Shape, step: Step) -> dict[str, float]:
     """Bytes by part for one RecPO step (see the module docstring), and their total."""
-    users = step.users / step.micro_batches  # users whose graph exists at once
+    users = min(step.micro_users or step.users, step.users)  # users whose graph exists at once
     completions = users * step.paths * step.completion
     per_token = activation_bytes_per_token_layer(shape)
     if step.checkpointing:
@@ -106,8 +106,8 @@ def main() -> None:
     variants = {
         "unchunked logits (before)": Step(**base, chunk_tokens=10**9),
         "chunked logits": Step(**base),
-        "chunked + micro-batch 2": Step(**base, micro_batches=2),
-        "chunked + micro 4 + checkpointing": Step(**base, micro_batches=4, checkpointing=True),
+        "chunked, policy_micro_batch 4": Step(**base, micro_users=4),
+        "chunked, policy_micro_batch 2, checkpointing": Step(**base, micro_users=2, checkpointing=True),
     }
     print(f"\nRecPO step, B={args.users} users × G={args.paths} paths, prompt {args.prompt} + completion "
           f"{args.completion} tokens, bf16 weights, fp32 LoRA r=4 + AdamW; GB (2^30 bytes)\n")

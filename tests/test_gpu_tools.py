@@ -33,7 +33,7 @@ def test_memory_parts_by_hand():
     chunked = gpu_memory.estimate(TOY, gpu_memory.Step(**{**step.__dict__, "chunk_tokens": 6}))
     assert chunked["logits"] == 6 * 100 * 10
     checkpointed = gpu_memory.estimate(TOY, gpu_memory.Step(**{**step.__dict__, "checkpointing": True,
-                                                               "micro_batches": 2}))
+                                                               "micro_users": 1}))
     tokens = 1 * 3 * 15  # one user's paths, full sequences
     assert checkpointed["activations"] == 2 * tokens * 2 * 8 + tokens * per_token
 

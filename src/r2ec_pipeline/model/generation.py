@@ -13,7 +13,9 @@ token. That hidden state is the user state h, so no second forward pass over the
 needed. With ``group`` > 1 each prompt is run once and its KV cache repeated for its ``group`` paths
 (RecPO's G samples per user), so the long prompt is not paid for G times. With ``direct=True`` the
 no-reasoning user state (prompt + answer tag) is read off the same prompt cache before generating,
-so evaluating both modes costs one prompt pass, not two.
+so evaluating both modes costs one prompt pass, not two. Each step transfers to the host once: the
+sampled tokens and, from a vocabulary mask on the device, which of them may stop their path; only
+those rows go through the text rule, and a step where no row stops sends nothing back.
 """
 
 from __future__ import annotations
