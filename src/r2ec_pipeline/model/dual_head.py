@@ -119,8 +119,10 @@ class R2ecModel(nn.Module):
         HF then drops every KV cache passed to a layer (transformers 5.17 even under ``no_grad``), so a
         cached prefix would vanish: the cache-sharing paths fall back to plain full-sequence passes.
         """
-        layers = self.decoder.layers
-        return self.lm.training and any(getattr(layer, "gradient_checkpointing", False) for layer in layers)
+        return self.lm.training and self._checkpointing_on()
+
+    def _checkpointing_on(self) -> bool:
+        return any(getattr(layer, "gradient_checkpointing", False) for layer in self.decoder.layers)
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """HF's gradient checkpointing on every decoder layer (non-reentrant: LoRA needs no input grads), or off."""
@@ -131,7 +133,7 @@ class R2ecModel(nn.Module):
                 enable(activation_checkpointing_kwargs={"use_reentrant": False})
             else:
                 base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        elif any(getattr(layer, "gradient_checkpointing", False) for layer in self.decoder.layers):
+        elif self._checkpointing_on():
             disable = getattr(base, "activation_checkpointing_disable", None) or base.gradient_checkpointing_disable
             disable()
 
