@@ -14,11 +14,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from r2ec_pipeline.model.adapters import AdapterSettings, attach_adapters
+from r2ec_pipeline.config import AdapterParams, RecPOParams
+from r2ec_pipeline.model.adapters import attach_adapters
 from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
 from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel
 from r2ec_pipeline.model.generation import generate_reasoning
-from r2ec_pipeline.rl.step import Batch, RecPOSettings, recpo_step
+from r2ec_pipeline.rl.step import Batch, recpo_step
 from tests.tiny_models import build_tiny_backbone
 
 TITLES = ["Toy Story", "GoldenEye", "Four Rooms", "Get Shorty", "Copycat", "Babe"]
@@ -30,7 +31,8 @@ def _chat(text: str) -> str:
 
 def _model(folder: Path, device: str) -> R2ecModel:
     torch.manual_seed(0)
-    lm = attach_adapters(load_causal_lm(str(folder), folder / "cache"), AdapterSettings(r=4, alpha=8)).to(device)
+    lm = attach_adapters(load_causal_lm(str(folder), folder / "cache"),
+                         AdapterParams(r=4, alpha=8, top_layers=None)).to(device)
     return R2ecModel(lm, load_tokenizer(str(folder), folder / "cache"),
                      DualHeadConfig(backbone=str(folder), similarity_temperature=0.1)).eval()
 
@@ -72,7 +74,7 @@ def main() -> None:
         gpu_train.build_item_table(list(range(1, 7)), items, progress=False)
         optimizer = torch.optim.AdamW([p for p in gpu_train.lm.parameters() if p.requires_grad], lr=2e-2)
         batch = Batch(prompts=prompts[:3], targets=[1, 2, 3], histories=[[], [], []], target_prompts=items[:3])
-        settings = RecPOSettings(num_generations=4, temperature=1.0, top_k=None, max_completion_length=3, ndcg_cutoff=6)
+        settings = RecPOParams(num_generations=4, temperature=1.0, top_k=None, max_completion_length=3, ndcg_cutoff=6)
         generator = torch.Generator(device="cuda").manual_seed(0)
         started = time.perf_counter()
         rewards = [recpo_step(gpu_train, optimizer, batch, settings, generator)[0]["reward_mean"] for _ in range(12)]

@@ -31,7 +31,7 @@ import torch
 import torch.distributed as dist
 
 from r2ec_pipeline.baselines.generative import build_title_trie, constrained_beam_search
-from r2ec_pipeline.config import SFTParams
+from r2ec_pipeline.config import RecPOParams, SFTParams
 from r2ec_pipeline.data.atomic_files import read_wheel_tables
 from r2ec_pipeline.data.samples import mask_lists, seeded_subset
 from r2ec_pipeline.metrics import paired_bootstrap, per_sample, ranking_metrics
@@ -45,7 +45,7 @@ from r2ec_pipeline.model.sft import train_sft
 from r2ec_pipeline.pipelines.data_ingestion.nodes import canonicalize, movielens_tables
 from r2ec_pipeline.pipelines.prompts.nodes import make_samples, render_item_prompts, render_user_prompts
 from r2ec_pipeline.rl.distributed import Collective
-from r2ec_pipeline.rl.step import Batch, RecPOSettings, recpo_step
+from r2ec_pipeline.rl.step import Batch, recpo_step
 from r2ec_pipeline.rl.trainer import row_generators
 
 
@@ -102,7 +102,7 @@ def summary(ranks: dict[str, np.ndarray]) -> dict[str, Any]:
     return {mode: {**ranking_metrics(values, (10,)), "users": len(values)} for mode, values in ranks.items()}
 
 
-def recpo(model: R2ecModel, data: dict[str, Any], seconds: float, settings: RecPOSettings, users: int,
+def recpo(model: R2ecModel, data: dict[str, Any], seconds: float, settings: RecPOParams, users: int,
           lr: float) -> dict[str, Any]:
     """RecPO steps on seeded batches of training users until ``seconds`` pass (the evaluation re-encodes the items)."""
     collective = Collective()
@@ -214,7 +214,7 @@ def main() -> None:
     stages.run("data", lambda: data.update(build_data(args.wheel, tokenizer, args.window, args.users)) or {
         "train_samples": len(data["train"]), "test_users": len(data["test"]), "items": len(data["items"])})
     model_params = {"backbone": args.backbone, "adapters": {"top_layers": None}, "encode_batch_size": args.batch}
-    model = build_dual_head(load_causal_lm(args.backbone, args.cache), tokenizer, model_params)
+    model = build_dual_head(load_causal_lm(args.backbone, args.cache), tokenizer, model_params, {})
     stages.results["model"] = {"device": str(model.device), "dtype": str(next(model.lm.parameters()).dtype)}
     ids = sorted(data["item_prompt"])
     ranks: dict[str, dict[str, np.ndarray]] = {}
@@ -246,7 +246,7 @@ def main() -> None:
                                                             args.reasoning_tokens))
     stages.run("latency", lambda: latency(model, data, args.latency_users))
     stages.run("sft_eval", lambda: evaluate("sft", both=True))
-    settings = RecPOSettings(max_completion_length=args.reasoning_tokens)
+    settings = RecPOParams(max_completion_length=args.reasoning_tokens)
     stages.run("recpo", lambda: recpo(model, data, args.recpo_seconds, settings, users=8, lr=1e-5))
     stages.run("recpo_eval", lambda: evaluate("recpo", both=True))
     stages.run("memory_paper_step", lambda: paper_step_memory(model, data, args.memory_tokens))
@@ -261,7 +261,7 @@ def paper_step_memory(model: R2ecModel, data: dict[str, Any], tokens: int) -> di
     for label, micro, checkpointing in (("plain", None, False), ("micro_batch_2", 2, False),
                                         ("micro_2_checkpointing", 2, True)):
         model.set_gradient_checkpointing(checkpointing)
-        settings = RecPOSettings(max_completion_length=tokens, policy_micro_batch=micro, temperature=1.0, top_k=None)
+        settings = RecPOParams(max_completion_length=tokens, policy_micro_batch=micro, temperature=1.0, top_k=None)
         if model.device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()

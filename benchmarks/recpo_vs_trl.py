@@ -28,13 +28,14 @@ import numpy as np
 import pandas as pd
 import torch
 
+from r2ec_pipeline.config import RecPOParams
 from r2ec_pipeline.data.samples import earlier_items
 from r2ec_pipeline.model.adapters import enable_training
 from r2ec_pipeline.model.checkpoint import load_dual_head
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.scoring import target_ranks
 from r2ec_pipeline.rl.rewards import fused_reward, rank_reward, similarity_reward
-from r2ec_pipeline.rl.step import Batch, RecPOSettings, recpo_step
+from r2ec_pipeline.rl.step import Batch, recpo_step
 from _table import print_measures  # benchmarks/_table.py (the script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,7 +57,7 @@ def _model() -> R2ecModel:
     return model
 
 
-def run_recpo(samples: pd.DataFrame, settings: RecPOSettings, users: int, lr: float) -> list[float]:
+def run_recpo(samples: pd.DataFrame, settings: RecPOParams, users: int, lr: float) -> list[float]:
     """Seconds of each RecPO step (rollout + scoring + both losses + optimizer step + row refresh)."""
     model = _model()
     items = pd.read_parquet(ROOT / "data/05_model_input/item_prompts.parquet")
@@ -75,7 +76,7 @@ def run_recpo(samples: pd.DataFrame, settings: RecPOSettings, users: int, lr: fl
     return seconds[1:]
 
 
-def run_trl(samples: pd.DataFrame, settings: RecPOSettings, users: int, lr: float, steps: int) -> list[float]:
+def run_trl(samples: pd.DataFrame, settings: RecPOParams, users: int, lr: float, steps: int) -> list[float]:
     """Seconds of each GRPOTrainer step on the same prompts, with the fused reward computed by the policy."""
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -135,7 +136,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    settings = RecPOSettings(num_generations=args.generations, max_completion_length=args.completion)
+    settings = RecPOParams(num_generations=args.generations, max_completion_length=args.completion)
     samples = _samples(args.users, args.steps)
 
     recpo = run_recpo(samples, settings, args.users, args.lr)

@@ -77,7 +77,7 @@ def main() -> None:
     prompts, targets = fixed["prompt"].tolist(), fixed["target_item_id"].astype(int).tolist()
     masks = mask_lists(fixed, interactions, "full")
     model = build_dual_head(load_causal_lm(model_config.backbone, CACHE), load_tokenizer(model_config.backbone, CACHE),
-                            params["model"])
+                            params["model"], params["prompts"])
 
     def evaluate(current) -> dict[str, float]:
         metrics = evaluate_without_reasoning(current, prompts, targets, masks, item_ids, item_texts,

@@ -62,7 +62,8 @@ def _run(name: str, overrides: str, args: argparse.Namespace, data: dict) -> np.
     params = with_overrides(base_parameters(), overrides)
     model_config, sft = parse_block("model", params["model"]), parse_block("sft", params["sft"])
     model = build_dual_head(load_causal_lm(model_config.backbone, CACHE),
-                            load_tokenizer(model_config.backbone, CACHE), params["model"])
+                            load_tokenizer(model_config.backbone, CACHE), params["model"],
+                            params["prompts"])
     valid, items = data["valid"], data["items"]
 
     def evaluate(current) -> dict[str, float]:

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from r2ec_pipeline.model.adapters import AdapterSettings, attach_adapters
+from r2ec_pipeline.config import AdapterParams
+from r2ec_pipeline.model.adapters import attach_adapters
 from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
 from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel
 
@@ -14,6 +15,7 @@ PROMPTS = ["<|im_start|>user\nHere is a user's history<|im_end|>\n<|im_start|>as
 @pytest.fixture
 def model(tiny_backbone_dir, tmp_path):
     torch.manual_seed(0)
-    lm = attach_adapters(load_causal_lm(str(tiny_backbone_dir), tmp_path), AdapterSettings(r=2, alpha=4))
+    lm = attach_adapters(load_causal_lm(str(tiny_backbone_dir), tmp_path),
+                         AdapterParams(r=2, alpha=4, top_layers=None))
     tokenizer = load_tokenizer(str(tiny_backbone_dir), tmp_path)
     return R2ecModel(lm.eval(), tokenizer, DualHeadConfig(backbone=str(tiny_backbone_dir))).eval()

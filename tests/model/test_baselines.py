@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from r2ec_pipeline.config import SASRecParams
 from r2ec_pipeline.baselines.popularity import Popularity
-from r2ec_pipeline.baselines.sasrec import SASRecSettings, pad_sequences, train_sasrec, training_windows
+from r2ec_pipeline.baselines.sasrec import pad_sequences, train_sasrec, training_windows
 from r2ec_pipeline.metrics import ndcg_at_k
 from r2ec_pipeline.model.scoring import mask_items, target_ranks
 
@@ -47,7 +48,7 @@ def test_sasrec_learns_a_next_item_rule_and_keeps_its_best_epoch():
             scores = model(pad_sequences(valid_histories, model.settings.max_length))
         return ndcg_at_k(target_ranks(scores, valid_targets).numpy(), 10)
 
-    settings = SASRecSettings(max_length=8, hidden_size=32, dropout=0.0, batch_size=64, max_epochs=15, patience=3)
+    settings = SASRecParams(max_length=8, hidden_size=32, dropout=0.0, batch_size=64, max_epochs=15, patience=3)
     model, log = train_sasrec(20, sequences[100:], evaluate, settings)
     assert log[-1]["loss"] < log[0]["loss"], log
     assert evaluate(model) == max(entry["valid_ndcg_at_10"] for entry in log) > 0.9

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from r2ec_pipeline.model.adapters import AdapterSettings, attach_adapters
+from r2ec_pipeline.config import AdapterParams
+from r2ec_pipeline.model.adapters import attach_adapters
 from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
 from r2ec_pipeline.model.bottom_cache import BottomCache, clear_shared_caches, frozen_depth
 from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel
@@ -17,7 +18,7 @@ def top_model(tiny_backbone_dir, tmp_path):
     """Adapters on the top layer only (of 2), moved off their zero init so they matter."""
     clear_shared_caches()
     torch.manual_seed(0)
-    lm = attach_adapters(load_causal_lm(str(tiny_backbone_dir), tmp_path), AdapterSettings(r=2, alpha=4, top_layers=1))
+    lm = attach_adapters(load_causal_lm(str(tiny_backbone_dir), tmp_path), AdapterParams(r=2, alpha=4, top_layers=1))
     with torch.no_grad():
         for name, parameter in lm.named_parameters():
             if "lora_B" in name:
@@ -36,7 +37,8 @@ def _uncached(model, texts):
 
 def test_the_frozen_depth_is_the_first_adapted_layer(top_model, tiny_backbone_dir, tmp_path):
     assert frozen_depth(top_model.decoder.layers) == 1
-    everywhere = attach_adapters(load_causal_lm(str(tiny_backbone_dir), tmp_path), AdapterSettings(r=2, alpha=4))
+    everywhere = attach_adapters(load_causal_lm(str(tiny_backbone_dir), tmp_path),
+                                 AdapterParams(r=2, alpha=4, top_layers=None))
     assert frozen_depth(everywhere.get_base_model().get_decoder().layers) == 0
     plain = load_causal_lm(str(tiny_backbone_dir), tmp_path)  # trainable as a whole: nothing is frozen
     assert frozen_depth(plain.get_decoder().layers) == 0

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 
-from r2ec_pipeline.model.adapters import AdapterSettings, attach_adapters
+from r2ec_pipeline.config import AdapterParams
+from r2ec_pipeline.model.adapters import attach_adapters
 from r2ec_pipeline.model.backbone import BackboneError, load_causal_lm, load_tokenizer
 from r2ec_pipeline.model.checkpoint import CheckpointError, load_dual_head, save_dual_head
 from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel, position_ids
@@ -111,7 +111,8 @@ def test_shared_prefix_encoding_passes_gradients_to_the_adapters(model):
 
 
 def test_full_finetune_saves_every_weight_and_reloads_identically(tiny_backbone_dir, tmp_path):
-    lm = attach_adapters(load_causal_lm(str(tiny_backbone_dir), tmp_path), AdapterSettings(full_finetune=True))
+    lm = attach_adapters(load_causal_lm(str(tiny_backbone_dir), tmp_path),
+                         AdapterParams(full_finetune=True, top_layers=None))
     assert all(p.requires_grad for p in lm.parameters())
     model = R2ecModel(lm.eval(), load_tokenizer(str(tiny_backbone_dir), tmp_path),
                       DualHeadConfig(backbone=str(tiny_backbone_dir))).eval()
@@ -124,8 +125,8 @@ def test_full_finetune_saves_every_weight_and_reloads_identically(tiny_backbone_
 
 
 def test_top_layers_puts_adapters_only_on_the_top_layers(tiny_backbone_dir, tmp_path):
-    lm = attach_adapters(load_causal_lm(str(tiny_backbone_dir), tmp_path), AdapterSettings(top_layers=1))
+    lm = attach_adapters(load_causal_lm(str(tiny_backbone_dir), tmp_path), AdapterParams(top_layers=1))
     adapted = {name.split(".layers.")[1].split(".")[0] for name, _ in lm.named_parameters() if "lora_" in name}
     assert adapted == {"1"}  # the tiny backbone has layers 0 and 1
     with pytest.raises(ValueError, match="top_layers must be in 1..2"):
-        attach_adapters(load_causal_lm(str(tiny_backbone_dir), tmp_path), AdapterSettings(top_layers=5))
+        attach_adapters(load_causal_lm(str(tiny_backbone_dir), tmp_path), AdapterParams(top_layers=5))

@@ -1,6 +1,5 @@
 """The sft pipeline on the tiny random backbone and a tiny prompt set (in-memory catalog)."""
 
-import pandas as pd
 import torch
 from kedro.runner import SequentialRunner
 
@@ -31,7 +30,7 @@ def test_sft_trains_the_adapters_and_reports_zero_shot_and_sft(tables, tiny_back
     lm = load_causal_lm(str(tiny_backbone_dir), tmp_path)
     catalog = memory_catalog(
         {"backbone_lm": lm, "backbone_tokenizer": load_tokenizer(str(tiny_backbone_dir), tmp_path),
-         "params:model": {**MODEL, "backbone": str(tiny_backbone_dir)}, "params:sft": SFT,
+         "params:model": {**MODEL, "backbone": str(tiny_backbone_dir)}, "params:prompts": {}, "params:sft": SFT,
          "validated_interactions": tables[0], **{k: v for k, v in data.items() if k != "test_samples"}},
         ["sft_model", "sft_history", "sft_report", "zero_shot_model", "sft_eval_samples"],
     )
@@ -54,7 +53,7 @@ def test_catalog_softmax_trains_against_every_item_and_reports_its_curve(tables,
     catalog = memory_catalog(
         {"backbone_lm": load_causal_lm(str(tiny_backbone_dir), tmp_path),
          "backbone_tokenizer": load_tokenizer(str(tiny_backbone_dir), tmp_path),
-         "params:model": {**MODEL, "backbone": str(tiny_backbone_dir)},
+         "params:model": {**MODEL, "backbone": str(tiny_backbone_dir)}, "params:prompts": {},
          "params:sft": {**SFT, "softmax": "catalog", "table_refresh_every": 2, "negatives": 0},
          "validated_interactions": tables[0], **{k: v for k, v in data.items() if k != "test_samples"}},
         ["sft_model", "sft_history", "sft_report", "zero_shot_model", "sft_eval_samples"],

@@ -15,7 +15,7 @@ import torch
 from accelerate import PartialState
 
 from r2ec_pipeline.rl.distributed import Collective
-from r2ec_pipeline.rl.trainer import TrainerSettings, train_recpo
+from r2ec_pipeline.rl.trainer import train_recpo
 from tests.rl.toy_task import SETTINGS, toy_data, toy_model
 
 GLOBAL_BATCH = 4
@@ -27,9 +27,9 @@ def main(backbone: str, out: str) -> None:
     collective = Collective()
     with tempfile.TemporaryDirectory() as cache:
         model = toy_model(Path(backbone), Path(cache))
-        trainer = TrainerSettings(per_device_train_batch_size=GLOBAL_BATCH // collective.world_size, max_steps=2,
-                                  learning_rate=1e-2)
-        result = train_recpo(model, toy_data(), SETTINGS, trainer, collective=collective)
+        settings = SETTINGS.model_copy(update={"per_device_train_batch_size": GLOBAL_BATCH // collective.world_size,
+                                               "max_steps": 2, "learning_rate": 1e-2})
+        result = train_recpo(model, toy_data(), settings, collective=collective)
     if collective.is_main:
         Path(out).write_text(json.dumps({"world_size": collective.world_size, "history": result.history}))
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from r2ec_pipeline.rl.step import RecPOSettings, policy_forward, policy_update, recpo_step, rollout
+from r2ec_pipeline.rl.step import policy_forward, policy_update, recpo_step, rollout
 from tests.rl.toy_task import SETTINGS, toy_batch, toy_model
 
 
@@ -37,7 +37,8 @@ def test_one_path_per_user_is_refused_by_grpo(tiny_backbone_dir, tmp_path):
     model = toy_model(tiny_backbone_dir, tmp_path)
     optimizer = torch.optim.AdamW([p for p in model.lm.parameters() if p.requires_grad], lr=1e-2)
     with pytest.raises(ValueError, match="at least 2 paths per user"):
-        recpo_step(model, optimizer, toy_batch(), RecPOSettings(num_generations=1, max_completion_length=2))
+        # the parameter check refuses it up front; the step refuses it too (model_copy skips the check)
+        recpo_step(model, optimizer, toy_batch(), SETTINGS.model_copy(update={"num_generations": 1}))
 
 
 def test_policy_forward_reproduces_the_rollout_policy(tiny_backbone_dir, tmp_path):
@@ -59,7 +60,7 @@ def test_first_update_item_ratio_is_one_whatever_the_age_of_the_item_table(tiny_
     model = toy_model(tiny_backbone_dir, tmp_path)
     model.item_table = model.item_table + 0.5 * torch.randn_like(model.item_table)  # many updates old
     optimizer = torch.optim.AdamW([p for p in model.lm.parameters() if p.requires_grad], lr=1e-2)
-    settings = RecPOSettings(**{**SETTINGS.__dict__, "num_iterations": 2})
+    settings = SETTINGS.model_copy(update={"num_iterations": 2})
     batch = toy_batch()
     paths = rollout(model, batch, settings, torch.Generator().manual_seed(0))
     first = policy_update(model, optimizer, batch, paths, settings)
@@ -72,7 +73,7 @@ def test_first_update_item_ratio_is_one_whatever_the_age_of_the_item_table(tiny_
 def test_num_iterations_reuses_one_rollout_for_several_updates(tiny_backbone_dir, tmp_path):
     model = toy_model(tiny_backbone_dir, tmp_path)
     optimizer = torch.optim.AdamW([p for p in model.lm.parameters() if p.requires_grad], lr=1e-2)
-    settings = RecPOSettings(**{**SETTINGS.__dict__, "num_iterations": 3})
+    settings = SETTINGS.model_copy(update={"num_iterations": 3})
     metrics, _ = recpo_step(model, optimizer, toy_batch(), settings, torch.Generator().manual_seed(0))
     steps = {int(state["step"]) for state in optimizer.state.values()}
     assert steps == {3} and metrics["skipped"] == 0.0

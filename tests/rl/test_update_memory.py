@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from r2ec_pipeline.model.logprobs import token_logprobs
-from r2ec_pipeline.rl.step import RecPOSettings, policy_forward, policy_update, rollout
+from r2ec_pipeline.rl.step import policy_forward, policy_update, rollout
 from tests.rl.toy_task import SETTINGS, toy_batch, toy_model
 
 
@@ -22,10 +22,10 @@ def _update_gradients(model, paths, settings):
 @pytest.mark.parametrize(("micro_batch", "checkpointing"), [(1, False), (2, False), (2, True)])
 def test_micro_batched_update_has_the_one_shot_gradient(tiny_backbone_dir, tmp_path, micro_batch, checkpointing):
     model = toy_model(tiny_backbone_dir, tmp_path)
-    settings = RecPOSettings(**{**SETTINGS.__dict__, "max_grad_norm": 1e9, "relabel_topk": 2, "beta": 0.1})
+    settings = SETTINGS.model_copy(update={"max_grad_norm": 1e9, "relabel_topk": 2, "beta": 0.1})
     paths = rollout(model, toy_batch(), settings, torch.Generator().manual_seed(0))
     one_shot, expected = _update_gradients(model, paths, settings)
-    micro = RecPOSettings(**{**settings.__dict__, "policy_micro_batch": micro_batch})
+    micro = settings.model_copy(update={"policy_micro_batch": micro_batch})
     model.set_gradient_checkpointing(checkpointing)
     summed, metrics = _update_gradients(model, paths, micro)
     assert any(g.abs().sum() > 0 for g in one_shot.values())

@@ -9,12 +9,14 @@ import pandas as pd
 import pytest
 import torch
 
-from r2ec_pipeline.model.adapters import AdapterSettings, attach_adapters
+from r2ec_pipeline.config import AdapterParams
+from r2ec_pipeline.datasets.mlflow_runs import RegisteredModelDataset
+from r2ec_pipeline.model.adapters import attach_adapters
 from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
 from r2ec_pipeline.model.checkpoint import save_dual_head
 from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel
 from r2ec_pipeline.serving.pyfunc import ServingSettings
-from r2ec_pipeline.serving.registry import log_pyfunc, register_and_gate
+from r2ec_pipeline.serving.registry import Registration
 
 ITEMS = pd.DataFrame({"item_id": [1, 2, 3, 4], "raw_item_id": ["B01", "B02", "B03", "B04"],
                       "title": ["Toy Story", "Drama One", "Comedy Two", "Action Three"]})
@@ -37,7 +39,8 @@ def mlflow_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 @pytest.fixture
 def tiny_checkpoint(tiny_backbone_dir: Path, tmp_path: Path) -> Path:
     torch.manual_seed(0)
-    lm = attach_adapters(load_causal_lm(str(tiny_backbone_dir), tmp_path), AdapterSettings(r=2, alpha=4))
+    lm = attach_adapters(load_causal_lm(str(tiny_backbone_dir), tmp_path),
+                         AdapterParams(r=2, alpha=4, top_layers=None))
     model = R2ecModel(lm.eval(), load_tokenizer(str(tiny_backbone_dir), tmp_path),
                       DualHeadConfig(backbone=str(tiny_backbone_dir)))
     prompts = [f"<|im_start|>user\nTitle: {title}<|im_end|>\n<|im_start|>assistant\n<answer>" for title in ITEMS["title"]]
@@ -46,12 +49,17 @@ def tiny_checkpoint(tiny_backbone_dir: Path, tmp_path: Path) -> Path:
 
 
 BASIS = {"dataset": "fixture", "data_hash": "abc", "promotion_users": "valid: 32 users, seed 0"}
+RUN_TAGS = {"profile": "base", "git_commit": "0123abc", "evaluation_users": "test: all", "unrelated": "x"}
 
 
 def log_and_register(checkpoint: Path, backbone: Path, value: float | None,
                      tags: dict[str, str] | None = None) -> dict[str, object]:
-    """One registration as the pipeline does it: log the pyfunc in a run, register, gate the champion."""
+    """One registration as the pipeline does it: the registration dataset saves it inside a run that
+    ``RunTagsHooks`` has tagged; returns the report the dataset wrote."""
     with mlflow.start_run():
-        info = log_pyfunc(checkpoint, backbone, ITEMS, SETTINGS, EXAMPLE)
-        return register_and_gate(info.model_uri, "r2ec", "valid.recpo.reasoning.ndcg_at_10", value,
-                                 BASIS if tags is None else tags)
+        mlflow.set_tags(RUN_TAGS)
+        dataset = RegisteredModelDataset(str(Path.cwd() / "registration.json"))
+        dataset.save(Registration(checkpoint=checkpoint, backbone=backbone, items=ITEMS, settings=SETTINGS,
+                                  input_example=EXAMPLE, model_name="r2ec", metric="valid.recpo.reasoning.ndcg_at_10",
+                                  value=value, tags=BASIS if tags is None else tags))
+        return dataset.load()

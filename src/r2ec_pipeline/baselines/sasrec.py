@@ -12,28 +12,15 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from r2ec_pipeline.config import SASRecParams
+
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SASRecSettings:
-    max_length: int = 50
-    hidden_size: int = 64
-    num_blocks: int = 2
-    num_heads: int = 2
-    dropout: float = 0.2
-    learning_rate: float = 1e-3
-    batch_size: int = 128
-    max_epochs: int = 50
-    patience: int = 3              # epochs without a better validation N@10 before stopping
-    seed: int = 0
 
 
 def pad_sequences(histories: Sequence[Sequence[int]], max_length: int) -> torch.Tensor:
@@ -49,7 +36,7 @@ def pad_sequences(histories: Sequence[Sequence[int]], max_length: int) -> torch.
 class SASRec(nn.Module):
     """Scores every item (column 0 = padding, never ranked) from a user's recent items."""
 
-    def __init__(self, num_items: int, settings: SASRecSettings) -> None:
+    def __init__(self, num_items: int, settings: SASRecParams) -> None:
         super().__init__()
         self.settings = settings
         size = settings.hidden_size
@@ -108,7 +95,7 @@ def train_sasrec(
     num_items: int,
     sequences: Sequence[Sequence[int]],
     evaluate: Callable[[SASRec], float],
-    settings: SASRecSettings,
+    settings: SASRecParams,
 ) -> tuple[SASRec, list[dict[str, float]]]:
     """Fit on users' training sequences (oldest first); keep the epoch with the best ``evaluate`` (valid N@10)."""
     inputs, labels = training_windows(sequences, settings.max_length)

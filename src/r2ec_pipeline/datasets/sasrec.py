@@ -6,14 +6,14 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from kedro.io import AbstractDataset
 from safetensors.torch import load_file, save_file
 
-from r2ec_pipeline.baselines.sasrec import SASRec, SASRecSettings
+from r2ec_pipeline.baselines.sasrec import SASRec
+from r2ec_pipeline.config import SASRecParams
 
 
 class SASRecDataset(AbstractDataset[SASRec, SASRec]):
@@ -24,7 +24,7 @@ class SASRecDataset(AbstractDataset[SASRec, SASRec]):
 
     def load(self) -> SASRec:
         config = json.loads((self._filepath / "config.json").read_text())
-        model = SASRec(config["num_items"], SASRecSettings(**config["settings"]))
+        model = SASRec(config["num_items"], SASRecParams.model_validate(config["settings"]))
         model.load_state_dict(load_file(self._filepath / "model.safetensors"))
         return model.eval()
 
@@ -32,7 +32,7 @@ class SASRecDataset(AbstractDataset[SASRec, SASRec]):
         self._filepath.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{self._filepath.name}-", dir=self._filepath.parent))
         try:  # written aside, then swapped in: never a half-written model
-            config = {"num_items": data.items.num_embeddings - 1, "settings": asdict(data.settings)}
+            config = {"num_items": data.items.num_embeddings - 1, "settings": data.settings.model_dump()}
             (staging / "config.json").write_text(json.dumps(config, indent=2))
             save_file({k: v.contiguous() for k, v in data.state_dict().items()}, staging / "model.safetensors")
             shutil.rmtree(self._filepath, ignore_errors=True)

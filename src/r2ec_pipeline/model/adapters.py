@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel
 
-DEFAULT_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+from r2ec_pipeline.config import AdapterParams
 
 
-@dataclass(frozen=True)
-class AdapterSettings:
-    """How the backbone is fine-tuned: LoRA (the paper's setting) or every weight."""
-
-    full_finetune: bool = False
-    r: int = 4
-    alpha: int = 128
-    dropout: float = 0.0
-    target_modules: tuple[str, ...] = field(default=DEFAULT_TARGETS)
-    top_layers: int | None = None  # adapters on the top N decoder layers only: backward stops there (CPU)
-
-
-def attach_adapters(lm: PreTrainedModel, settings: AdapterSettings) -> PreTrainedModel | PeftModel:
+def attach_adapters(lm: PreTrainedModel, settings: AdapterParams) -> PreTrainedModel | PeftModel:
     """Wrap ``lm`` with fresh LoRA adapters, or leave every weight trainable for full fine-tuning."""
     if settings.full_finetune:
         lm.requires_grad_(True)

@@ -22,6 +22,7 @@ from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 from r2ec_pipeline.model.bottom_cache import (
     DEFAULT_BUDGET_MB, BottomCache, decoder_layers, frozen_depth, inject, shared_cache,
 )
+from r2ec_pipeline.config import ModelParams, PromptParams
 from r2ec_pipeline.model.hf_compat import cache_of, with_cache
 from r2ec_pipeline.model.scoring import cosine_scores, mask_items
 
@@ -31,9 +32,9 @@ class DualHeadConfig:
     """What defines a dual-head model beyond the backbone weights (saved with every checkpoint)."""
 
     backbone: str
-    answer_tag: str = "<answer>"
-    similarity_temperature: float = 0.02  # τ of spec §3
-    history_mask: Literal["full", "window"] = "full"
+    answer_tag: str = PromptParams.model_fields["answer_tag"].default  # the defaults are the parameters'
+    similarity_temperature: float = ModelParams.model_fields["similarity_temperature"].default  # τ of spec §3
+    history_mask: Literal["full", "window"] = ModelParams.model_fields["history_mask"].default
     fingerprint: dict[str, int | str] = field(default_factory=dict)
 
     def to_dict(self) -> dict:

@@ -12,7 +12,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from r2ec_pipeline.config import parse_block
-from r2ec_pipeline.model.adapters import AdapterSettings, attach_adapters
+from r2ec_pipeline.model.adapters import attach_adapters
 from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -63,14 +63,19 @@ def place_for_params(model: R2ecModel, model_params: dict[str, Any]) -> R2ecMode
 
 
 def build_dual_head(
-    backbone_lm: PreTrainedModel, backbone_tokenizer: PreTrainedTokenizerBase, model_params: dict[str, Any]
+    backbone_lm: PreTrainedModel, backbone_tokenizer: PreTrainedTokenizerBase, model_params: dict[str, Any],
+    prompts_params: dict[str, Any],
 ) -> R2ecModel:
-    """Backbone + fresh adapters (or full fine-tuning) + tokenizer: the zero-shot R²ec model, placed."""
+    """Backbone + fresh adapters (or full fine-tuning) + tokenizer: the zero-shot R²ec model, placed.
+
+    Its answer tag is the prompts' (``prompts.answer_tag``): the tag the item prompts end with is the one
+    generation forces and the user state is read at.
+    """
     config = parse_block("model", model_params)
     torch.manual_seed(config.seed)  # LoRA's A matrices are random: seed them, or reruns differ
-    lm = attach_adapters(backbone_lm, AdapterSettings(**config.adapters.model_dump()))
+    lm = attach_adapters(backbone_lm, config.adapters)
     head = DualHeadConfig(
-        backbone=config.backbone, similarity_temperature=config.similarity_temperature,
-        history_mask=config.history_mask,
+        backbone=config.backbone, answer_tag=parse_block("prompts", prompts_params).answer_tag,
+        similarity_temperature=config.similarity_temperature, history_mask=config.history_mask,
     )
     return place_for_params(R2ecModel(lm, backbone_tokenizer, head), model_params)

@@ -25,15 +25,17 @@ from r2ec_pipeline.model.evaluation import evaluate_both_modes
 from r2ec_pipeline.model.factory import build_dual_head, place_for_params
 from r2ec_pipeline.rl.checkpointing import CheckpointStore
 from r2ec_pipeline.rl.distributed import Collective
-from r2ec_pipeline.rl.step import RecPOSettings
-from r2ec_pipeline.rl.trainer import RecPOData, RecPOResult, TrainerSettings, train_recpo
+from r2ec_pipeline.rl.trainer import RecPOData, RecPOResult, train_recpo
 
 logger = logging.getLogger(__name__)
 
 
-def _fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    names = {field.name for field in dataclasses.fields(cls)}
-    return {key: value for key, value in values.items() if key in names}
+def _check_matches(sft_model: R2ecModel, field: str, value: str, parameter: str) -> None:
+    """The SFT checkpoint must have been trained with the current value of ``parameter``."""
+    trained = getattr(sft_model.config, field)
+    if trained != value:
+        raise ConfigError(f"the SFT checkpoint was trained with {field} {trained!r} but parameter '{parameter}' is "
+                          f"{value!r}: rerun `kedro run --pipeline sft` first")
 
 
 def start_policy(
@@ -41,6 +43,7 @@ def start_policy(
     backbone_folder: Path,
     backbone_tokenizer: PreTrainedTokenizerBase,
     model_params: dict[str, Any],
+    prompts_params: dict[str, Any],
     recpo_params: dict[str, Any],
 ) -> R2ecModel:
     """The SFT checkpoint (or the zero-shot model if SFT never ran), trainable, with RecPO's τ.
@@ -52,13 +55,10 @@ def start_policy(
     if sft_model is None:
         logger.warning("no SFT checkpoint found: RecPO starts from the zero-shot backbone")
         lm = load_causal_lm(str(backbone_folder), backbone_folder.parent)
-        model = build_dual_head(lm, backbone_tokenizer, model_params)
+        model = build_dual_head(lm, backbone_tokenizer, model_params, prompts_params)
     else:
-        if sft_model.config.backbone != model_config.backbone:
-            raise ConfigError(
-                f"the SFT checkpoint was trained on backbone {sft_model.config.backbone!r} but parameter "
-                f"'model.backbone' is {model_config.backbone!r}: rerun `kedro run --pipeline sft` first"
-            )
+        _check_matches(sft_model, "backbone", model_config.backbone, "model.backbone")
+        _check_matches(sft_model, "answer_tag", parse_block("prompts", prompts_params).answer_tag, "prompts.answer_tag")
         model = sft_model
     trainable = enable_training(model.lm)
     tau = config.similarity_temperature or model_config.similarity_temperature
@@ -101,12 +101,9 @@ def train_recpo_model(
         return evaluate_both_modes(current, eval_prompts, eval_targets, eval_masks, config.max_completion_length,
                                    batch_size=model_config.encode_batch_size)
 
-    values = config.model_dump()
     checkpoints.keep = config.save_total_limit
-    result = train_recpo(model, data, RecPOSettings(**_fields(RecPOSettings, values)),
-                         TrainerSettings(**_fields(TrainerSettings, values)),
-                         evaluate=evaluate if len(eval_samples) else None, store=checkpoints,
-                         resume_from_checkpoint=config.resume_from_checkpoint, collective=collective)
+    result = train_recpo(model, data, config, evaluate=evaluate if len(eval_samples) else None, store=checkpoints,
+                         collective=collective)
     report = recpo_report(result, config.metric_for_best_model if len(eval_samples) else None)
     report.update(eval_users=len(eval_samples), world_size=collective.world_size,
                   peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)

@@ -1,8 +1,8 @@
 """One RecPO step (spec §5), top to bottom: rollout, score, reward, advantage, losses, optimizer step.
 
-Parameter names follow TRL's GRPO where the concept is the same (num_generations, temperature,
-top_k, max_completion_length, epsilon, epsilon_high, beta, loss_type, num_iterations); the rest are
-R²ec's own. A batch may be one process's slice of a global batch (``Collective``): losses are then
+Its settings are the recpo parameter block (``config.RecPOParams``): names follow TRL's GRPO where
+the concept is the same (num_generations, temperature, top_k, max_completion_length, epsilon,
+epsilon_high, beta, loss_type, num_iterations); the rest are R²ec's own. A batch may be one process's slice of a global batch (``Collective``): losses are then
 divided by global counts and gradients summed, so the update equals the single-process one.
 """
 
@@ -13,37 +13,17 @@ from dataclasses import dataclass
 
 import torch
 
+from r2ec_pipeline.config import RecPOParams
 from r2ec_pipeline.model.dual_head import R2ecModel, position_ids
 from r2ec_pipeline.model.generation import STOP_REASONS, Generators, StopReason, generate_reasoning
 from r2ec_pipeline.model.hf_compat import cache_of, with_cache
 from r2ec_pipeline.model.logprobs import token_logprobs
 from r2ec_pipeline.model.losses import in_batch_target_logprobs
 from r2ec_pipeline.model.scoring import target_ranks
-from r2ec_pipeline.rl.advantages import AdvantageType, group_advantages
+from r2ec_pipeline.rl.advantages import group_advantages
 from r2ec_pipeline.rl.distributed import Collective
-from r2ec_pipeline.rl.losses import LossType, best_paths, clipped_item_loss, clipped_token_loss, kl_penalty
-from r2ec_pipeline.rl.rewards import RewardType, fused_reward, rank_reward, similarity_reward
-
-
-@dataclass(frozen=True)
-class RecPOSettings:
-    num_generations: int = 4            # G paths per user (§5.1)
-    temperature: float = 1.5            # rollout sampling temperature
-    top_k: int | None = 200
-    max_completion_length: int = 32     # reasoning tokens before <answer> is appended (512 on GPU)
-    epsilon: float = 0.2                # ε_low
-    epsilon_high: float = 0.28          # ε_high
-    beta: float = 0.0                   # KL weight to the reference policy (adapters disabled)
-    loss_type: LossType = "token_mean"
-    num_iterations: int = 1             # policy updates per rollout (reusing its stored log-probs)
-    reward_type: RewardType = "fused"
-    reward_beta: float = 0.05           # β of the fused reward
-    ndcg_cutoff: int = 1000             # K_r of R_rank
-    advantage_type: AdvantageType = "grpo"
-    relabel_topk: int = 1               # best paths per user that train the rec head
-    max_grad_norm: float = 1.0
-    policy_micro_batch: int | None = None  # users per forward/backward of the update (None: all); same gradient
-    logprob_chunk_tokens: int = 4096    # completion tokens whose vocabulary logits exist at once
+from r2ec_pipeline.rl.losses import best_paths, clipped_item_loss, clipped_token_loss, kl_penalty
+from r2ec_pipeline.rl.rewards import fused_reward, rank_reward, similarity_reward
 
 
 @dataclass
@@ -143,7 +123,7 @@ def policy_forward(
 
 @torch.no_grad()
 def rollout(
-    model: R2ecModel, batch: Batch, settings: RecPOSettings, generator: Generators = None,
+    model: R2ecModel, batch: Batch, settings: RecPOParams, generator: Generators = None,
     collective: Collective | None = None,
 ) -> Rollout:
     """Steps 1–4: sample G paths per user, score them against the item table, reward, advantage."""
@@ -181,7 +161,7 @@ class _Denominators:
 
 def _micro_batch_loss(
     model: R2ecModel, batch: Batch, paths: Rollout, users: slice, target_states: torch.Tensor,
-    counts: _Denominators, settings: RecPOSettings,
+    counts: _Denominators, settings: RecPOParams,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Loss of the users in ``users`` (divided by global counts), their log p(v⁺), and their summable parts."""
     group, tau = settings.num_generations, model.config.similarity_temperature
@@ -219,7 +199,7 @@ def _micro_batches(users: int, size: int | None) -> list[slice]:
 
 
 def policy_update(
-    model: R2ecModel, optimizer: torch.optim.Optimizer, batch: Batch, paths: Rollout, settings: RecPOSettings,
+    model: R2ecModel, optimizer: torch.optim.Optimizer, batch: Batch, paths: Rollout, settings: RecPOParams,
     collective: Collective | None = None,
 ) -> dict[str, float]:
     """Steps 5–7: clipped token loss on all paths + clipped item loss on the best ones, one optimizer step.
@@ -319,7 +299,7 @@ def recpo_step(
     model: R2ecModel,
     optimizer: torch.optim.Optimizer,
     batch: Batch,
-    settings: RecPOSettings,
+    settings: RecPOParams,
     generator: Generators = None,
     collective: Collective | None = None,
 ) -> tuple[dict[str, float], Rollout]:

@@ -19,36 +19,21 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup
 
+from r2ec_pipeline.config import RecPOParams
 from r2ec_pipeline.model.checkpoint import restore_trainable, trainable_state
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.rl.checkpointing import CheckpointStore, ResumeError
 from r2ec_pipeline.rl.distributed import Collective
-from r2ec_pipeline.rl.step import Batch, RecPOSettings, Rollout, recpo_step
+from r2ec_pipeline.rl.step import Batch, Rollout, recpo_step
 
 logger = logging.getLogger(__name__)
 
-# settings a resumed run may change without invalidating the saved state (the global batch may not
-# change, but how it is split over processes may: batches and rollouts are indexed globally)
-RESUMABLE_CHANGES = {"max_steps", "num_train_epochs", "save_steps", "save_total_limit", "eval_steps",
-                     "log_completions_steps", "per_device_train_batch_size", "world_size", "early_stopping_patience"}
-
-
-@dataclass(frozen=True)
-class TrainerSettings:
-    per_device_train_batch_size: int = 4   # users per process per step
-    max_steps: int | None = 12             # None: num_train_epochs over the training users
-    num_train_epochs: float = 3.0          # the paper's cap
-    learning_rate: float = 1e-5            # AdamW; constant after warmup (spec: 1e-5 constant)
-    weight_decay: float = 0.0
-    warmup_steps: int = 0                  # linear warmup, honoured (the reference code ignores it, §7)
-    refresh_every: int | None = None       # whole item table re-encoded every N steps (targets: every step)
-    eval_steps: int | None = None          # validation every N steps (always before and after training)
-    save_steps: int | None = None          # checkpoint every N steps (and at the end)
-    save_total_limit: int = 2
-    log_completions_steps: int = 1         # keep the sampled texts and rewards of every N-th step
-    metric_for_best_model: str | None = "reasoning.ndcg_at_10"  # validation metric that selects the weights
-    early_stopping_patience: int | None = None  # stop after N validations without a better metric
-    seed: int = 0
+# settings a resumed run may change without invalidating the saved state: the global batch may not change,
+# but how it is split over processes may (batches and rollouts are indexed globally), and so may how an
+# update is cut into micro-batches and log-prob chunks (the same gradient either way)
+RESUMABLE_CHANGES = {"max_steps", "num_train_epochs", "save_steps", "save_total_limit", "eval_steps", "eval_users",
+                     "log_completions_steps", "per_device_train_batch_size", "world_size", "early_stopping_patience",
+                     "resume_from_checkpoint", "policy_micro_batch", "logprob_chunk_tokens"}
 
 
 @dataclass
@@ -125,7 +110,7 @@ class _Progress:
         return False
 
 
-def total_steps(samples: int, settings: TrainerSettings, world_size: int = 1) -> int:
+def total_steps(samples: int, settings: RecPOParams, world_size: int = 1) -> int:
     """max_steps, or the steps of num_train_epochs epochs of full global batches."""
     if settings.max_steps is not None:
         return settings.max_steps
@@ -180,14 +165,14 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Any) 
 def train_recpo(
     model: R2ecModel,
     data: RecPOData,
-    settings: RecPOSettings,
-    trainer: TrainerSettings,
+    settings: RecPOParams,
     evaluate: Callable[[R2ecModel], dict[str, float]] | None = None,
     store: CheckpointStore | None = None,
-    resume_from_checkpoint: bool | str | None = None,
     collective: Collective | None = None,
 ) -> RecPOResult:
     """Train in place with RecPO; validation before, every ``eval_steps`` and after (main process).
+
+    ``settings`` is the recpo parameter block; ``resume_from_checkpoint`` in it continues a run from ``store``.
 
     Model selection (spec §5): the weights and item table of the validation with the best
     ``metric_for_best_model`` (step 0, the starting policy, included) are what the model holds on
@@ -195,17 +180,17 @@ def train_recpo(
     one. Without validation the last weights are kept.
     """
     collective = collective or Collective()
-    torch.manual_seed(trainer.seed)
-    group, per_device = settings.num_generations, trainer.per_device_train_batch_size
+    torch.manual_seed(settings.seed)
+    group, per_device = settings.num_generations, settings.per_device_train_batch_size
     global_batch = per_device * collective.world_size
-    steps = total_steps(len(data.prompts), trainer, collective.world_size)
+    steps = total_steps(len(data.prompts), settings, collective.world_size)
     item_ids = sorted(data.item_prompt)
     parameters = [p for p in model.lm.parameters() if p.requires_grad]
     if not parameters:
         raise ValueError("the model has no trainable parameters (load adapters as trainable)")
-    optimizer = torch.optim.AdamW(parameters, lr=trainer.learning_rate, weight_decay=trainer.weight_decay)
-    scheduler = get_constant_schedule_with_warmup(optimizer, trainer.warmup_steps)
-    config = {**asdict(settings), **asdict(trainer), "world_size": collective.world_size, "global_batch": global_batch}
+    optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    scheduler = get_constant_schedule_with_warmup(optimizer, settings.warmup_steps)
+    config = {**settings.model_dump(mode="json"), "world_size": collective.world_size, "global_batch": global_batch}
 
     def refresh_table() -> None:
         model.build_item_table(item_ids, [data.item_prompt[i] for i in item_ids], progress=collective.is_main)
@@ -218,15 +203,15 @@ def train_recpo(
         if refresh:
             refresh_table()
         metrics = evaluate(model) if evaluate is not None and collective.is_main else {}
-        if done.evaluated(step, metrics, trainer.metric_for_best_model):
+        if done.evaluated(step, metrics, settings.metric_for_best_model):
             best = trainable_state(model)
-        patience = trainer.early_stopping_patience
+        patience = settings.early_stopping_patience
         stop = torch.tensor(float(bool(patience) and done.stale_evaluations >= patience), device=model.device)
         done.stopped_early = bool(collective.total(stop) > 0)  # decided on the main process, followed by all
 
-    if resume_from_checkpoint and store is None:
+    if settings.resume_from_checkpoint and store is None:
         raise ResumeError("resume_from_checkpoint needs a checkpoint folder")
-    checkpoint = store.resolve(resume_from_checkpoint) if store is not None else None
+    checkpoint = store.resolve(settings.resume_from_checkpoint) if store is not None else None
     if checkpoint is not None:
         state = CheckpointStore.load(checkpoint, model, optimizer, scheduler)
         _check_resumable(state["config"], config, checkpoint)
@@ -252,30 +237,30 @@ def train_recpo(
     progress = tqdm(remaining, desc="recpo", disable=not collective.is_main, leave=False)
     for step in progress:
         started = time.perf_counter()
-        indices = batch_indices(len(data.prompts), global_batch, step, trainer.seed)[collective.shard(global_batch)]
+        indices = batch_indices(len(data.prompts), global_batch, step, settings.seed)[collective.shard(global_batch)]
         batch = _batch(data, indices.tolist())
         first_row = collective.rank * per_device * group
-        generators = row_generators(trainer.seed, step, range(first_row, first_row + per_device * group), model.device)
+        generators = row_generators(settings.seed, step, range(first_row, first_row + per_device * group), model.device)
         learning_rate = scheduler.get_last_lr()[0]
         metrics, paths = recpo_step(model, optimizer, batch, settings, generators, collective)
         scheduler.step()
         elapsed = time.perf_counter() - started
         done.step, done.seconds, done.skipped = step, done.seconds + elapsed, done.skipped + int(metrics["skipped"] > 0)
         _record(done.history, {**metrics, "learning_rate": learning_rate, "seconds_per_step": elapsed}, step, "train.")
-        if trainer.log_completions_steps and step % trainer.log_completions_steps == 0 and collective.is_main:
+        if settings.log_completions_steps and step % settings.log_completions_steps == 0 and collective.is_main:
             done.samples.extend(_sample_rows(step, batch, paths, group))
         progress.set_postfix(reward=f"{metrics['reward_mean']:.3f}", loss=f"{metrics['loss']:.3f}")
         if step == steps:
             break
-        if trainer.refresh_every and step % trainer.refresh_every == 0:
+        if settings.refresh_every and step % settings.refresh_every == 0:
             refresh_table()
-        if trainer.eval_steps and evaluate is not None and step % trainer.eval_steps == 0:
+        if settings.eval_steps and evaluate is not None and step % settings.eval_steps == 0:
             validate(step)
             if done.stopped_early:
                 logger.info("RecPO: early stopping at step %d (%d validations without a better %s)", step,
-                            done.stale_evaluations, trainer.metric_for_best_model)
+                            done.stale_evaluations, settings.metric_for_best_model)
                 break
-        if trainer.save_steps and step % trainer.save_steps == 0:
+        if settings.save_steps and step % settings.save_steps == 0:
             save()
 
     if done.step not in done.evaluations:
@@ -287,7 +272,7 @@ def train_recpo(
         selected = done.best_step
         if selected != done.step:
             restore_trainable(model, {name: t.to(model.device) for name, t in best.items()})
-        logger.info("RecPO: selected the weights of step %d (%s %.4f)", selected, trainer.metric_for_best_model,
+        logger.info("RecPO: selected the weights of step %d (%s %.4f)", selected, settings.metric_for_best_model,
                     done.best_value)
     seconds_per_step = done.seconds / max(done.step, 1)
     logger.info("RecPO: %d steps (from step %d), %.1f s/step, %d skipped", done.step, start, seconds_per_step,

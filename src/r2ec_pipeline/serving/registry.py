@@ -41,6 +41,22 @@ class Promotion:
 
 
 COMPARED_TAGS = ("dataset", "data_hash", "promotion_users")  # a metric compares only on the same data and users
+RUN_TAGS = ("profile", "git_commit", "evaluation_users")       # copied from the run onto the version it registers
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A model to register: its files, how it serves, the metric it competes on and the version's tags."""
+
+    checkpoint: Path
+    backbone: Path
+    items: pd.DataFrame
+    settings: ServingSettings
+    input_example: pd.DataFrame
+    model_name: str
+    metric: str
+    value: float | None
+    tags: dict[str, str]
 
 
 def promotion_decision(
@@ -123,3 +139,12 @@ def register_and_gate(
     aliases = sorted(client.get_model_version(name, version).aliases)
     return {"model_name": name, "version": int(version), "aliases": aliases, "promoted": decision.promoted,
             "promotion": decision.reason, "metric": metric, "value": value, "model_uri": model_uri, "tags": tags}
+
+
+def register(registration: Registration, run_tags: dict[str, str]) -> dict[str, object]:
+    """Log the model to the active run, register it and gate ``champion``; the version carries
+    ``registration.tags`` plus the run's ``RUN_TAGS``. Returns the registration report."""
+    info = log_pyfunc(registration.checkpoint, registration.backbone, registration.items, registration.settings,
+                      registration.input_example)
+    tags = {key: run_tags[key] for key in RUN_TAGS if key in run_tags} | registration.tags
+    return register_and_gate(info.model_uri, registration.model_name, registration.metric, registration.value, tags)

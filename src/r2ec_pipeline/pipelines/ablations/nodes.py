@@ -1,7 +1,8 @@
 """Nodes of the ablations pipeline: each variant's recpo block, its ranking, and the side-by-side summary.
 
-Training reuses the recpo pipeline's nodes unchanged (namespaced per variant in ``pipeline.py``);
-every variant becomes an MLflow child run of the Kedro run, comparable by its parameters in the UI.
+Training reuses the RecPO run functions unchanged (namespaced per variant in ``pipeline.py``); every
+variant becomes an MLflow child run of the Kedro run, comparable by its parameters in the UI (the summary
+says what each shows; the ``ablation_metrics`` dataset writes them).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import mlflow
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -17,7 +17,7 @@ from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.rankings import rank_r2ec
 from r2ec_pipeline.rl.runs import start_policy
-from r2ec_pipeline.reporting import TABLE_METRICS, flatten, markdown_table, metrics_by_model, variant_bar_chart
+from r2ec_pipeline.reporting import TABLE_METRICS, markdown_table, metrics_by_model, variant_bar_chart
 
 logger = logging.getLogger(__name__)
 
@@ -42,16 +42,17 @@ def rank_variant(model: R2ecModel, samples: pd.DataFrame, interactions: pd.DataF
                      evaluation_params, reasoning_users)
 
 
-def _child_run(variant: str, block: dict[str, Any], overrides: dict[str, Any], metrics: dict[str, Any],
-               report: dict[str, Any]) -> None:
-    """One MLflow run per variant, nested under the Kedro run: its recpo block, test metrics, rewards."""
-    with mlflow.start_run(run_name=variant, nested=True):
-        mlflow.set_tags({"ablation.variant": variant,
-                         "ablation.overrides": ", ".join(f"{k}={v}" for k, v in overrides.items()) or "none"})
-        mlflow.log_params({f"recpo.{key}": value for key, value in block.items()})
-        mlflow.log_metrics(flatten(metrics))
-        for step, reward in enumerate(report.get("reward_mean_by_step", []), start=1):
-            mlflow.log_metric("train.reward_mean", reward, step=step)
+def _mlflow_run(variant: str, block: dict[str, Any], overrides: dict[str, Any], metrics: dict[str, Any],
+                report: dict[str, Any]) -> dict[str, Any]:
+    """What the variant's nested MLflow run shows (written by the ``ChildRunsDataset`` of ``ablation_metrics``):
+    its recpo block, test metrics and reward curve, tagged with its overrides."""
+    return {
+        "tags": {"ablation.variant": variant,
+                 "ablation.overrides": ", ".join(f"{k}={v}" for k, v in overrides.items()) or "none"},
+        "params": {f"recpo.{key}": value for key, value in block.items()},
+        "metrics": metrics,
+        "curves": {"train.reward_mean": report.get("reward_mean_by_step", [])},
+    }
 
 
 def summarise_ablations(recpo_params: dict[str, Any], ablation_params: dict[str, Any], evaluation_params: dict[str, Any],
@@ -68,8 +69,9 @@ def summarise_ablations(recpo_params: dict[str, Any], ablation_params: dict[str,
         by_split = {split: metrics[split][variant] for split in config.splits if split in metrics}
         rewards = report.get("reward_mean_by_step", [])
         summary[variant] = {**by_split, "reward_mean": sum(rewards) / len(rewards) if rewards else None,
-                            "overrides": config.variants[variant]}
-        _child_run(variant, config.recpo_block(recpo_params, variant), config.variants[variant], by_split, report)
+                            "overrides": config.variants[variant],
+                            "mlflow_run": _mlflow_run(variant, config.recpo_block(recpo_params, variant),
+                                                      config.variants[variant], by_split, report)}
         for split, modes in by_split.items():
             for mode, values in modes.items():
                 rows.append({"variant": variant, "split": split, "mode": mode,

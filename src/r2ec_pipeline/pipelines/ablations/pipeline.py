@@ -10,16 +10,16 @@ from r2ec_pipeline.rl.runs import select_recpo_eval_samples, start_policy, train
 
 SHARED_INPUTS = {"sft_model", "backbone_folder", "backbone_tokenizer", "train_samples", "valid_samples", "item_prompts",
                  "validated_interactions", "evaluation_samples"}
-PARAMETERS = {"params:recpo", "params:model", "params:evaluation", "params:ablations"}
+PARAMETERS = {"params:recpo", "params:model", "params:prompts", "params:evaluation", "params:ablations"}
 
 
 def _variant(variant: str, previous: str | None) -> Pipeline:
     """One variant's nodes in its namespace; it starts only after ``previous`` has been ranked, so the
     runner holds one variant's policy at a time (models pass between nodes uncopied: catalog factories)."""
-    start = (Node(start_policy, ["sft_model", "backbone_folder", "backbone_tokenizer", "params:model", "recpo_params"],
-                  "initial_model", name="start_policy") if previous is None else
-             Node(start_after, ["previous_rankings", "sft_model", "backbone_folder", "backbone_tokenizer",
-                                "params:model", "recpo_params"], "initial_model", name="start_policy"))
+    policy_inputs = ["sft_model", "backbone_folder", "backbone_tokenizer", "params:model", "params:prompts",
+                     "recpo_params"]
+    start = (Node(start_policy, policy_inputs, "initial_model", name="start_policy") if previous is None else
+             Node(start_after, ["previous_rankings", *policy_inputs], "initial_model", name="start_policy"))
     template = Pipeline([
         Node(partial(variant_recpo_params, variant=variant), ["params:recpo", "params:ablations"], "recpo_params",
              name="recpo_params"),

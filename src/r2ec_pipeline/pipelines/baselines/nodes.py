@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 
 from r2ec_pipeline.baselines.popularity import Popularity
-from r2ec_pipeline.baselines.sasrec import SASRec, SASRecSettings, sasrec_scores, train_sasrec
+from r2ec_pipeline.baselines.sasrec import SASRec, sasrec_scores, train_sasrec
 from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.data.samples import earlier_items
 from r2ec_pipeline.metrics import ndcg_at_k
@@ -54,7 +54,7 @@ def train_sasrec_model(
 
     started = time.perf_counter()
     model, log = train_sasrec(int(items["item_id"].max()), sequences["item_ids"].tolist(), evaluate,
-                              SASRecSettings(**config.model_dump()))
+                              config)
     seconds = time.perf_counter() - started
     best = max(log, key=lambda entry: entry["valid_ndcg_at_10"])
     logger.info("SASRec: best valid N@10 %.4f at epoch %d of %d (%.0f s)", best["valid_ndcg_at_10"],

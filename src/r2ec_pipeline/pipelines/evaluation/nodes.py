@@ -76,10 +76,10 @@ def rank_sasrec(sasrec: SASRec, samples: pd.DataFrame, interactions: pd.DataFram
 
 
 def rank_zero_shot(backbone_lm: PreTrainedModel, backbone_tokenizer: PreTrainedTokenizerBase,
-                   item_prompts: pd.DataFrame, samples: pd.DataFrame, interactions: pd.DataFrame,
-                   model_params: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
+                   item_prompts: pd.DataFrame, prompts_params: dict[str, Any], samples: pd.DataFrame,
+                   interactions: pd.DataFrame, model_params: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
     """The untrained dual-head model: the backbone's own hidden states as user and item embeddings."""
-    model = build_dual_head(backbone_lm, backbone_tokenizer, model_params)
+    model = build_dual_head(backbone_lm, backbone_tokenizer, model_params, prompts_params)
     batch = max(parse_block("model", model_params).encode_batch_size, 32)
     model.build_item_table(item_prompts["item_id"].astype(int).tolist(), item_prompts["prompt"].tolist(), batch)
     config = parse_block("evaluation", params)

@@ -25,7 +25,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                  "evaluation_samples", name="select_evaluation_samples"),
             Node(rank_popularity, ["popularity_counts", *_RANKED], "popularity_rankings", name="rank_popularity"),
             Node(rank_sasrec, ["sasrec_model", *_RANKED], "sasrec_rankings", name="rank_sasrec"),
-            Node(rank_zero_shot, ["backbone_lm", "backbone_tokenizer", "item_prompts", *_RANKED],
+            Node(rank_zero_shot, ["backbone_lm", "backbone_tokenizer", "item_prompts", "params:prompts", *_RANKED],
                  "zero_shot_rankings", name="rank_zero_shot"),
             Node(rank_sft, ["sft_model", *_RANKED], "sft_rankings", name="rank_sft"),
             Node(rank_recpo, ["recpo_model@model", *_RANKED], "recpo_rankings", name="rank_recpo"),

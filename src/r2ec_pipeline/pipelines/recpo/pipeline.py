@@ -10,7 +10,8 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=start_policy,
-                inputs=["sft_model", "backbone_folder", "backbone_tokenizer", "params:model", "params:recpo"],
+                inputs=["sft_model", "backbone_folder", "backbone_tokenizer", "params:model", "params:prompts",
+                        "params:recpo"],
                 outputs="recpo_initial_model",
                 name="start_policy",
             ),

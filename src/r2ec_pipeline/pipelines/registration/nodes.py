@@ -1,4 +1,6 @@
-"""Node of the registration pipeline: log, register, gate the champion alias, report."""
+"""Node of the registration pipeline: what to register, with the tags its promotion metric depends on.
+
+Logging, registering and the champion gate happen in the ``registered_model`` dataset (no MLflow call here)."""
 
 from __future__ import annotations
 
@@ -6,14 +8,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import pandas as pd
 
 from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.reporting import lookup
 from r2ec_pipeline.run_tags import data_hash, dataset_name, metric_users
 from r2ec_pipeline.serving.pyfunc import ServingSettings
-from r2ec_pipeline.serving.registry import log_pyfunc, register_and_gate
+from r2ec_pipeline.serving.registry import Registration
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +31,12 @@ def example_request(samples: pd.DataFrame, items: pd.DataFrame, k: int) -> pd.Da
     }])
 
 
-def version_tags(
-    interactions: pd.DataFrame, metrics: dict[str, Any], metric: str, ingestion_params: dict[str, Any],
-    evaluation_params: dict[str, Any], run_tags: dict[str, str],
-) -> dict[str, str]:
-    """What the promotion metric depends on (dataset, data hash, its users), plus the run's profile and commit."""
+def version_tags(interactions: pd.DataFrame, metrics: dict[str, Any], metric: str, ingestion_params: dict[str, Any],
+                 evaluation_params: dict[str, Any]) -> dict[str, str]:
+    """What the promotion metric depends on: the dataset, the data hash and the users it was computed on."""
     users = lookup(metrics, metric.rsplit(".", 1)[0] + ".users")
     evaluation = parse_block("evaluation", evaluation_params)
-    return {key: run_tags[key] for key in ("profile", "git_commit", "evaluation_users") if key in run_tags} | {
+    return {
         "dataset": dataset_name(ingestion_params),
         "data_hash": data_hash(interactions),
         "promotion_users": metric_users(metric, None if users is None else int(users), evaluation.seed),
@@ -55,9 +54,9 @@ def register_model(
     prompts_params: dict[str, Any],
     evaluation_params: dict[str, Any],
     params: dict[str, Any],
-) -> dict[str, Any]:
-    """Log the RecPO checkpoint as a pyfunc in the run, register it, move ``champion`` only if it wins
-    on the same dataset and users (the version's tags say which)."""
+) -> Registration:
+    """The RecPO checkpoint as a model to register (the ``registered_model`` dataset logs it as a pyfunc,
+    registers it and moves ``champion`` only if it wins on the same dataset and users)."""
     prompts, config = parse_block("prompts", prompts_params), parse_block("registration", params)
     settings = ServingSettings(
         user_instruction=prompts.user_instruction, window_size=prompts.window_size,
@@ -67,11 +66,9 @@ def register_model(
     value = lookup(metrics, config.promotion_metric)
     if value is None:
         logger.warning("metrics.json has no %s: the new version cannot become champion", config.promotion_metric)
-    info = log_pyfunc(checkpoint, backbone, items, settings, example_request(test_samples, items, config.default_k))
-    run = mlflow.active_run()
-    tags = version_tags(interactions, metrics, config.promotion_metric, ingestion_params, evaluation_params,
-                        mlflow.get_run(run.info.run_id).data.tags if run else {})
-    report = register_and_gate(info.model_uri, config.model_name, config.promotion_metric, value, tags)
-    log = logger.info if report["promoted"] else logger.warning
-    log("%s version %s: %s", config.model_name, report["version"], report["promotion"])
-    return report
+    return Registration(
+        checkpoint=checkpoint, backbone=backbone, items=items, settings=settings,
+        input_example=example_request(test_samples, items, config.default_k), model_name=config.model_name,
+        metric=config.promotion_metric, value=value,
+        tags=version_tags(interactions, metrics, config.promotion_metric, ingestion_params, evaluation_params),
+    )

@@ -12,6 +12,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                  ["recpo_model@folder", "backbone_folder", "validated_items", "validated_interactions", "test_samples",
                   "evaluation_metrics", "params:data_ingestion", "params:prompts", "params:evaluation",
                   "params:registration"],
-                 "registration_report", name="register_model"),
+                 "registered_model", name="register_model"),
         ]
     )

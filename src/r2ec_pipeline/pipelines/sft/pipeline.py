@@ -11,7 +11,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=build_dual_head,
-                inputs=["backbone_lm", "backbone_tokenizer", "params:model"],
+                inputs=["backbone_lm", "backbone_tokenizer", "params:model", "params:prompts"],
                 outputs="zero_shot_model",
                 name="build_dual_head",
             ),

@@ -1,0 +1,128 @@
+"""Render the three pages a user browses in a headless Chromium and say what each shows.
+
+The GX Data Docs (``data/08_reporting/data_docs``), the MLflow run page of the latest ``r2ec`` run
+(``mlflow ui`` on the project's store) and ``kedro viz build``'s static site: each is loaded with its
+JavaScript run to completion, its rendered DOM searched for what the page must show, and a screenshot
+saved. Needs a Chromium (``apt install chromium``; not a project dependency) and a project that has run
+``make run``. Prints one table row per page; exits 1 if a page lacks what it must show.
+
+    python benchmarks/render_pages.py [--project .] [--out docs/results/pages]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from _table import print_measures
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+def browser() -> str:
+    found = next((path for name in BROWSERS if (path := shutil.which(name))), None)
+    if found is None:
+        sys.exit(f"no headless browser found (looked for {', '.join(BROWSERS)}): apt install chromium")
+    return found
+
+
+def render(url: str, screenshot: Path, wait_ms: int) -> str:
+    """The DOM after ``wait_ms`` of virtual time (scripts and fetches done), and a 1400×900 screenshot."""
+    flags = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+             f"--virtual-time-budget={wait_ms}", "--window-size=1400,900"]
+    subprocess.run([*flags, f"--screenshot={screenshot}", url], check=True, capture_output=True, timeout=120)
+    return subprocess.run([*flags, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=120).stdout
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(command: list[str], url: str, cwd: Path) -> Iterator[None]:
+    """Run a server until ``url`` answers; stop it afterwards."""
+    server = subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(120):
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(url, timeout=2)
+                break
+            time.sleep(1)
+        else:
+            raise RuntimeError(f"{' '.join(command)} did not answer at {url}")
+        yield
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def visible_text(dom: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", re.sub(r"(?s)<(script|style)[^>]*>.*?</\1>", " ", dom)))
+
+
+def check(name: str, dom: str, expected: list[str]) -> tuple[str, str, bool]:
+    """(page, what its rendered text holds, whether every expected string is shown)."""
+    text = visible_text(dom)
+    missing = [item for item in expected if item not in text]
+    found = f"{len(expected) - len(missing)}/{len(expected)} expected strings ({', '.join(expected)})"
+    return name, f"{len(text):,} visible characters; {found}" + (f"; MISSING {missing}" if missing else ""), not missing
+
+
+def data_docs(project: Path, out: Path) -> tuple[str, str, bool]:
+    index = project / "data/08_reporting/data_docs/index.html"
+    dom = render(index.as_uri(), out / "gx_data_docs.png", 5_000)
+    return check("GX Data Docs", dom, ["interactions", "items", "Expectation"])
+
+
+def mlflow_run_page(project: Path, out: Path) -> tuple[str, str, bool]:
+    import mlflow
+
+    store = f"sqlite:///{project / 'mlflow.db'}"
+    mlflow.set_tracking_uri(store)
+    [run] = mlflow.search_runs(experiment_names=["r2ec"], max_results=1, order_by=["start_time DESC"],
+                               output_format="list")
+    port = free_port()
+    bin_dir = Path(sys.executable).parent
+    command = [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port)]
+    with serving(command, f"http://127.0.0.1:{port}/health", project):
+        url = f"http://127.0.0.1:{port}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
+        dom = render(url, out / "mlflow_run.png", 20_000)
+    return check("MLflow run page", dom, [run.info.run_name, "git_commit", "data_hash"])
+
+
+def kedro_viz_site(project: Path, out: Path) -> tuple[str, str, bool]:
+    bin_dir = Path(sys.executable).parent
+    subprocess.run([str(bin_dir / "kedro"), "viz", "build"], cwd=project, check=True, capture_output=True, timeout=600)
+    port = free_port()
+    with serving([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], f"http://127.0.0.1:{port}/",
+                 project / "build"):
+        dom = render(f"http://127.0.0.1:{port}/", out / "kedro_viz.png", 20_000)
+    return check("kedro viz build", dom, ["__default__", "model_input", "build_dual_head", "register_model"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--project", type=Path, default=Path("."))
+    parser.add_argument("--out", type=Path, default=Path("docs/results/pages"))
+    args = parser.parse_args()
+    project, out = args.project.resolve(), args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [page(project, out) for page in (data_docs, mlflow_run_page, kedro_viz_site)]
+    print_measures([(name, shown) for name, shown, _ in rows])
+    print(f"screenshots: {out}")
+    sys.exit(0 if all(ok for *_, ok in rows) else 1)
+
+
+if __name__ == "__main__":
+    main()

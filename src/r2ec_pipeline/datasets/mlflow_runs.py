@@ -1,0 +1,106 @@
+"""Kedro datasets that write to MLflow, so that no node calls MLflow itself.
+
+``RegisteredModelDataset`` registers a model in the active run and gates ``champion``;
+``ChildRunsDataset`` saves a summary of variants and gives each variant a nested MLflow run. Both
+write their JSON aside and swap it in (never half-written), then log it to the active run.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from kedro.io import AbstractDataset, DatasetError
+
+from r2ec_pipeline.reporting import flatten
+from r2ec_pipeline.serving.registry import Registration, register
+
+logger = logging.getLogger(__name__)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w") as stream:
+            json.dump(data, stream, indent=2, default=str)
+        os.replace(staging, path)
+    finally:
+        if os.path.exists(staging):
+            os.unlink(staging)
+
+
+class _JSONReport(AbstractDataset[Any, dict[str, Any]]):
+    """Loads the JSON report at ``filepath``; subclasses say what saving does in MLflow."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None) -> None:
+        self._filepath, self.metadata = Path(filepath), metadata
+
+    def load(self) -> dict[str, Any]:
+        if not self._filepath.is_file():
+            raise DatasetError(f"{self._filepath} is missing: run the pipeline that writes it first")
+        return json.loads(self._filepath.read_text())
+
+    def _save_report(self, report: dict[str, Any]) -> None:
+        import mlflow
+
+        _write_json(self._filepath, report)
+        if mlflow.active_run() is not None:
+            mlflow.log_artifact(str(self._filepath))
+
+    def _exists(self) -> bool:
+        return self._filepath.is_file()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}
+
+
+class RegisteredModelDataset(_JSONReport):
+    """Saving a ``Registration`` logs the model to the active run, registers it, gates ``champion`` and
+    writes the registration report (name, version, aliases, decision, tags); loading reads that report.
+
+    The version is tagged with the registration's tags and the run's profile, commit and evaluation
+    users (set by ``RunTagsHooks``).
+    """
+
+    def save(self, data: Registration) -> None:
+        import mlflow
+
+        run = mlflow.active_run()
+        run_tags = mlflow.get_run(run.info.run_id).data.tags if run is not None else {}
+        report = register(data, run_tags)
+        self._save_report(report)
+        log = logger.info if report["promoted"] else logger.warning
+        log("%s version %s: %s", report["model_name"], report["version"], report["promotion"])
+
+
+class ChildRunsDataset(_JSONReport):
+    """A summary ``{variant: {..., "mlflow_run": {"params", "metrics", "tags", "curves"}}, ...}`` saved as JSON;
+    each variant's ``mlflow_run`` entry also becomes an MLflow run nested under the active run (named after it).
+
+    ``curves`` are ``{metric: [values by step, from 1]}``. Without an active run only the JSON is written.
+    """
+
+    RUN_KEY = "mlflow_run"
+
+    def save(self, data: dict[str, Any]) -> None:
+        import mlflow
+
+        self._save_report(data)
+        if mlflow.active_run() is None:
+            return
+        for variant, entry in data.items():
+            if not isinstance(entry, dict) or self.RUN_KEY not in entry:
+                continue
+            run = entry[self.RUN_KEY]
+            with mlflow.start_run(run_name=variant, nested=True):
+                mlflow.set_tags(run.get("tags", {}))
+                mlflow.log_params(run.get("params", {}))
+                mlflow.log_metrics(flatten(run.get("metrics", {})))
+                for name, values in run.get("curves", {}).items():
+                    for step, value in enumerate(values, start=1):
+                        mlflow.log_metric(name, value, step=step)
