@@ -151,7 +151,7 @@ def test_the_import_closure_follows_imports_into_packages_and_their_modules():
     modules = _first_party_closure({"r2ec_pipeline.pipelines.registration.pipeline", "r2ec_pipeline.rl.losses"})
     names = {str(p.relative_to(SOURCE)) for p in modules}
     assert {"r2ec_pipeline/pipelines/registration/nodes.py", "r2ec_pipeline/serving/registry.py",
-            "r2ec_pipeline/config.py", "r2ec_pipeline/rl/__init__.py", "r2ec_pipeline/rl/rewards.py"} <= names
+            "r2ec_pipeline/config/__init__.py", "r2ec_pipeline/rl/__init__.py", "r2ec_pipeline/rl/rewards.py"} <= names
 
 
 def test_dvc_plots_show_draws_every_declared_curve(tmp_path):

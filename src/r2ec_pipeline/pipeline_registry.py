@@ -11,6 +11,7 @@ from kedro.pipeline import Pipeline
 from r2ec_pipeline.pipelines import (
     ablations,
     baselines,
+    catalog_update,
     data_ingestion,
     data_validation,
     evaluation,
@@ -30,10 +31,10 @@ STAGES = {
     "recpo": recpo.create_pipeline,
     "evaluation": evaluation.create_pipeline,
 }
-# Not DVC stages: publishing to the MLflow registry is a side effect, and the ablation grid is run on
-# demand (`kedro run --pipelines ablations`, or one variant at a time with `dvc exp run -S ...`).
+# Not DVC stages: publishing to the MLflow registry is a side effect, and the ablation grid and catalog
+# updates of a registered model are run on demand (`kedro run --pipelines ablations|catalog_update`).
 RELEASE = {"registration": registration.create_pipeline}
-ON_DEMAND = {"ablations": ablations.create_pipeline}
+ON_DEMAND = {"ablations": ablations.create_pipeline, "catalog_update": catalog_update.create_pipeline}
 DATA_PIPELINES = ("data_ingestion", "data_validation", "prompts")
 
 

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 from kedro.runner import SequentialRunner
 
-from r2ec_pipeline.pipelines.data_validation.nodes import DataValidationError, validate_tables
+from r2ec_pipeline.data.validation import DataValidationError
+from r2ec_pipeline.pipelines.data_validation.nodes import validate_tables
 from r2ec_pipeline.pipelines.data_validation.pipeline import create_pipeline
 from tests.helpers import memory_catalog
 
@@ -86,7 +87,7 @@ def test_data_docs_show_each_table_and_the_failing_rule(tables, tmp_path):
 
     interactions, items = tables
     bad = interactions.assign(rating=interactions["rating"].replace({5.0: 7.0}))
-    _, site = validate_tables(bad, items, PARAMS)
+    report, site = validate_tables(bad, items, PARAMS)
     pages = [name for name in site if name.startswith("validations/") and name.endswith(".html")]
     assert "index.html" in site and len(pages) == 3  # interactions, items, user activity
     [ratings] = [site[name].decode() for name in pages if "/interactions/" in name]
@@ -94,3 +95,7 @@ def test_data_docs_show_each_table_and_the_failing_rule(tables, tmp_path):
     dataset = SiteDataset(str(tmp_path / "docs"))
     dataset.save(site)
     assert dataset.load() == tmp_path / "docs/index.html" and (tmp_path / "docs" / pages[0]).is_file()
+    # GX's index draws its tables with scripts from CDNs; the overview is static and links each page
+    overview = site["overview.html"].decode()
+    assert "failed: rating_within_scale" in overview and "FAILED: " in overview
+    assert overview.count('<a href="validations/') == len(report["results"]) and "<script" not in overview

@@ -76,6 +76,28 @@ def filter_items(meta: pd.DataFrame, max_title_words: int, min_title_chars: int,
     return kept.assign(title=kept["title"].map(clean_title)), {reason: n for reason, n in drops.items() if n}
 
 
+def description_text(value: Any) -> str:
+    """The metadata's description (a list of paragraphs) as one line of text; empty when missing."""
+    if isinstance(value, list):
+        return " ".join(str(part).strip() for part in value if str(part).strip())
+    return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value).strip()
+
+
+def meta_items(meta: pd.DataFrame) -> pd.DataFrame:
+    """Metadata rows (``parent_asin``, ``title``, ...) in the project's item schema: raw_item_id, title and
+    the text fields item prompts show. Titles are taken as they are (``filter_items`` cleans them)."""
+    def column(name: str) -> pd.Series:
+        return meta[name] if name in meta.columns else pd.Series([None] * len(meta), index=meta.index)
+
+    return pd.DataFrame({
+        "raw_item_id": meta["parent_asin"].astype(str),
+        "title": meta["title"],
+        "description": column("description").map(description_text),
+        "average_rating": column("average_rating"),
+        "rating_number": column("rating_number"),
+    })
+
+
 def to_unix(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp())
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import pandas as pd
+from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 FIELD_LABELS = {"average_rating": "Average rating", "rating_number": "Number of ratings"}
@@ -150,3 +151,15 @@ def fit_item_prompt(
             return text, n_tokens, True
         keep -= max(1, n_tokens - max_tokens)
     raise PromptError(f"item prompt does not fit max_item_prompt_tokens={max_tokens}: the instruction is too long")
+
+
+def item_prompt_table(
+    items: pd.DataFrame, tokenizer: PreTrainedTokenizerBase, instruction: str, answer_tag: str, max_tokens: int
+) -> pd.DataFrame:
+    """One chat-formatted prompt per item (``item_id``, ``prompt``, ``prompt_tokens``, ``text_truncated``),
+    pre-filled with the answer tag: the prompts stage's item prompts, and a catalog update's."""
+    rows = []
+    for _, item in tqdm(items.iterrows(), total=len(items), desc="item prompts", leave=False):
+        prompt, n_tokens, cut = fit_item_prompt(tokenizer, instruction, item_fields_text(item), answer_tag, max_tokens)
+        rows.append((int(item["item_id"]), prompt, n_tokens, cut))
+    return pd.DataFrame.from_records(rows, columns=["item_id", "prompt", "prompt_tokens", "text_truncated"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from kedro.io import AbstractDataset, DatasetError
+from kedro.io import AbstractDataset
 
 from r2ec_pipeline.model.checkpoint import CONFIG_FILE, load_dual_head, save_dual_head
 from r2ec_pipeline.model.dual_head import R2ecModel

@@ -1,8 +1,9 @@
-"""Kedro datasets that write to MLflow, so that no node calls MLflow itself.
+"""Kedro datasets that read and write MLflow, so that no node calls MLflow itself.
 
 ``RegisteredModelDataset`` registers a model in the active run and gates ``champion``;
-``ChildRunsDataset`` saves a summary of variants and gives each variant a nested MLflow run. Both
-write their JSON aside and swap it in (never half-written), then log it to the active run.
+``ChildRunsDataset`` saves a summary of variants and gives each variant a nested MLflow run (both write
+their JSON aside and swap it in, never half-written, then log it to the active run);
+``RegisteredVersionDataset`` loads a registered version's files (what a catalog update starts from).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from kedro.io import AbstractDataset, DatasetError
 
 from r2ec_pipeline.reporting import flatten
-from r2ec_pipeline.serving.registry import Registration, register
+from r2ec_pipeline.serving.registry import Registration, RegisteredVersion, download_version, register
 
 logger = logging.getLogger(__name__)
 
@@ -104,3 +105,26 @@ class ChildRunsDataset(_JSONReport):
                 for name, values in run.get("curves", {}).items():
                     for step, value in enumerate(values, start=1):
                         mlflow.log_metric(name, value, step=step)
+
+
+class RegisteredVersionDataset(AbstractDataset[None, RegisteredVersion]):
+    """A registered version (``models:/<name>@<alias>`` or ``models:/<name>/<version>``) downloaded into
+    ``download_dir``: its checkpoint, catalog, serving settings and backbone. Read-only; downloaded once per
+    dataset instance (one Kedro run), however many nodes read it, so every node sees the same version."""
+
+    def __init__(self, model_uri: str, download_dir: str, metadata: dict[str, Any] | None = None) -> None:
+        self._model_uri, self._download_dir, self.metadata = model_uri, Path(download_dir), metadata
+        self._loaded: RegisteredVersion | None = None
+
+    def load(self) -> RegisteredVersion:
+        if self._loaded is None:
+            self._loaded = download_version(self._model_uri, self._download_dir)
+            logger.info("loaded %s: %s version %d, %d items", self._model_uri, self._loaded.name,
+                        self._loaded.version, len(self._loaded.items))
+        return self._loaded
+
+    def save(self, data: None) -> None:
+        raise DatasetError(f"{type(self).__name__} is read-only: registered versions are written by registration")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"model_uri": self._model_uri, "download_dir": str(self._download_dir)}

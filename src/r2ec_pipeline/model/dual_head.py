@@ -90,6 +90,13 @@ class SharedPrefix:
         return cache
 
 
+def _check_item_ids(item_ids: Sequence[int], prompts: Sequence[str]) -> None:
+    if len(item_ids) != len(prompts):
+        raise ValueError(f"{len(item_ids)} item ids but {len(prompts)} item prompts")
+    if min(item_ids) < 1:
+        raise ValueError(f"item id 0 (or below) in the catalog: {min(item_ids)}; 0 is reserved")
+
+
 class R2ecModel(nn.Module):
     """Backbone (optionally with LoRA adapters) + tokenizer + item table, with the R²ec operations."""
 
@@ -282,12 +289,27 @@ class R2ecModel(nn.Module):
         self, item_ids: Sequence[int], prompts: Sequence[str], batch_size: int = 32, progress: bool = True
     ) -> torch.Tensor:
         """Encode every item prompt into H ((max id + 1) × d); row 0 stays zero (item 0 is not real)."""
-        if len(item_ids) != len(prompts):
-            raise ValueError(f"{len(item_ids)} item ids but {len(prompts)} item prompts")
-        if min(item_ids) < 1:
-            raise ValueError(f"item id 0 (or below) in the catalog: {min(item_ids)}; 0 is reserved")
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
+        _check_item_ids(item_ids, prompts)
         table = torch.zeros(max(item_ids) + 1, self.lm.config.hidden_size, device=self.device)
+        self.item_table = self._encode_rows(table, item_ids, prompts, batch_size, progress)
+        return self.item_table
+
+    @torch.no_grad()
+    def update_item_rows(
+        self, item_ids: Sequence[int], prompts: Sequence[str], batch_size: int = 32, progress: bool = True
+    ) -> torch.Tensor:
+        """Encode only these items into their rows (the table grows with zero rows up to the largest id);
+        every other row is kept bit for bit. A catalog update: new items without re-encoding the catalog."""
+        _check_item_ids(item_ids, prompts)
+        old = self.item_table.detach()
+        table = torch.zeros(max(old.shape[0], max(item_ids) + 1), old.shape[1], dtype=old.dtype, device=self.device)
+        table[:old.shape[0]] = old.to(self.device)
+        self.item_table = self._encode_rows(table, item_ids, prompts, batch_size, progress)
+        return self.item_table
+
+    def _encode_rows(self, table: torch.Tensor, item_ids: Sequence[int], prompts: Sequence[str], batch_size: int,
+                     progress: bool) -> torch.Tensor:
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
         was_training = self.lm.training
         self.lm.eval()
         prefix = self.shared_prefix(prompts)  # the instruction up to the item's own text: run once, not per batch
@@ -296,7 +318,6 @@ class R2ecModel(nn.Module):
             table[[item_ids[i] for i in chunk]] = self.encode_shared_prefix([prompts[i] for i in chunk],
                                                                             prefix=prefix).float()
         self.lm.train(was_training)
-        self.item_table = table
         return table
 
     def score(self, user_states: torch.Tensor, histories: Sequence[Sequence[int]] | None = None) -> torch.Tensor:

@@ -17,7 +17,7 @@ from accelerate import PartialState
 from transformers import PreTrainedTokenizerBase
 
 from r2ec_pipeline.config import ConfigError, parse_block
-from r2ec_pipeline.data.samples import mask_lists, seeded_subset
+from r2ec_pipeline.data.samples import mask_lists
 from r2ec_pipeline.model.adapters import enable_training
 from r2ec_pipeline.model.backbone import load_causal_lm
 from r2ec_pipeline.model.dual_head import R2ecModel
@@ -65,12 +65,6 @@ def start_policy(
     model.config = dataclasses.replace(model.config, similarity_temperature=tau)
     logger.info("RecPO policy: %s trainable parameters, τ = %g", f"{trainable:,}", tau)
     return model
-
-
-def select_recpo_eval_samples(valid_samples: pd.DataFrame, recpo_params: dict[str, Any]) -> pd.DataFrame:
-    """A fixed, seeded subset of validation samples (``eval_users``), or all of them."""
-    config = parse_block("recpo", recpo_params)
-    return seeded_subset(valid_samples, config.eval_users, config.seed)
 
 
 def train_recpo_model(

@@ -8,6 +8,8 @@ normal outcome, reported and tagged, never an error.
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, replace
 from importlib.metadata import version
@@ -16,10 +18,14 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model
 
 import r2ec_pipeline
-from r2ec_pipeline.serving.backbone_store import log_backbone
+from r2ec_pipeline.model.checkpoint import save_dual_head
+from r2ec_pipeline.model.dual_head import R2ecModel
+from r2ec_pipeline.serving.backbone_store import fetch_backbone, log_backbone
 from r2ec_pipeline.serving.pyfunc import SIGNATURE, R2ecPyfunc, ServingSettings
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -46,9 +52,10 @@ RUN_TAGS = ("profile", "git_commit", "evaluation_users")       # copied from the
 
 @dataclass(frozen=True)
 class Registration:
-    """A model to register: its files, how it serves, the metric it competes on and the version's tags."""
+    """A model to register: its files (or the model itself), how it serves, the metric it competes on and
+    the version's tags."""
 
-    checkpoint: Path
+    checkpoint: Path | R2ecModel
     backbone: Path
     items: pd.DataFrame
     settings: ServingSettings
@@ -144,7 +151,56 @@ def register_and_gate(
 def register(registration: Registration, run_tags: dict[str, str]) -> dict[str, object]:
     """Log the model to the active run, register it and gate ``champion``; the version carries
     ``registration.tags`` plus the run's ``RUN_TAGS``. Returns the registration report."""
-    info = log_pyfunc(registration.checkpoint, registration.backbone, registration.items, registration.settings,
-                      registration.input_example)
+    with tempfile.TemporaryDirectory() as staging:
+        checkpoint = registration.checkpoint
+        if isinstance(checkpoint, R2ecModel):  # a model in memory is written as a checkpoint folder first
+            checkpoint = save_dual_head(checkpoint, Path(staging) / "checkpoint")
+        info = log_pyfunc(checkpoint, registration.backbone, registration.items, registration.settings,
+                          registration.input_example)
     tags = {key: run_tags[key] for key in RUN_TAGS if key in run_tags} | registration.tags
     return register_and_gate(info.model_uri, registration.model_name, registration.metric, registration.value, tags)
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    """A registered version's files on this machine: what a catalog update starts from."""
+
+    name: str
+    version: int
+    checkpoint: Path             # the dual-head checkpoint folder
+    items: pd.DataFrame          # its catalog (CATALOG_COLUMNS)
+    settings: ServingSettings
+    backbone: Path               # the backbone folder it loads onto (fetched once per content)
+    tags: dict[str, str]
+
+
+def _version(client: MlflowClient, model_uri: str) -> ModelVersion:
+    """The version ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` names; a clear error otherwise."""
+    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri)
+    if match is None:
+        raise MlflowException.invalid_parameter_value(
+            f"model URI {model_uri!r} must read models:/<name>@<alias> or models:/<name>/<version>")
+    name, alias, number = match.groups()
+    try:
+        return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+    except MlflowException as error:
+        raise MlflowException.invalid_parameter_value(
+            f"{model_uri} is not in the registry at {mlflow.get_tracking_uri()}: run `make run` (or the "
+            f"registration pipeline) first ({error.message})") from None
+
+
+def download_version(model_uri: str, folder: Path) -> RegisteredVersion:
+    """Download a registered version's artifacts into ``folder`` (replaced) and read its catalog and settings."""
+    client = MlflowClient()
+    found = _version(client, model_uri)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{found.name}/{found.version}", dst_path=str(folder)))
+    artifacts = Model.load(str(local)).flavors["python_function"]["artifacts"]
+    paths = {name: local / entry["path"] for name, entry in artifacts.items()}
+    settings = ServingSettings(**json.loads(paths["serving"].read_text()))
+    backbone = (fetch_backbone(settings.backbone_uri, settings.backbone_sha256) if settings.backbone_uri
+                else paths["backbone"])
+    return RegisteredVersion(name=found.name, version=int(found.version), checkpoint=paths["checkpoint"],
+                             items=pd.read_parquet(paths["items"]), settings=settings, backbone=backbone,
+                             tags=dict(found.tags))

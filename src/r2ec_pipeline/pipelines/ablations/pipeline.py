@@ -6,7 +6,8 @@ from kedro.pipeline import Node, Pipeline
 
 from r2ec_pipeline.config import ABLATION_VARIANTS
 from r2ec_pipeline.pipelines.ablations.nodes import rank_variant, start_after, summarise_ablations, variant_recpo_params
-from r2ec_pipeline.rl.runs import select_recpo_eval_samples, start_policy, train_recpo_model
+from r2ec_pipeline.data.samples import select_eval_samples
+from r2ec_pipeline.rl.runs import start_policy, train_recpo_model
 
 SHARED_INPUTS = {"sft_model", "backbone_folder", "backbone_tokenizer", "train_samples", "valid_samples", "item_prompts",
                  "validated_interactions", "evaluation_samples"}
@@ -24,7 +25,7 @@ def _variant(variant: str, previous: str | None) -> Pipeline:
         Node(partial(variant_recpo_params, variant=variant), ["params:recpo", "params:ablations"], "recpo_params",
              name="recpo_params"),
         start,
-        Node(select_recpo_eval_samples, ["valid_samples", "recpo_params"], "validation_samples",
+        Node(partial(select_eval_samples, block="recpo"), ["valid_samples", "recpo_params"], "validation_samples",
              name="validation_samples"),
         Node(train_recpo_model,
              ["initial_model", "train_samples", "validation_samples", "item_prompts", "validated_interactions",

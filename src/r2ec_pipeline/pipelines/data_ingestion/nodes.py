@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from r2ec_pipeline.config import AmazonParams, parse_block
-from r2ec_pipeline.data.amazon import filter_items, to_unix, window_start
+from r2ec_pipeline.data.amazon import filter_items, meta_items, to_unix, window_start
 
 if TYPE_CHECKING:  # types only: the nodes run without Kedro's dataset classes (benchmarks/gpu_run.py)
     from r2ec_pipeline.datasets.raw_sources import LazyTables, RawTables
@@ -69,12 +69,6 @@ def movielens_tables(raw: RawTables) -> tuple[pd.DataFrame, pd.DataFrame]:
     return interactions, items
 
 
-def _description_text(value: Any) -> str:
-    if isinstance(value, list):
-        return " ".join(str(part).strip() for part in value if str(part).strip())
-    return "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value).strip()
-
-
 def amazon_tables(raw: RawTables, params: AmazonParams) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Amazon Reviews 2023 → raw interactions and items with the paper's preprocessing, and what it dropped.
 
@@ -106,13 +100,7 @@ def amazon_tables(raw: RawTables, params: AmazonParams) -> tuple[pd.DataFrame, p
     review_drops["duplicate_review"] = before - len(interactions)
     logger.info("amazon: window %s..%s (exclusive) holds %d items (target %d); reviews dropped: %s",
                 start, params.end_date, interactions["raw_item_id"].nunique(), params.min_items, review_drops)
-    items = pd.DataFrame({
-        "raw_item_id": kept_meta["parent_asin"].astype(str),
-        "title": kept_meta["title"],
-        "description": kept_meta["description"].map(_description_text),
-        "average_rating": kept_meta["average_rating"],
-        "rating_number": kept_meta["rating_number"],
-    })
+    items = meta_items(kept_meta)
     report = {
         "items": {"read": len(meta), "kept": len(kept_meta), "dropped": item_drops},
         "reviews": {"read": len(raw["reviews"]), "kept": len(interactions),

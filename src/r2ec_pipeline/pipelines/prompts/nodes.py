@@ -16,10 +16,9 @@ from transformers import PreTrainedTokenizerBase
 from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.data.prompting import (
     count_tokens,
-    fit_item_prompt,
     fit_user_prompt,
     history_lines,
-    item_fields_text,
+    item_prompt_table,
     render_user_prompt,
 )
 from r2ec_pipeline.data.samples import SPLITS, assign_splits, build_samples, dataset_statistics, table5_line
@@ -81,14 +80,7 @@ def render_item_prompts(
 ) -> pd.DataFrame:
     """One chat-formatted prompt per catalog item, pre-filled with the answer tag."""
     config = parse_block("prompts", params)
-    rows = []
-    for _, item in tqdm(items.iterrows(), total=len(items), desc="item prompts", leave=False):
-        prompt, n_tokens, cut = fit_item_prompt(
-            tokenizer, config.item_instruction, item_fields_text(item), config.answer_tag,
-            config.max_item_prompt_tokens,
-        )
-        rows.append((int(item["item_id"]), prompt, n_tokens, cut))
-    return pd.DataFrame.from_records(rows, columns=["item_id", "prompt", "prompt_tokens", "text_truncated"])
+    return item_prompt_table(items, tokenizer, config.item_instruction, config.answer_tag, config.max_item_prompt_tokens)
 
 
 def _percentiles(values: pd.Series) -> dict[str, float]:

@@ -3,6 +3,6 @@
 They live in ``r2ec_pipeline.rl.runs``, which the ablations pipeline reuses for each variant.
 """
 
-from r2ec_pipeline.rl.runs import recpo_report, select_recpo_eval_samples, start_policy, train_recpo_model
+from r2ec_pipeline.rl.runs import recpo_report, start_policy, train_recpo_model
 
-__all__ = ["recpo_report", "select_recpo_eval_samples", "start_policy", "train_recpo_model"]
+__all__ = ["recpo_report", "start_policy", "train_recpo_model"]

@@ -1,8 +1,11 @@
 """recpo: SFT checkpoint (or zero-shot model) → RecPO → the trained dual-head model and its report (spec §5)."""
 
+from functools import partial
+
 from kedro.pipeline import Node, Pipeline
 
-from r2ec_pipeline.pipelines.recpo.nodes import select_recpo_eval_samples, start_policy, train_recpo_model
+from r2ec_pipeline.data.samples import select_eval_samples
+from r2ec_pipeline.pipelines.recpo.nodes import start_policy, train_recpo_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -16,7 +19,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="start_policy",
             ),
             Node(
-                func=select_recpo_eval_samples,
+                func=partial(select_eval_samples, block="recpo"),
                 inputs=["valid_samples", "params:recpo"],
                 outputs="recpo_eval_samples",
                 name="select_recpo_eval_samples",

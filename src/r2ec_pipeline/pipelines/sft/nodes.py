@@ -9,18 +9,12 @@ from typing import Any
 import pandas as pd
 
 from r2ec_pipeline.config import parse_block
-from r2ec_pipeline.data.samples import EarlierItems, mask_lists, seeded_subset
+from r2ec_pipeline.data.samples import EarlierItems, mask_lists
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.evaluation import evaluate_without_reasoning
 from r2ec_pipeline.model.sft import train_sft
 
 logger = logging.getLogger(__name__)
-
-
-def select_eval_samples(valid_samples: pd.DataFrame, sft_params: dict[str, Any]) -> pd.DataFrame:
-    """A fixed, seeded subset of validation samples (``eval_users``), or all of them."""
-    config = parse_block("sft", sft_params)
-    return seeded_subset(valid_samples, config.eval_users, config.seed)
 
 
 def train_sft_model(

@@ -1,9 +1,12 @@
 """sft: backbone + tokenizer → zero-shot dual-head model → SFT warm-start of the rec head (spec §4)."""
 
+from functools import partial
+
 from kedro.pipeline import Node, Pipeline
 
+from r2ec_pipeline.data.samples import select_eval_samples
 from r2ec_pipeline.model.factory import build_dual_head
-from r2ec_pipeline.pipelines.sft.nodes import select_eval_samples, train_sft_model
+from r2ec_pipeline.pipelines.sft.nodes import train_sft_model
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -16,7 +19,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="build_dual_head",
             ),
             Node(
-                func=select_eval_samples,
+                func=partial(select_eval_samples, block="sft"),
                 inputs=["valid_samples", "params:sft"],
                 outputs="sft_eval_samples",
                 name="select_eval_samples",
