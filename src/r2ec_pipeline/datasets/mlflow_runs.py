@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import mlflow
 from kedro.io import AbstractDataset, DatasetError
 
 from r2ec_pipeline.reporting import flatten
@@ -47,8 +48,6 @@ class _JSONReport(AbstractDataset[Any, dict[str, Any]]):
         return json.loads(self._filepath.read_text())
 
     def _save_report(self, report: dict[str, Any]) -> None:
-        import mlflow
-
         _write_json(self._filepath, report)
         if mlflow.active_run() is not None:
             mlflow.log_artifact(str(self._filepath))
@@ -69,8 +68,6 @@ class RegisteredModelDataset(_JSONReport):
     """
 
     def save(self, data: Registration) -> None:
-        import mlflow
-
         run = mlflow.active_run()
         run_tags = mlflow.get_run(run.info.run_id).data.tags if run is not None else {}
         report = register(data, run_tags)
@@ -89,8 +86,6 @@ class ChildRunsDataset(_JSONReport):
     RUN_KEY = "mlflow_run"
 
     def save(self, data: dict[str, Any]) -> None:
-        import mlflow
-
         self._save_report(data)
         if mlflow.active_run() is None:
             return

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
 from typing import Any
 
 import pandas as pd
@@ -29,17 +28,18 @@ KEPT_TAGS = tuple(tag for tag in COMPARED_TAGS if tag != "promotion_users")  # w
 
 
 def check_new_items(new_items: pd.DataFrame, source: RegisteredVersion, update_params: dict[str, Any],
-                    validation_params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The GX rules on the new rows against the source's catalog: the report and its Data Docs site."""
+                    validation_params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any], dict[str, bytes]]:
+    """The new rows matched to the source's catalog, the GX rules' report on them and its Data Docs site."""
     config, rules = parse_block("catalog_update", update_params), parse_block("data_validation", validation_params)
     matched = match_catalog(new_items, source.items)
-    return validate_frames({"new_items": (matched, new_item_rules(config.allow_updates))}, rules.example_rows)
+    report, site = validate_frames({"new_items": (matched, new_item_rules(config.allow_updates))}, rules.example_rows)
+    return matched, report, site
 
 
-def accept_new_items(report: dict[str, Any], new_items: pd.DataFrame, source: RegisteredVersion) -> pd.DataFrame:
-    """The new rows matched to the catalog when every rule held; otherwise stop: nothing is registered."""
+def accept_new_items(report: dict[str, Any], matched: pd.DataFrame) -> pd.DataFrame:
+    """The matched rows when every rule held; otherwise stop: nothing is encoded or registered."""
     enforce(report, DATA_DOCS, VALIDATION_REPORT)
-    return match_catalog(new_items, source.items)
+    return matched
 
 
 def update_catalog(
@@ -74,6 +74,6 @@ def update_catalog(
                              "k": source.settings.default_k}])
     return Registration(
         checkpoint=model, backbone=source.backbone, items=plan.catalog,
-        settings=replace(source.settings, backbone_uri="", backbone_sha256=""), input_example=example,
+        settings=source.settings, input_example=example,
         model_name=source.name, metric=registration.promotion_metric, value=None, tags=tags,
     ), report

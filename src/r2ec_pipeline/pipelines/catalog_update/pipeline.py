@@ -10,9 +10,10 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(check_new_items, ["new_items", "catalog_update_source", "params:catalog_update",
                                    "params:data_validation"],
-                 ["catalog_update_validation", "catalog_update_data_docs"], name="check_new_items"),
-            Node(accept_new_items, ["catalog_update_validation", "new_items", "catalog_update_source"],
-                 "accepted_new_items", name="accept_new_items"),
+                 ["matched_new_items", "catalog_update_validation", "catalog_update_data_docs"],
+                 name="check_new_items"),
+            Node(accept_new_items, ["catalog_update_validation", "matched_new_items"], "accepted_new_items",
+                 name="accept_new_items"),
             Node(update_catalog, ["accepted_new_items", "catalog_update_source", "params:prompts", "params:model",
                                   "params:registration"],
                  ["updated_model", "catalog_update_report"], name="update_catalog"),
