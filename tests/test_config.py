@@ -7,7 +7,7 @@ from r2ec_pipeline.config import ABLATION_VARIANTS, ConfigError, parse_block, va
 
 def _params(**overrides):
     params = {"data_ingestion": {}, "data_validation": {}, "prompts": {}, "model": {"backbone": "x"}, "sft": {},
-              "recpo": {}, "baselines": {}, "evaluation": {}, "registration": {}, "catalog_update": {},
+              "recpo": {}, "baselines": {}, "evaluation": {}, "registration": {}, "catalog_update": {}, "cold_start": {},
               "ablations": {"variants": {name: {} for name in ABLATION_VARIANTS}}}
     for block, values in overrides.items():
         params[block] = values

@@ -272,3 +272,42 @@ def test_ablation_grid_trains_every_variant_as_a_child_run(project: Path):
     assert by_name["rloo"].data.params["recpo.advantage_type"] == "rloo"
     assert by_name["beta_02"].data.params["recpo.reward_beta"] == "0.2"
     assert "test.reasoning.ndcg_at_10" in by_name["fused_grpo"].data.metrics
+
+
+def test_cold_start_adds_the_held_out_items_after_training_and_ranks_their_users(project: Path):
+    _cli_run(project)  # make run's models, which knew every item, and its test users
+    # the tiny catalog without its newest item leaves 1 RecPO training sample
+    _cli_run(project, "cold_start", **{"cold_start.held_out_fraction": 0.25, "recpo.per_device_train_batch_size": 1})
+
+    items = pd.read_parquet(project / "data/03_primary/items.parquet")
+    held = pd.read_parquet(project / "data/03_primary/cold_start/held_out_items.parquet")
+    trained = pd.read_parquet(project / "data/03_primary/cold_start/items.parquet")
+    assert len(held) == 1 and len(trained) == len(items) - 1  # ceil(0.25 · 4)
+    assert list(trained["item_id"]) == list(range(1, len(trained) + 1))
+    assert not set(held["raw_item_id"]) & set(trained["raw_item_id"])
+    # nothing the cold-start models train on holds the held-out item
+    interactions = pd.read_parquet(project / "data/03_primary/cold_start/interactions.parquet")
+    assert interactions["item_id"].between(1, len(trained)).all()
+    assert len(interactions) == (pd.read_parquet(project / "data/03_primary/interactions.parquet")["item_id"]
+                                 .isin(items.loc[~items["raw_item_id"].isin(held["raw_item_id"]), "item_id"]).sum())
+
+    test = pd.read_parquet(project / "data/05_model_input/test_samples.parquet")
+    users = int(test["target_item_id"].isin(held["item_id"]).sum())
+    report = json.loads((project / "data/08_reporting/cold_start.json").read_text())
+    assert report["users"] == users > 0
+    assert report["update"]["items_before"] == len(trained) and report["update"]["items_after"] == len(items)
+    assert set(report["metrics"]) == {"cold", "known"}
+    assert set(report["metrics"]["cold"]) == {"recpo", "popularity", "sasrec"}
+    rankings = pd.read_parquet(project / "data/07_model_output/cold_start_rankings.parquet")
+    assert len(rankings) == users * 2 * (2 + 2)  # 2 settings × (R²ec in 2 modes, Pop, SASRec)
+    assert set(rankings["target_raw_item_id"]) <= set(held["raw_item_id"])
+    cold = rankings[rankings["setting"] == "cold"]
+    # trained without the item: SASRec has no row for it and ranks it last; Pop never counted it
+    assert (cold.loc[cold["model"] == "sasrec", "rank"] == len(items)).all()
+    assert all(set(ids) <= set(items["raw_item_id"]) for ids in rankings["topk_raw_item_ids"])
+    # R²ec after the update ranks the new item among the others: it can appear in its top lists
+    assert cold.loc[cold["model"] == "recpo", "rank"].between(1, len(items)).all()
+    comparisons = report["comparisons"]
+    assert set(comparisons) == {f"cold.recpo.{mode}-{other}" for mode in ("direct", "reasoning")
+                                for other in ("cold.popularity.direct", "cold.sasrec.direct", f"known.recpo.{mode}")}
+    assert all(value["ndcg_at_10"]["users"] == users for value in comparisons.values())

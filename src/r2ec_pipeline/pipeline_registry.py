@@ -12,6 +12,7 @@ from r2ec_pipeline.pipelines import (
     ablations,
     baselines,
     catalog_update,
+    cold_start,
     data_ingestion,
     data_validation,
     evaluation,
@@ -31,10 +32,16 @@ STAGES = {
     "recpo": recpo.create_pipeline,
     "evaluation": evaluation.create_pipeline,
 }
-# Not DVC stages: publishing to the MLflow registry is a side effect, and the ablation grid and catalog
-# updates of a registered model are run on demand (`kedro run --pipelines ablations|catalog_update`).
+# The stages a model trains with; the cold-start evaluation retrains them without the newest items.
+TRAINING = ("prompts", "baselines", "sft", "recpo")
+# Not DVC stages: publishing to the MLflow registry is a side effect; the ablation grid, catalog updates
+# of a registered model and the cold-start evaluation are run on demand (`kedro run --pipelines <name>`).
 RELEASE = {"registration": registration.create_pipeline}
-ON_DEMAND = {"ablations": ablations.create_pipeline, "catalog_update": catalog_update.create_pipeline}
+ON_DEMAND = {
+    "ablations": ablations.create_pipeline,
+    "catalog_update": catalog_update.create_pipeline,
+    "cold_start": lambda: cold_start.create_pipeline(sum((STAGES[name]() for name in TRAINING), Pipeline([]))),
+}
 DATA_PIPELINES = ("data_ingestion", "data_validation", "prompts")
 
 

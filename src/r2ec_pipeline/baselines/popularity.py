@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 
 
@@ -21,6 +22,15 @@ class Popularity:
         if ids.size and (ids.min() < 1 or ids.max() > num_items):
             raise ValueError(f"item ids must lie in 1..{num_items}, found {ids.min()}..{ids.max()}")
         return cls(torch.as_tensor(np.bincount(ids, minlength=num_items + 1), dtype=torch.float))
+
+    @classmethod
+    def from_counts(cls, counts: pd.DataFrame, num_items: int | None = None) -> Popularity:
+        """From a saved ``item_id``/``count`` table; ids up to ``num_items`` that it lacks (items added to
+        the catalog after training) count 0."""
+        size = max(int(counts["item_id"].max()), num_items or 0) + 1  # column = item id, 0 = padding
+        dense = np.zeros(size, dtype=np.float32)
+        dense[counts["item_id"].astype(int).to_numpy()] = counts["count"].to_numpy()
+        return cls(torch.from_numpy(dense))
 
     def score(self, histories: Sequence[Sequence[int]]) -> torch.Tensor:
         """Scores (users × (num_items + 1)); column 0 is −inf so padding never ranks."""

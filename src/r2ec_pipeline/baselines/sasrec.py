@@ -137,3 +137,12 @@ def sasrec_scores(model: SASRec, histories: list[list[int]]) -> torch.Tensor:
     """Next-item scores for each full history (its latest ``max_length`` items), history not masked."""
     with torch.no_grad():
         return model(pad_sequences(histories, model.settings.max_length))
+
+
+def catalog_scores(model: SASRec, histories: list[list[int]], num_items: int) -> torch.Tensor:
+    """``sasrec_scores`` over a catalog of ``num_items`` that grew after training: the items the model never
+    saw are left out of its input and score −inf (it cannot rank them)."""
+    known = model.items.num_embeddings - 1
+    scores = sasrec_scores(model, [[i for i in history if i <= known] for history in histories])
+    unseen = torch.full((scores.shape[0], max(num_items - known, 0)), float("-inf"), dtype=scores.dtype)
+    return torch.cat([scores, unseen], dim=1)

@@ -29,6 +29,7 @@ from r2ec_pipeline.config.release import (
     AblationParams,
     BaselinesParams,
     CatalogUpdateParams,
+    ColdStartParams,
     EvaluationParams,
     RegistrationParams,
     SASRecParams,
@@ -38,7 +39,7 @@ from r2ec_pipeline.config.training import METRIC_NAMES, AdapterParams, ModelPara
 __all__ = [
     "ABLATION_VARIANTS", "DEFAULT_ITEM_INSTRUCTION", "DEFAULT_USER_INSTRUCTION", "EVALUATED_MODELS", "METRIC_NAMES",
     "PARAMETER_MODELS", "R2EC_MODELS", "AblationParams", "AdapterParams", "AmazonParams", "BaselinesParams",
-    "CatalogUpdateParams", "ConfigError", "EvaluationParams", "IngestionParams", "ModelParams", "PromptParams",
+    "CatalogUpdateParams", "ColdStartParams", "ConfigError", "EvaluationParams", "IngestionParams", "ModelParams", "PromptParams",
     "RecPOParams", "RegistrationParams", "SASRecParams", "SFTParams", "ValidationParams", "parse_block",
     "validate_parameters",
 ]
@@ -55,6 +56,7 @@ PARAMETER_MODELS: dict[str, type[_Params]] = {
     "registration": RegistrationParams,
     "ablations": AblationParams,
     "catalog_update": CatalogUpdateParams,
+    "cold_start": ColdStartParams,
 }
 
 

@@ -1,4 +1,5 @@
-"""Parameters of what follows training: baselines, evaluation, registration, catalog updates, ablations."""
+"""Parameters of what follows training: baselines, evaluation, registration, catalog updates, cold start,
+ablations."""
 
 from __future__ import annotations
 
@@ -93,6 +94,16 @@ class RegistrationParams(_Params):
         if self.default_k > self.max_k:
             raise ValueError(f"default_k {self.default_k} > max_k {self.max_k}")
         return self
+
+
+class ColdStartParams(_Params):
+    """The cold-start evaluation (``kedro run --pipelines cold_start``): the newest items are held out of
+    everything the models train on, added after training by a catalog update, and the test users whose
+    target is one of them are ranked (evaluation block: ks, top_n, reasoning_tokens, seed)."""
+
+    held_out_fraction: float = Field(
+        0.05, gt=0, lt=1, description="Share of the items held out: those whose first interaction is the latest."
+    )
 
 
 class CatalogUpdateParams(_Params):

@@ -6,16 +6,19 @@ users (greedy reasoning, the zero-shot model) is the first ones of that order.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.data.samples import mask_lists
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.evaluation import Ranking, rank_both_modes, rank_without_reasoning
 from r2ec_pipeline.model.factory import place_for_params
+from r2ec_pipeline.model.scoring import mask_items
 
 
 def first_in_order(samples: pd.DataFrame, count: int | None) -> pd.DataFrame:
@@ -35,6 +38,13 @@ def ranking_rows(model: str, mode: str, samples: pd.DataFrame, ranking: Ranking,
         "topk_scores": [values[keep] for values, keep in zip(ranking.top_scores.astype(float), finite, strict=True)],
         "reasoning": reasoning if reasoning is not None else [None] * len(samples),
     })
+
+
+def rank_scores(model: str, scores: torch.Tensor, samples: pd.DataFrame, masks: Sequence[Sequence[int]],
+                top_n: int) -> pd.DataFrame:
+    """Rows of a model that scores the catalog in one pass (Pop, SASRec): ``masks`` set to −inf first."""
+    ranking = Ranking.from_scores(mask_items(scores, masks), samples["target_item_id"].astype(int).tolist(), top_n)
+    return ranking_rows(model, "direct", samples, ranking, None)
 
 
 def rank_r2ec(name: str, model: R2ecModel, samples: pd.DataFrame, interactions: pd.DataFrame,

@@ -9,16 +9,14 @@ were, bit for bit.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 import pandas as pd
 
 from r2ec_pipeline.config import parse_block
-from r2ec_pipeline.data.catalog import match_catalog, plan_update
-from r2ec_pipeline.data.prompting import item_prompt_table
-from r2ec_pipeline.data.validation import enforce, new_item_rules, validate_frames
+from r2ec_pipeline.data.validation import enforce
 from r2ec_pipeline.model.checkpoint import load_dual_head
+from r2ec_pipeline.serving.catalog_update import check_item_rows, encode_update
 from r2ec_pipeline.serving.registry import COMPARED_TAGS, RegisteredVersion, Registration
 
 logger = logging.getLogger(__name__)
@@ -31,9 +29,7 @@ def check_new_items(new_items: pd.DataFrame, source: RegisteredVersion, update_p
                     validation_params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any], dict[str, bytes]]:
     """The new rows matched to the source's catalog, the GX rules' report on them and its Data Docs site."""
     config, rules = parse_block("catalog_update", update_params), parse_block("data_validation", validation_params)
-    matched = match_catalog(new_items, source.items)
-    report, site = validate_frames({"new_items": (matched, new_item_rules(config.allow_updates))}, rules.example_rows)
-    return matched, report, site
+    return check_item_rows(new_items, source.items, config.allow_updates, rules.example_rows)
 
 
 def accept_new_items(report: dict[str, Any], matched: pd.DataFrame) -> pd.DataFrame:
@@ -48,29 +44,19 @@ def update_catalog(
 ) -> tuple[Registration, dict[str, Any]]:
     """Encode the new and updated items' rows with the source model and say what to register: the source
     with the updated catalog, as a new version (challenger; the promotion rules are unchanged)."""
-    prompts, registration = parse_block("prompts", prompts_params), parse_block("registration", registration_params)
-    plan = plan_update(source.items, matched)
+    registration = parse_block("registration", registration_params)
     model = load_dual_head(source.checkpoint, source.backbone, backbone=str(source.backbone))
-    rows = item_prompt_table(plan.rows, model.tokenizer, prompts.item_instruction, model.config.answer_tag,
-                             prompts.max_item_prompt_tokens)
-    started = time.perf_counter()
-    model.update_item_rows(rows["item_id"].tolist(), rows["prompt"].tolist(),
+    update = encode_update(model, source.items, matched, parse_block("prompts", prompts_params),
                            batch_size=max(parse_block("model", model_params).encode_batch_size, 32))
-    seconds = time.perf_counter() - started
-    raw_ids = dict(zip(plan.rows["item_id"], plan.rows["raw_item_id"], strict=True))
-    report = {
-        "source": f"{source.name} version {source.version}",
-        "items_before": len(source.items), "items_after": len(plan.catalog),
-        "added": [raw_ids[i] for i in plan.added], "updated": [raw_ids[i] for i in plan.updated],
-        "encode_seconds": round(seconds, 3), "items_truncated": int(rows["text_truncated"].sum()),
-    }
+    plan = update.plan
+    report = {"source": f"{source.name} version {source.version}", **update.report(len(source.items))}
     logger.info("catalog update of %s: %d added, %d updated, %d items encoded in %.1f s", report["source"],
-                len(plan.added), len(plan.updated), len(rows), seconds)
+                len(plan.added), len(plan.updated), len(plan.rows), update.seconds)
     tags = {tag: source.tags[tag] for tag in KEPT_TAGS if tag in source.tags} | {
         "catalog_update.source": report["source"],
         "catalog_update.added": str(len(plan.added)), "catalog_update.updated": str(len(plan.updated)),
     }
-    example = pd.DataFrame([{"history_item_ids": [raw_ids[i] for i in (plan.added or plan.updated)][:5],
+    example = pd.DataFrame([{"history_item_ids": (report["added"] or report["updated"])[:5],
                              "k": source.settings.default_k}])
     return Registration(
         checkpoint=model, backbone=source.backbone, items=plan.catalog,

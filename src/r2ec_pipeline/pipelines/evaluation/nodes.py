@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from matplotlib.figure import Figure
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -21,10 +20,8 @@ from r2ec_pipeline.baselines.sasrec import SASRec, sasrec_scores
 from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.data.samples import mask_lists
 from r2ec_pipeline.model.dual_head import R2ecModel
-from r2ec_pipeline.model.evaluation import Ranking
 from r2ec_pipeline.model.factory import build_dual_head
-from r2ec_pipeline.model.rankings import first_in_order, rank_r2ec, ranking_rows
-from r2ec_pipeline.model.scoring import mask_items
+from r2ec_pipeline.model.rankings import first_in_order, rank_r2ec, rank_scores
 from r2ec_pipeline.reporting import (
     comparisons_table, flatten, markdown_table, metrics_bar_chart, metrics_by_model, paired_comparisons, results_table,
 )
@@ -51,20 +48,12 @@ def select_evaluation_samples(valid_samples: pd.DataFrame, test_samples: pd.Data
     return samples
 
 
-def _rank_scores(model: str, scores: torch.Tensor, samples: pd.DataFrame, masks: list[list[int]],
-                 top_n: int) -> pd.DataFrame:
-    ranking = Ranking.from_scores(mask_items(scores, masks), samples["target_item_id"].astype(int).tolist(), top_n)
-    return ranking_rows(model, "direct", samples, ranking, None)
-
-
 def rank_popularity(counts: pd.DataFrame, samples: pd.DataFrame, interactions: pd.DataFrame,
                     model_params: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
     """Popularity ranked like every other model (history masked)."""
     masks = mask_lists(samples, interactions, parse_block("model", model_params).history_mask)
-    dense = np.zeros(int(counts["item_id"].max()) + 1, dtype=np.float32)  # column = item id, 0 = padding
-    dense[counts["item_id"].astype(int).to_numpy()] = counts["count"].to_numpy()
-    popularity = Popularity(torch.from_numpy(dense))
-    return _rank_scores("popularity", popularity.score(masks), samples, masks, parse_block("evaluation", params).top_n)
+    popularity = Popularity.from_counts(counts)
+    return rank_scores("popularity", popularity.score(masks), samples, masks, parse_block("evaluation", params).top_n)
 
 
 def rank_sasrec(sasrec: SASRec, samples: pd.DataFrame, interactions: pd.DataFrame,
@@ -72,7 +61,7 @@ def rank_sasrec(sasrec: SASRec, samples: pd.DataFrame, interactions: pd.DataFram
     """SASRec reads each user's full earlier history (its latest ``max_length`` items)."""
     masks = mask_lists(samples, interactions, parse_block("model", model_params).history_mask)
     full = mask_lists(samples, interactions, "full")
-    return _rank_scores("sasrec", sasrec_scores(sasrec, full), samples, masks, parse_block("evaluation", params).top_n)
+    return rank_scores("sasrec", sasrec_scores(sasrec, full), samples, masks, parse_block("evaluation", params).top_n)
 
 
 def rank_zero_shot(backbone_lm: PreTrainedModel, backbone_tokenizer: PreTrainedTokenizerBase,
