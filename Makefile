@@ -23,7 +23,7 @@ export OMP_NUM_THREADS := $(NUM_THREADS)
 export MKL_NUM_THREADS := $(NUM_THREADS)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup run test test-slow repro mlflow-ui viz clean
+.PHONY: help setup run test test-slow repro cold-start mlflow-ui viz clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -51,6 +51,10 @@ test: setup  ## run the test suite (fast: tiny model, tiny data)
 
 test-slow:  setup  ## run the slow end-to-end tests on the real data and backbone
 	$(BIN)/python -m pytest -m slow
+
+cold-start: setup  ## after `make run`: retrain without the newest items, add them by a catalog update, rank their users
+	$(BIN)/kedro run --pipelines cold_start
+	@$(BIN)/python -m r2ec_pipeline.reporting --cold-start
 
 repro: setup  ## rebuild the DVC pipeline (only stages whose inputs changed)
 	$(BIN)/dvc repro

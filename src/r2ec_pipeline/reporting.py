@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -212,10 +213,6 @@ def print_summary(metrics_path: str | Path, registration_path: str | Path) -> st
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    print(print_summary("data/08_reporting/metrics.json", "data/08_reporting/registration.json"))
-
-
 def curve_tables(recpo_report: dict[str, Any], sft_report: dict[str, Any] | None = None) -> dict[str, list[dict]]:
     """The training curves as tables (one JSON file each, ``dvc plots show`` draws them; step = optimizer step).
 
@@ -239,3 +236,46 @@ def curve_tables(recpo_report: dict[str, Any], sft_report: dict[str, Any] | None
                                                   for mode, points in modes.items() if str(step) in points}}
                                   for step in steps]
     return {name: rows for name, rows in tables.items() if rows}
+
+
+COLD_START_LABELS = {"cold": "trained without them, added by a catalog update", "known": "in the catalog at training time"}
+
+
+def _cold_start_label(key: str) -> str:
+    setting, model, mode = key.split(".")
+    return f"{MODEL_LABELS[model]}{'' if model in ('popularity', 'sasrec') else f' ({mode})'}, {setting}"
+
+
+def cold_start_tables(report: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The cold-start report as two tables: every model by setting and mode, and the paired differences."""
+    rows = [{"model": MODEL_LABELS[model] + ("" if model in ("popularity", "sasrec") else f" ({mode})"),
+             "held-out items": COLD_START_LABELS[setting], "users": values["users"],
+             **{name: round(values[name], 4) for name in TABLE_METRICS if name in values}}
+            for setting, models in report["metrics"].items() for model, modes in models.items()
+            for mode, values in modes.items()]
+    differences = [{"difference": " − ".join(_cold_start_label(key) for key in name.split("-")),
+                    "users": values["ndcg_at_10"]["users"],
+                    **{f"Δ {metric}": f"{v['difference']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]"
+                       for metric, v in values.items()}}
+                   for name, values in report["comparisons"].items()]
+    return pd.DataFrame(rows), pd.DataFrame(differences)
+
+
+def print_cold_start(report_path: str | Path) -> str:
+    """What `make cold-start` prints: the held-out items, the update and both tables."""
+    report = json.loads(Path(report_path).read_text())
+    held, update = report["held_out"], report["update"]
+    results, differences = cold_start_tables(report)
+    return "\n".join([
+        f"Cold start: the newest {held['items']} of {held['catalog_items']} items ({held['fraction']:.0%} by first "
+        f"interaction) held out of training and added by a catalog update ({update['encode_seconds']:.1f} s to "
+        f"encode them); {report['users']} test users whose target is one of them, full ranking, history masked:",
+        markdown_table(results), "Paired differences on the same users, 95% bootstrap CIs:", markdown_table(differences),
+    ])
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["--cold-start"]:
+        print(print_cold_start("data/08_reporting/cold_start.json"))
+    else:
+        print(print_summary("data/08_reporting/metrics.json", "data/08_reporting/registration.json"))

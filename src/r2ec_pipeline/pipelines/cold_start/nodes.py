@@ -148,7 +148,8 @@ def summarise_cold_start(known: pd.DataFrame, cold: pd.DataFrame, baselines: pd.
     rankings = pd.concat([cold, known, baselines], ignore_index=True)
     metrics: dict[str, Any] = {}
     for (setting, model, mode), frame in rankings.groupby(["setting", "model", "mode"], sort=False):
-        metrics.setdefault(setting, {}).setdefault(model, {})[mode] = ranking_metrics(frame["rank"], config.ks)
+        metrics.setdefault(setting, {}).setdefault(model, {})[mode] = {
+            **ranking_metrics(frame["rank"], config.ks), "users": len(frame)}
     report = {
         "held_out": {"fraction": parse_block("cold_start", cold_start_params).held_out_fraction,
                      "items": len(held_out_items), "catalog_items": len(training_items) + len(held_out_items)},
