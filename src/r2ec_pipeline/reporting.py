@@ -238,6 +238,7 @@ def curve_tables(recpo_report: dict[str, Any], sft_report: dict[str, Any] | None
     return {name: rows for name, rows in tables.items() if rows}
 
 
+COLD_START_METRICS = ("hit_at_10", "ndcg_at_10", "hit_at_20", "ndcg_at_20", "mrr", "median_rank")
 COLD_START_LABELS = {"cold": "trained without them, added by a catalog update", "known": "in the catalog at training time"}
 
 
@@ -250,7 +251,7 @@ def cold_start_tables(report: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFram
     """The cold-start report as two tables: every model by setting and mode, and the paired differences."""
     rows = [{"model": MODEL_LABELS[model] + ("" if model in ("popularity", "sasrec") else f" ({mode})"),
              "held-out items": COLD_START_LABELS[setting], "users": values["users"],
-             **{name: round(values[name], 4) for name in TABLE_METRICS if name in values}}
+             **{name: round(values[name], 4) for name in COLD_START_METRICS if name in values}}
             for setting, models in report["metrics"].items() for model, modes in models.items()
             for mode, values in modes.items()]
     differences = [{"difference": " − ".join(_cold_start_label(key) for key in name.split("-")),

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from r2ec_pipeline.config import SASRecParams
 from r2ec_pipeline.baselines.popularity import Popularity
-from r2ec_pipeline.baselines.sasrec import pad_sequences, train_sasrec, training_windows
+from r2ec_pipeline.baselines.sasrec import SASRec, catalog_scores, pad_sequences, sasrec_scores, train_sasrec, training_windows
 from r2ec_pipeline.metrics import ndcg_at_k
 from r2ec_pipeline.model.scoring import mask_items, target_ranks
 
@@ -21,6 +22,24 @@ def test_popularity_ranks_by_count_and_never_ranks_padding():
     assert ranks.tolist() == [1, 1]  # item 3 is most popular; with 3 masked, item 1 leads
     with pytest.raises(ValueError, match=r"1\.\.4"):
         Popularity.fit([0, 5], num_items=4)
+
+
+def test_popularity_from_saved_counts_gives_items_added_after_training_a_count_of_0():
+    counts = pd.DataFrame({"item_id": [1, 2, 3], "count": [5, 0, 2]})
+    assert Popularity.from_counts(counts).counts.tolist() == [0, 5, 0, 2]
+    scores = Popularity.from_counts(counts, num_items=5).score([[]])
+    assert scores[0, 1:].tolist() == [5, 0, 2, 0, 0] and torch.isinf(scores[0, 0])
+    # pessimistic ties: a new item (count 0) ranks behind every counted item and every other count of 0
+    assert target_ranks(scores, torch.tensor([4])).tolist() == [5]
+
+
+def test_sasrec_over_a_grown_catalog_ranks_unseen_items_last_and_ignores_them_in_histories():
+    torch.manual_seed(0)
+    model = SASRec(3, SASRecParams(hidden_size=8, num_heads=2, max_length=4)).eval()
+    scores = catalog_scores(model, [[1, 4, 2], [5, 3]], num_items=5)
+    assert scores.shape == (2, 6) and torch.isinf(scores[:, 4:]).all()
+    assert torch.equal(scores[:, :4], sasrec_scores(model, [[1, 2], [3]]))  # items 4, 5 left out of its input
+    assert target_ranks(scores, torch.tensor([4, 5])).tolist() == [5, 5]
 
 
 def test_sequences_keep_the_latest_items_left_padded():

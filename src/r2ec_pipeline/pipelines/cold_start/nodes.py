@@ -34,6 +34,9 @@ logger = logging.getLogger(__name__)
 DATA_DOCS = "data/08_reporting/cold_start_data_docs"
 VALIDATION_REPORT = "data/08_reporting/cold_start_validation.json"
 COLD, KNOWN = "cold", "known"   # the held-out items added after training | in the catalog at training time
+# A few dozen users and targets no model has seen: hits in the top 10 are rare, so MRR (the full ranking)
+# is compared too, as in-training validation selects on it.
+COMPARED_METRICS = (*CI_METRICS, "mrr")
 
 
 def hold_out_newest_items(interactions: pd.DataFrame, items: pd.DataFrame,
@@ -135,7 +138,7 @@ def cold_start_comparisons(rankings: pd.DataFrame, seed: int) -> dict[str, Any]:
         for b in (f"{COLD}.popularity.direct", f"{COLD}.sasrec.direct", f"{KNOWN}.recpo.{mode}"):
             joined = pd.concat([ranks[a], ranks[b]], axis=1, join="inner", keys=["a", "b"])
             result[f"{a}-{b}"] = {name: paired_bootstrap(per_sample(joined["a"], name), per_sample(joined["b"], name),
-                                                         seed=seed) for name in CI_METRICS}
+                                                         seed=seed) for name in COMPARED_METRICS}
     return result
 
 
@@ -149,7 +152,8 @@ def summarise_cold_start(known: pd.DataFrame, cold: pd.DataFrame, baselines: pd.
     metrics: dict[str, Any] = {}
     for (setting, model, mode), frame in rankings.groupby(["setting", "model", "mode"], sort=False):
         metrics.setdefault(setting, {}).setdefault(model, {})[mode] = {
-            **ranking_metrics(frame["rank"], config.ks), "users": len(frame)}
+            **ranking_metrics(frame["rank"], config.ks), "median_rank": float(frame["rank"].median()),
+            "users": len(frame)}
     report = {
         "held_out": {"fraction": parse_block("cold_start", cold_start_params).held_out_fraction,
                      "items": len(held_out_items), "catalog_items": len(training_items) + len(held_out_items)},
