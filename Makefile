@@ -52,8 +52,9 @@ test: setup  ## run the test suite (fast: tiny model, tiny data)
 test-slow:  setup  ## run the slow end-to-end tests on the real data and backbone
 	$(BIN)/python -m pytest -m slow
 
+# e.g. make cold-start KEDRO_ARGS="--params cold_start.held_out_fraction=0.2"
 cold-start: setup  ## after `make run`: retrain without the newest items, add them by a catalog update, rank their users
-	$(BIN)/kedro run --pipelines cold_start
+	$(BIN)/kedro run --pipelines cold_start $(KEDRO_ARGS)
 	@$(BIN)/python -m r2ec_pipeline.reporting --cold-start
 
 repro: setup  ## rebuild the DVC pipeline (only stages whose inputs changed)
