@@ -8,6 +8,9 @@ window (`prompts.window_size`) sets; this prints each cost per user so the CPU p
 Prompts of window w are the test prompts (run `make run` or the prompts pipeline first) cut to their
 latest w history lines: the lines' relative times are to the target, so that is what window w renders.
 
+Reasoning's prompt pass runs the token prefix every user prompt shares (system turn and instruction) once
+per batch; the table gives that against every prompt run whole, as a ratio measured in the same run.
+
 Usage: .venv/bin/python benchmarks/evaluation_speed.py [--users 32] [--windows 20 10] [--batches 8 16]
 """
 
@@ -25,6 +28,7 @@ import torch
 from r2ec_pipeline.model.backbone import PACKAGED_SMOLLM2
 from r2ec_pipeline.model.bottom_cache import clear_shared_caches
 from r2ec_pipeline.model.evaluation import rank_both_modes, rank_without_reasoning
+from r2ec_pipeline.model.generation import generate_reasoning
 from _models import trained_like_model  # benchmarks/_models.py
 from _table import print_measures  # benchmarks/_table.py (the script's folder is on sys.path)
 
@@ -76,6 +80,19 @@ def main() -> None:
             top = _per_user(lambda: direct(True), len(prompts))
             both = _per_user(lambda: rank_both_modes(model, prompts, targets, histories, args.reasoning_tokens,
                                                      batch, progress=False), len(prompts))
+            def generate(share_prefix: bool) -> None:  # what rank_both_modes runs per batch, in its length order
+                ordered = sorted(prompts, key=len)
+                for start in range(0, len(ordered), batch):
+                    generate_reasoning(model, ordered[start:start + batch], args.reasoning_tokens, direct=True,
+                                       share_prefix=share_prefix)
+
+            generate_reasoning(model, prompts[:batch], 4, direct=True)  # warm-up: neither timing pays first-call costs
+            unshared = _per_user(lambda: generate(False), len(prompts))
+            shared = _per_user(lambda: generate(True), len(prompts))
+            rows += [(f"window {window}, batch {batch}: greedy reasoning + direct state, every prompt whole",
+                      f"{unshared:.0f} ms/user"),
+                     (f"window {window}, batch {batch}: the same, the prompts' common prefix run once",
+                      f"{shared:.0f} ms/user ({unshared / shared:.2f}x)")]
             rows += [(f"window {window}, batch {batch}: direct, uncached", f"{uncached:.0f} ms/user"),
                      (f"window {window}, batch {batch}: direct, filling the bottom cache", f"{filling:.0f} ms/user"),
                      (f"window {window}, batch {batch}: direct, bottom cached (top 8 layers)", f"{top:.0f} ms/user"),

@@ -199,3 +199,27 @@ def test_the_device_stop_filter_gives_the_tokens_of_checking_every_row_every_ste
         torch.testing.assert_close(got, expected)
     torch.testing.assert_close(fast.final_hidden, every.final_hidden)
     assert len({tuple(t) for t in fast.token_ids}) > 1
+
+
+def test_a_prompt_prefix_shared_by_the_batch_is_run_once_with_the_same_paths_and_states(model, monkeypatch):
+    instruction = ("<|im_start|>system\nYou recommend films.<|im_end|>\n<|im_start|>user\nHere is a user's "
+                   "history of rated items, oldest first. Analyse it step by step.\n")
+    prompts = [instruction + history + "<|im_end|>\n<|im_start|>assistant\n"
+               for history in ("Toy Story (1995), 5", "Heat (1995), 4\nFargo (1996), 2\nAlien (1979), 5", "Up")]
+    with torch.no_grad():
+        for name, parameter in model.lm.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(std=0.1)
+    runs = []
+    run_prefix = model.run_prefix
+    monkeypatch.setattr(model, "run_prefix", lambda ids: runs.append(len(ids)) or run_prefix(ids))
+
+    shared = generate_reasoning(model, prompts, max_new_tokens=8, group=2, direct=True)
+    assert len(runs) == 1 and runs[0] >= 20  # the system turn and instruction, once for the batch
+    plain = generate_reasoning(model, prompts, max_new_tokens=8, group=2, direct=True, share_prefix=False)
+    assert len(runs) == 1
+    assert shared.token_ids == plain.token_ids and shared.stop_reasons == plain.stop_reasons
+    torch.testing.assert_close(shared.final_hidden, plain.final_hidden, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(shared.direct_hidden, plain.direct_hidden, atol=1e-4, rtol=1e-4)
+    for a, b in zip(shared.logprobs, plain.logprobs, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)

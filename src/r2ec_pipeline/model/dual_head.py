@@ -63,7 +63,7 @@ def position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.long().cumsum(dim=1) - 1).clamp(min=0)
 
 
-def _common_prefix_length(token_lists: Sequence[Sequence[int]]) -> int:
+def common_prefix_length(token_lists: Sequence[Sequence[int]]) -> int:
     """Length of the longest token prefix shared by every list, leaving each at least one own token."""
     shortest = min(len(ids) for ids in token_lists)
     length = 0
@@ -174,7 +174,7 @@ class R2ecModel(nn.Module):
     def common_prefix_ids(self, texts: Sequence[str], min_prefix: int = 8) -> list[int]:
         """The token ids every text starts with (each keeps one own token); empty when fewer than ``min_prefix``."""
         token_lists = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        common = _common_prefix_length(token_lists)
+        common = common_prefix_length(token_lists)
         return token_lists[0][:common] if common >= min_prefix else []
 
     @torch.no_grad()
@@ -207,7 +207,7 @@ class R2ecModel(nn.Module):
         token_lists = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
         if prefix is None or not all(ids[:len(prefix.ids)] == prefix.ids and len(ids) > len(prefix.ids)
                                      for ids in token_lists):
-            common = _common_prefix_length(token_lists)
+            common = common_prefix_length(token_lists)
             if common < min_prefix:
                 return self.encode(texts)
             prefix = self.run_prefix(token_lists[0][:common])

@@ -28,14 +28,15 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from transformers import PreTrainedTokenizerBase
+from transformers import Cache, PreTrainedTokenizerBase
 
-from r2ec_pipeline.model.dual_head import R2ecModel, position_ids
+from r2ec_pipeline.model.dual_head import R2ecModel, common_prefix_length, position_ids
 from r2ec_pipeline.model.hf_compat import cache_of, with_cache
 
 
 StopReason = Literal["tag", "end_of_turn", "length"]
 STOP_REASONS: tuple[StopReason, ...] = ("tag", "end_of_turn", "length")
+MIN_SHARED_PREFIX = 8  # tokens: a shorter common prefix is not worth a pass of its own
 
 # Chat templates' end-of-turn markers, counted as end of turn whenever the tokenizer has them as tokens.
 END_OF_TURN_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
@@ -127,6 +128,36 @@ def _next_tokens(logits: torch.Tensor, do_sample: bool, top_k: int | None, gener
     if len(generator) != len(probs):
         raise ValueError(f"{len(generator)} generators for {len(probs)} rows")
     return torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, generator, strict=True)])
+
+
+def _prompt_pass(model: R2ecModel, prompts: Sequence[str], share_prefix: bool
+                 ) -> tuple[Cache, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The prompts through the model with a KV cache: (cache, next-token logits, attention mask, each row's
+    last prompt token); every row's last column is its last prompt token.
+
+    With ``share_prefix`` and a token prefix common to the batch of at least ``MIN_SHARED_PREFIX`` tokens
+    (the system turn and instruction every user prompt starts with), the prefix is run once and its cache
+    repeated for the batch; each prompt's own tokens, left-padded, run on top. The pads then sit between
+    the prefix and the prompt's own part, masked out, and position ids skip them as they skip left pads.
+    """
+    token_lists = model.tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    shareable = share_prefix and len(token_lists) > 1 and not model.recomputes_activations  # HF drops caches then
+    common = common_prefix_length(token_lists) if shareable else 0
+    if common < MIN_SHARED_PREFIX:
+        batch = model.tokenize(prompts, padding_side="left")
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        out = model.lm(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=True,
+                       logits_to_keep=1)
+        return cache_of(out), out.logits[:, -1], mask, ids[:, -1]
+    cache = model.run_prefix(token_lists[0][:common]).for_batch(len(token_lists))
+    own = [ids[common:] for ids in token_lists]
+    width, pad = max(len(ids) for ids in own), model.tokenizer.pad_token_id
+    ids = torch.tensor([[pad] * (width - len(row)) + row for row in own], device=model.device)
+    own_mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in own], device=model.device)
+    mask = torch.cat([torch.ones(len(own), common, dtype=own_mask.dtype, device=model.device), own_mask], dim=1)
+    out = model.lm(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)[:, common:],
+                   **with_cache(cache), use_cache=True, logits_to_keep=1)
+    return cache_of(out), out.logits[:, -1], mask, ids[:, -1]
 
 
 def _direct_states(
@@ -242,11 +273,13 @@ def generate_reasoning(
     generator: Generators = None,
     group: int = 1,
     direct: bool = False,
+    share_prefix: bool = True,
 ) -> Generation:
     """Generate ``group`` reasoning paths per prompt (rows prompt-major), each ending with the answer tag.
 
     ``generator`` is one stream for the batch, or one per output row: per-row streams make a row's
-    sample independent of the batch it is in (same rollout on 1 or N processes).
+    sample independent of the batch it is in (same rollout on 1 or N processes). ``share_prefix``: the
+    token prefix every prompt starts with (system turn and instruction) is run once (``_prompt_pass``).
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -254,11 +287,8 @@ def generate_reasoning(
         raise ValueError(f"group must be >= 1, got {group}")
     tokenizer, tag = model.tokenizer, model.config.answer_tag
     tag_ids = tokenizer(tag, add_special_tokens=False)["input_ids"]
-    batch = model.tokenize(prompts, padding_side="left")
-    mask = batch["attention_mask"]
-    out = model.lm(input_ids=batch["input_ids"], attention_mask=mask, position_ids=position_ids(mask),
-                   use_cache=True, logits_to_keep=1)
-    cache, logits = cache_of(out), out.logits[:, -1].float() / temperature
+    cache, logits, mask, last_prompt_tokens = _prompt_pass(model, prompts, share_prefix)
+    logits = logits.float() / temperature
     next_position = position_ids(mask)[:, -1] + 1
     direct_hidden = None
     if direct:
@@ -272,9 +302,8 @@ def generate_reasoning(
     size = len(prompts) * group
     stops = _StopRule(tokenizer, tag_ids, tag, max_new_tokens, end_of_turn_ids(model))
     may_stop = stop_candidates(tokenizer, tag, logits.shape[-1], frozenset(stops.end_of_turn)).to(model.device)
-    last_prompt_tokens = batch["input_ids"][:, -1].repeat_interleave(group).tolist()
     paths = [_Path(position=int(p), context_token=t, context_column=mask.shape[1] - 1)
-             for p, t in zip(next_position.tolist(), last_prompt_tokens, strict=True)]
+             for p, t in zip(next_position.tolist(), last_prompt_tokens.repeat_interleave(group).tolist(), strict=True)]
     final_hidden = torch.zeros(size, model.lm.config.hidden_size, device=model.device)
     pad = tokenizer.pad_token_id
     live = torch.ones(size, dtype=torch.bool, device=model.device)
