@@ -311,3 +311,12 @@ def test_cold_start_adds_the_held_out_items_after_training_and_ranks_their_users
     assert set(comparisons) == {f"cold.recpo.{mode}-{other}" for mode in ("direct", "reasoning")
                                 for other in ("cold.popularity.direct", "cold.sasrec.direct", f"known.recpo.{mode}")}
     assert all(value["ndcg_at_10"]["users"] == users for value in comparisons.values())
+    # the same numbers in the run's MLflow metrics, the report as its artifact
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    client = mlflow.MlflowClient()
+    [run] = [run for run in mlflow.search_runs(experiment_names=["r2ec"], output_format="list")
+             if "cold_start.json" in {a.path for a in client.list_artifacts(run.info.run_id)}]
+    assert run.data.metrics["cold_start.users"] == users
+    assert run.data.metrics["cold_start.metrics.cold.recpo.direct.mrr"] == pytest.approx(
+        report["metrics"]["cold"]["recpo"]["direct"]["mrr"])
+    assert "cold_start.comparisons.cold.recpo.direct-known.recpo.direct.mrr.low" in run.data.metrics

@@ -27,7 +27,7 @@ from r2ec_pipeline.data.validation import enforce
 from r2ec_pipeline.metrics import paired_bootstrap, per_sample, ranking_metrics
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.rankings import rank_r2ec, rank_scores
-from r2ec_pipeline.reporting import CI_METRICS
+from r2ec_pipeline.reporting import CI_METRICS, cold_start_tables, flatten, markdown_table
 from r2ec_pipeline.serving.catalog_update import check_item_rows, encode_update
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,8 @@ def rank_baselines(cold_popularity: pd.DataFrame, cold_sasrec: SASRec, popularit
     and ``make run``'s, which knew them, on the same users."""
     history_mask, top_n = parse_block("model", model_params).history_mask, parse_block("evaluation", params).top_n
     parts = []
-    for setting, counts, model, table in ((COLD, cold_popularity, cold_sasrec, catalog), (KNOWN, popularity, sasrec, items)):
+    trained = ((COLD, cold_popularity, cold_sasrec, catalog), (KNOWN, popularity, sasrec, items))
+    for setting, counts, model, table in trained:
         ids = id_map(items, table)
         mapped, seen = remap_samples(samples, ids), remap_interactions(interactions, ids)
         masks, full = mask_lists(mapped, seen, history_mask), mask_lists(mapped, seen, "full")
@@ -144,9 +145,10 @@ def cold_start_comparisons(rankings: pd.DataFrame, seed: int) -> dict[str, Any]:
 
 def summarise_cold_start(known: pd.DataFrame, cold: pd.DataFrame, baselines: pd.DataFrame,
                          update: dict[str, Any], held_out_items: pd.DataFrame, training_items: pd.DataFrame,
-                         params: dict[str, Any], cold_start_params: dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame]:
+                         params: dict[str, Any], cold_start_params: dict[str, Any],
+                         ) -> tuple[dict[str, Any], dict[str, list[dict[str, float]]], pd.DataFrame]:
     """The cold-start report (held-out items, users, the update, every model's metrics by setting and mode,
-    the paired CIs) and every ranking in one table."""
+    the paired CIs), the same numbers as MLflow metrics, and every ranking in one table."""
     config = parse_block("evaluation", params)
     rankings = pd.concat([cold, known, baselines], ignore_index=True)
     metrics: dict[str, Any] = {}
@@ -162,6 +164,6 @@ def summarise_cold_start(known: pd.DataFrame, cold: pd.DataFrame, baselines: pd.
         "metrics": metrics,
         "comparisons": cold_start_comparisons(rankings, config.seed),
     }
-    logger.info("cold start on %d users: %s", report["users"], {
-        name: round(value["ndcg_at_10"]["difference"], 4) for name, value in report["comparisons"].items()})
-    return report, rankings
+    logger.info("cold start on %d users:\n%s", report["users"], "\n\n".join(map(markdown_table, cold_start_tables(report))))
+    numbers = flatten({key: report[key] for key in ("users", "update", "metrics", "comparisons")})
+    return report, {name: [{"value": value, "step": 0}] for name, value in numbers.items()}, rankings
