@@ -54,6 +54,7 @@ test-slow:  setup  ## run the slow end-to-end tests on the real data and backbon
 
 # e.g. make cold-start KEDRO_ARGS="--params cold_start.held_out_fraction=0.2"
 cold-start: setup  ## after `make run`: retrain without the newest items, add them by a catalog update, rank their users
+	@test -f data/06_models/recpo/r2ec_config.json || { echo "make cold-start compares with make run's models and test users: run make run first"; exit 1; }
 	$(BIN)/kedro run --pipelines cold_start $(KEDRO_ARGS)
 	@$(BIN)/python -m r2ec_pipeline.reporting --cold-start
 

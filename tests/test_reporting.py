@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from r2ec_pipeline.reporting import (
-    comparisons_table, flatten, lookup, metrics_by_model, paired_comparisons, results_table, training_curves,
+    cold_start_tables, comparisons_table, flatten, lookup, metrics_by_model, paired_comparisons, results_table,
+    training_curves,
 )
 
 
@@ -94,3 +95,20 @@ def test_curve_tables_by_hand():
     assert tables["recpo_validation"] == [{"step": 0, "reasoning_ndcg_at_10": 0.01, "direct_ndcg_at_10": 0.02},
                                           {"step": 2, "reasoning_ndcg_at_10": 0.03, "direct_ndcg_at_10": 0.02}]
     assert set(curve_tables({"validation_by_step": {"reasoning": {}, "direct": {}}})) == set()  # nothing ran
+
+
+def test_cold_start_tables_name_each_setting_and_difference():
+    values = {"hit_at_10": 0.5, "ndcg_at_10": 0.25, "mrr": 0.2, "median_rank": 3.0, "users": 2}
+    ci = {"difference": 0.1, "low": -0.05, "high": 0.3, "users": 2}
+    report = {"metrics": {"cold": {"recpo": {"direct": values}, "sasrec": {"direct": values}},
+                          "known": {"recpo": {"direct": values}}},
+              "comparisons": {"cold.recpo.direct-cold.sasrec.direct": {"mrr": ci},
+                              "cold.recpo.direct-known.recpo.direct": {"mrr": ci}}}
+    results, differences = cold_start_tables(report)
+    assert list(results["model"]) == ["RecPO (direct)", "SASRec", "RecPO (direct)"]
+    assert list(results["held-out items"]) == ["trained without them, added by a catalog update"] * 2 + [
+        "in the catalog at training time"]
+    assert list(results.columns) == ["model", "held-out items", "users", "hit_at_10", "ndcg_at_10", "mrr", "median_rank"]
+    assert list(differences["difference"]) == ["RecPO (direct), cold − SASRec, cold",
+                                               "RecPO (direct), cold − RecPO (direct), known"]
+    assert list(differences["Δ mrr"]) == ["+0.1000 [-0.0500, +0.3000]"] * 2

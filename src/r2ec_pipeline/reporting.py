@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,11 @@ MODEL_LABELS = {"popularity": "Pop", "sasrec": "SASRec", "zero_shot": "R²ec zer
 TABLE_METRICS = ("hit_at_5", "ndcg_at_5", "hit_at_10", "ndcg_at_10", "hit_at_20", "ndcg_at_20", "mrr")
 R2EC_MODELS = ("zero_shot", "sft", "recpo")
 CI_METRICS = ("ndcg_at_10", "hit_at_10")
+
+
+def model_label(model: str, mode: str) -> str:
+    """A row's label in the tables: the baselines have one mode, the R²ec models name theirs."""
+    return MODEL_LABELS[model] + ("" if model in ("popularity", "sasrec") else f" ({mode})")
 
 
 def metrics_by_model(rankings: pd.DataFrame, ks: Iterable[int]) -> dict[str, Any]:
@@ -70,12 +75,13 @@ def paired_comparisons(rankings: pd.DataFrame, metrics: dict[str, Any], split: s
     return result
 
 
-def comparisons_table(comparisons: dict[str, Any]) -> pd.DataFrame:
-    """One row per difference: users, then each metric's difference with its 95% CI."""
-    def label(row: str) -> str:
-        model, mode = row.split(".")
-        return MODEL_LABELS[model] + ("" if model in ("popularity", "sasrec") else f" ({mode})")
+def _row_label(key: str) -> str:
+    return model_label(*key.split("."))
 
+
+def comparisons_table(comparisons: dict[str, Any], label: Callable[[str], str] = _row_label) -> pd.DataFrame:
+    """One row per difference (``"<a>-<b>"``, each named by ``label``): users, then each metric's difference
+    with its 95% CI."""
     rows = []
     for name, values in comparisons.items():
         a, b = name.split("-")
@@ -113,8 +119,7 @@ def results_table(metrics: dict[str, Any], split: str = "test") -> pd.DataFrame:
     rows = []
     for model in MODEL_LABELS:
         for mode, values in (metrics.get(split, {}).get(model) or {}).items():
-            label = MODEL_LABELS[model] + ("" if model in ("popularity", "sasrec") else f" ({mode})")
-            rows.append({"model": label, "users": values.get("users"),
+            rows.append({"model": model_label(model, mode), "users": values.get("users"),
                          **{m: values.get(m) for m in TABLE_METRICS if m in values}})
     return pd.DataFrame(rows)
 
@@ -244,22 +249,17 @@ COLD_START_LABELS = {"cold": "trained without them, added by a catalog update", 
 
 def _cold_start_label(key: str) -> str:
     setting, model, mode = key.split(".")
-    return f"{MODEL_LABELS[model]}{'' if model in ('popularity', 'sasrec') else f' ({mode})'}, {setting}"
+    return f"{model_label(model, mode)}, {setting}"
 
 
 def cold_start_tables(report: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The cold-start report as two tables: every model by setting and mode, and the paired differences."""
-    rows = [{"model": MODEL_LABELS[model] + ("" if model in ("popularity", "sasrec") else f" ({mode})"),
+    rows = [{"model": model_label(model, mode),
              "held-out items": COLD_START_LABELS[setting], "users": values["users"],
              **{name: round(values[name], 4) for name in COLD_START_METRICS if name in values}}
             for setting, models in report["metrics"].items() for model, modes in models.items()
             for mode, values in modes.items()]
-    differences = [{"difference": " − ".join(_cold_start_label(key) for key in name.split("-")),
-                    "users": values["ndcg_at_10"]["users"],
-                    **{f"Δ {metric}": f"{v['difference']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]"
-                       for metric, v in values.items()}}
-                   for name, values in report["comparisons"].items()]
-    return pd.DataFrame(rows), pd.DataFrame(differences)
+    return pd.DataFrame(rows), comparisons_table(report["comparisons"], _cold_start_label)
 
 
 def print_cold_start(report_path: str | Path) -> str:

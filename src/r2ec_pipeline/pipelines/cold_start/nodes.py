@@ -1,5 +1,5 @@
 """Nodes of the cold-start evaluation: hold the newest items out, add them after training by a catalog
-update, and rank the test users whose target is one of them (issue 15).
+update, and rank the test users whose target is one of them.
 
 The training between ``hold_out_newest_items`` and ``add_held_out_items`` is the ``make run`` chain
 (prompts, baselines, sft, recpo) in the ``cold_start`` namespace, with the same parameters. Every model
