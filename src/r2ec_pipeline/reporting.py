@@ -58,20 +58,27 @@ def comparison_pairs(metrics: dict[str, Any], split: str) -> list[tuple[tuple[st
     return [(a, b) for a, b in pairs if a in present and b in present]
 
 
+def paired_differences(a: pd.Series, b: pd.Series, names: Iterable[str] = CI_METRICS, resamples: int = 2000,
+                       seed: int = 0) -> dict[str, dict[str, float]] | None:
+    """Per metric, the paired bootstrap 95% CI of mean(a) − mean(b) over the users (index) both rank series
+    share; None when they share none."""
+    joined = pd.concat([a, b], axis=1, join="inner", keys=["a", "b"])
+    if joined.empty:
+        return None
+    return {name: paired_bootstrap(per_sample(joined["a"], name), per_sample(joined["b"], name), resamples, seed=seed)
+            for name in names}
+
+
 def paired_comparisons(rankings: pd.DataFrame, metrics: dict[str, Any], split: str = "test",
                        names: Iterable[str] = CI_METRICS, resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
     """``{"<model>.<mode>-<model>.<mode>": {metric: {difference, low, high, users}}}``: paired bootstrap 95% CIs
     of each difference in ``comparison_pairs``, on the users both rows ranked (the same resampled users for both)."""
     result: dict[str, Any] = {}
     for a, b in comparison_pairs(metrics, split):
-        joined = pd.concat([_ranks(rankings, split, *a), _ranks(rankings, split, *b)], axis=1, join="inner",
-                           keys=["a", "b"])
-        if joined.empty:
-            continue
-        result[f"{a[0]}.{a[1]}-{b[0]}.{b[1]}"] = {
-            name: paired_bootstrap(per_sample(joined["a"], name), per_sample(joined["b"], name), resamples, seed=seed)
-            for name in names
-        }
+        differences = paired_differences(_ranks(rankings, split, *a), _ranks(rankings, split, *b), names, resamples,
+                                         seed)
+        if differences is not None:
+            result[f"{a[0]}.{a[1]}-{b[0]}.{b[1]}"] = differences
     return result
 
 

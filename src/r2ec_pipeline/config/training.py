@@ -52,6 +52,12 @@ class ModelParams(_Params):
         "memory for ~30% more compute; the prompt's KV cache is then not shared across a user's paths."
     )
 
+    @property
+    def item_batch_size(self) -> int:
+        """Item prompts per pass when encoding (part of) the item table: at least 32, as they are short and
+        share their prefix."""
+        return max(self.encode_batch_size, 32)
+
 
 class SFTParams(_Params):
     """SFT warm-start of the rec head (spec §4), sized for a 2-core CPU by default."""

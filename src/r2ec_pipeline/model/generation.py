@@ -144,12 +144,9 @@ def _prompt_pass(model: R2ecModel, prompts: Sequence[str], share_prefix: bool
     shareable = share_prefix and len(token_lists) > 1 and not model.recomputes_activations  # HF drops caches then
     common = common_prefix_length(token_lists) if shareable else 0
     if common < MIN_SHARED_PREFIX:
-        batch = model.tokenize(prompts, padding_side="left")
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        out = model.lm(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask), use_cache=True,
-                       logits_to_keep=1)
-        return cache_of(out), out.logits[:, -1], mask, ids[:, -1]
-    cache = model.run_prefix(token_lists[0][:common]).for_batch(len(token_lists))
+        common, cache = 0, None  # every prompt run whole, left-padded
+    else:
+        cache = model.run_prefix(token_lists[0][:common]).for_batch(len(token_lists))
     own = [ids[common:] for ids in token_lists]
     width, pad = max(len(ids) for ids in own), model.tokenizer.pad_token_id
     ids = torch.tensor([[pad] * (width - len(row)) + row for row in own], device=model.device)

@@ -26,9 +26,11 @@ class EncodedUpdate:
     items_truncated: int      # rows whose text was cut to max_item_prompt_tokens
     seconds: float            # encoding time of those rows
 
-    def report(self, items_before: int) -> dict[str, Any]:
+    def report(self) -> dict[str, Any]:
+        """Items before and after, the added and updated raw ids, encoding seconds, rows whose text was cut."""
         raw_ids = dict(zip(self.plan.rows["item_id"], self.plan.rows["raw_item_id"], strict=True))
-        return {"items_before": items_before, "items_after": len(self.plan.catalog),
+        after = len(self.plan.catalog)
+        return {"items_before": after - len(self.plan.added), "items_after": after,
                 "added": [raw_ids[i] for i in self.plan.added], "updated": [raw_ids[i] for i in self.plan.updated],
                 "encode_seconds": round(self.seconds, 3), "items_truncated": self.items_truncated}
 

@@ -47,9 +47,9 @@ def update_catalog(
     registration = parse_block("registration", registration_params)
     model = load_dual_head(source.checkpoint, source.backbone, backbone=str(source.backbone))
     update = encode_update(model, source.items, matched, parse_block("prompts", prompts_params),
-                           batch_size=max(parse_block("model", model_params).encode_batch_size, 32))
+                           parse_block("model", model_params).item_batch_size)
     plan = update.plan
-    report = {"source": f"{source.name} version {source.version}", **update.report(len(source.items))}
+    report = {"source": f"{source.name} version {source.version}", **update.report()}
     logger.info("catalog update of %s: %d added, %d updated, %d items encoded in %.1f s", report["source"],
                 len(plan.added), len(plan.updated), len(plan.rows), update.seconds)
     tags = {tag: source.tags[tag] for tag in KEPT_TAGS if tag in source.tags} | {

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from r2ec_pipeline.baselines.popularity import Popularity
@@ -24,10 +23,10 @@ from r2ec_pipeline.data.catalog import CATALOG_COLUMNS
 from r2ec_pipeline.data.cold_start import hold_out, id_map, newest_items, remap_interactions, remap_samples
 from r2ec_pipeline.data.samples import mask_lists
 from r2ec_pipeline.data.validation import enforce
-from r2ec_pipeline.metrics import paired_bootstrap, per_sample, ranking_metrics
+from r2ec_pipeline.metrics import ranking_metrics
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.rankings import rank_r2ec, rank_scores
-from r2ec_pipeline.reporting import CI_METRICS, cold_start_tables, flatten, markdown_table
+from r2ec_pipeline.reporting import CI_METRICS, cold_start_tables, flatten, markdown_table, paired_differences
 from r2ec_pipeline.serving.catalog_update import check_item_rows, encode_update
 
 logger = logging.getLogger(__name__)
@@ -64,19 +63,18 @@ def add_held_out_items(model: R2ecModel, training_items: pd.DataFrame, report: d
     """The catalog update after training: the held-out items encoded into the trained model's table (its
     other rows unchanged), the updated catalog, and what the update did. Stops if a GX rule failed."""
     enforce(report, DATA_DOCS, VALIDATION_REPORT)
-    batch = max(parse_block("model", model_params).encode_batch_size, 32)
     update = encode_update(model, training_items[CATALOG_COLUMNS], matched, parse_block("prompts", prompts_params),
-                           batch)
+                           parse_block("model", model_params).item_batch_size)
     logger.info("cold start: %d held-out items added to the trained model's catalog in %.1f s",
                 len(update.plan.added), update.seconds)
-    return model, update.plan.catalog, update.report(len(training_items))
+    return model, update.plan.catalog, update.report()
 
 
 def select_cold_start_users(test_samples: pd.DataFrame, held_out_items: pd.DataFrame) -> pd.DataFrame:
     """The test samples (``make run``'s, full catalog ids) whose target is a held-out item, every one of them."""
     cold = test_samples[test_samples["target_item_id"].isin(held_out_items["item_id"])]
     logger.info("cold start: %d of %d test users have a held-out target", len(cold), len(test_samples))
-    return cold.assign(split="test", order=np.arange(len(cold))).reset_index(drop=True)
+    return cold.assign(split="test").reset_index(drop=True)
 
 
 def _with_raw_ids(rows: pd.DataFrame, catalog: pd.DataFrame, setting: str) -> pd.DataFrame:
@@ -125,26 +123,21 @@ def rank_baselines(cold_popularity: pd.DataFrame, cold_sasrec: SASRec, popularit
     return pd.concat(parts, ignore_index=True)
 
 
-def _key(row: pd.Series) -> str:
-    return f"{row['setting']}.{row['model']}.{row['mode']}"
-
-
 def cold_start_comparisons(rankings: pd.DataFrame, seed: int) -> dict[str, Any]:
     """Paired bootstrap 95% CIs (users resampled) of R²ec after the catalog update minus each other model on
     the same users: Pop and SASRec trained without the items, and R²ec that knew them (the same mode)."""
-    ranks = {key: frame.set_index("user_id")["rank"] for key, frame in rankings.groupby(rankings.apply(_key, axis=1))}
+    ranks = {".".join(key): frame.set_index("user_id")["rank"]
+             for key, frame in rankings.groupby(["setting", "model", "mode"])}
     result = {}
     for mode in sorted(rankings.loc[rankings["model"] == "recpo", "mode"].unique()):
         a = f"{COLD}.recpo.{mode}"
         for b in (f"{COLD}.popularity.direct", f"{COLD}.sasrec.direct", f"{KNOWN}.recpo.{mode}"):
-            joined = pd.concat([ranks[a], ranks[b]], axis=1, join="inner", keys=["a", "b"])
-            result[f"{a}-{b}"] = {name: paired_bootstrap(per_sample(joined["a"], name), per_sample(joined["b"], name),
-                                                         seed=seed) for name in COMPARED_METRICS}
+            result[f"{a}-{b}"] = paired_differences(ranks[a], ranks[b], COMPARED_METRICS, seed=seed)
     return result
 
 
 def summarise_cold_start(known: pd.DataFrame, cold: pd.DataFrame, baselines: pd.DataFrame,
-                         update: dict[str, Any], held_out_items: pd.DataFrame, training_items: pd.DataFrame,
+                         update: dict[str, Any], held_out_items: pd.DataFrame,
                          params: dict[str, Any], cold_start_params: dict[str, Any],
                          ) -> tuple[dict[str, Any], dict[str, list[dict[str, float]]], pd.DataFrame]:
     """The cold-start report (held-out items, users, the update, every model's metrics by setting and mode,
@@ -158,7 +151,7 @@ def summarise_cold_start(known: pd.DataFrame, cold: pd.DataFrame, baselines: pd.
             "users": len(frame)}
     report = {
         "held_out": {"fraction": parse_block("cold_start", cold_start_params).held_out_fraction,
-                     "items": len(held_out_items), "catalog_items": len(training_items) + len(held_out_items)},
+                     "items": len(held_out_items), "catalog_items": update["items_after"]},
         "users": int(cold["user_id"].nunique()),
         "update": {key: value for key, value in update.items() if key not in ("added", "updated")},
         "metrics": metrics,

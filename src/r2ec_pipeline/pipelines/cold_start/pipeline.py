@@ -49,8 +49,8 @@ def create_pipeline(training: Pipeline | None = None, **kwargs) -> Pipeline:
         Node(rank_baselines, [f"{ns}popularity_counts", f"{ns}sasrec_model", "popularity_counts", "sasrec_model",
                               f"{ns}updated_catalog", *common], f"{ns}baseline_rankings", name="rank_baselines"),
         Node(summarise_cold_start, [f"{ns}known_rankings", f"{ns}cold_rankings", f"{ns}baseline_rankings",
-                                    f"{ns}update_report", f"{ns}held_out_items", f"{ns}validated_items",
-                                    "params:evaluation", "params:cold_start"],
+                                    f"{ns}update_report", f"{ns}held_out_items", "params:evaluation",
+                                    "params:cold_start"],
              ["cold_start_report", "cold_start_metrics", "cold_start_rankings"], name="summarise_cold_start"),
     ])
     return nodes if training is None else nodes + _trained_without_held_out_items(training)

@@ -69,7 +69,7 @@ def rank_zero_shot(backbone_lm: PreTrainedModel, backbone_tokenizer: PreTrainedT
                    interactions: pd.DataFrame, model_params: dict[str, Any], params: dict[str, Any]) -> pd.DataFrame:
     """The untrained dual-head model: the backbone's own hidden states as user and item embeddings."""
     model = build_dual_head(backbone_lm, backbone_tokenizer, model_params, prompts_params)
-    batch = max(parse_block("model", model_params).encode_batch_size, 32)
+    batch = parse_block("model", model_params).item_batch_size
     model.build_item_table(item_prompts["item_id"].astype(int).tolist(), item_prompts["prompt"].tolist(), batch)
     config = parse_block("evaluation", params)
     return rank_r2ec("zero_shot", model, first_in_order(samples, config.zero_shot_users),
