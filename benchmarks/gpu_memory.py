@@ -7,12 +7,16 @@ tokens, prompts of up to 2048 tokens. Parts:
   adapters     LoRA weights + gradients + AdamW moments, fp32 (16 bytes a parameter)
   activations  what autograd keeps in the policy update: the prompt once (its KV cache is shared by
                the G paths) + B·G completions; with gradient checkpointing each layer keeps only its
-               input, of full sequences (HF drops caches under checkpointing), plus one layer's working set
+               input, of full sequences (HF drops caches under checkpointing), plus one layer's working set.
+               Per token and layer: the bf16 tensors of the layer, and the fp32 copy of every adapted
+               projection's input that peft makes (it casts the input to the LoRA weights' dtype) and
+               autograd keeps for the LoRA gradient; that second part was missing until the H200
+               measurement showed the estimate 2.4× low (see README)
   logits       float32 vocabulary log-probs kept for backward: of every completion token at once
                (the old code) or of ``logprob_chunk_tokens`` of them (chunked, recomputed in backward)
   kv cache     the rollout's generation cache, B·G rows × (prompt + completion)
 Estimates are first-order (no allocator slack, no attention workspace); `gpu_run.py` measures the
-SmolLM2 step on a real GPU ("memory_paper_step") to set them against.
+SmolLM2 step on a real GPU (its "memory_*" stages) to set them against.
 
 Usage: python benchmarks/gpu_memory.py [--prompt 2048] [--completion 512] [--users 8] [--paths 4]
 """
@@ -74,11 +78,18 @@ def activation_bytes_per_token_layer(shape: Shape) -> int:
     return BF16 * (4 * shape.hidden + attention + 3 * shape.intermediate)
 
 
+def lora_input_bytes_per_token_layer(shape: Shape, rank: int) -> int:
+    """fp32 tensors the seven adapters of one layer keep per token: each projection's input, cast to fp32
+    by peft (q, k, v, gate and up read the hidden state, o the attention output, down the MLP product;
+    five casts of the same state, one each), and the rank-r output of each A for B's gradient."""
+    return FP32 * (5 * shape.hidden + shape.heads * shape.head_dim + shape.intermediate + 7 * rank)
+
+
 def estimate(shape: Shape, step: Step) -> dict[str, float]:
     """Bytes by part for one RecPO step (see the module docstring), and their total."""
     users = min(step.micro_users or step.users, step.users)  # users whose graph exists at once
     completions = users * step.paths * step.completion
-    per_token = activation_bytes_per_token_layer(shape)
+    per_token = activation_bytes_per_token_layer(shape) + lora_input_bytes_per_token_layer(shape, step.lora_rank)
     if step.checkpointing:
         tokens = users * step.paths * (step.prompt + step.completion)
         activations = shape.layers * tokens * BF16 * shape.hidden + tokens * per_token
@@ -107,6 +118,8 @@ def main() -> None:
         "unchunked logits (before)": Step(**base, chunk_tokens=10**9),
         "chunked logits": Step(**base),
         "chunked, policy_micro_batch 4": Step(**base, micro_users=4),
+        "chunked, policy_micro_batch 2": Step(**base, micro_users=2),
+        "chunked, policy_micro_batch 1": Step(**base, micro_users=1),
         "chunked, policy_micro_batch 2, checkpointing": Step(**base, micro_users=2, checkpointing=True),
     }
     print(f"\nRecPO step, B={args.users} users × G={args.paths} paths, prompt {args.prompt} + completion "

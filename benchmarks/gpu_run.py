@@ -6,8 +6,10 @@ builds ML-100k samples from the recbole wheel as the data pipelines do, loads th
 GGUF file or a Hugging Face folder, and prints: SFT samples/s, RecPO trajectories/s and tokens/s,
 peak GPU memory per stage, N@10/H@10 on every test user in both modes with paired bootstrap CIs,
 our generation against HF ``generate``, the latency ratio (c)/(a) of ``benchmarks/latency.py``,
-and wall time per stage. Each stage's results (and every evaluated user's rank, ``ranks.npz``) are
-written to ``--out`` as soon as it ends, so a run stopped by its time limit keeps what it measured.
+and wall time per stage. Each stage's results (and every evaluated user's rank, ``ranks.npz``, with
+the users' ids and targets) are written to ``--out`` as soon as it ends, so a run stopped by its time
+limit keeps what it measured; ``benchmarks/gpu_vs_baselines.py`` sets those ranks against `make run`'s
+Popularity and SASRec on the same users.
 
   PYTHONPATH=src:. python benchmarks/gpu_run.py --wheel data/01_raw/recbole-1.2.1-py3-none-any.whl \
       --backbone SmolLM2-135M-Instruct.Q4_1.gguf --sft-seconds 90 --recpo-seconds 90 --out /tmp/gpu_run
@@ -195,12 +197,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("gpu_run"))
     parser.add_argument("--sft-seconds", type=float, default=90.0)
     parser.add_argument("--recpo-seconds", type=float, default=90.0)
+    parser.add_argument("--recpo-users", type=int, default=32, help="users a RecPO step (× 4 paths); a decoding "
+                        "step costs about the same for 32 and 128 rows on a GPU")
+    parser.add_argument("--recpo-micro-batch", type=int, default=8, help="users a policy-update micro-batch")
+    parser.add_argument("--recpo-lr", type=float, default=1e-5)
     parser.add_argument("--reasoning-tokens", type=int, default=256)
     parser.add_argument("--window", type=int, default=10, help="history items per prompt (paper: 20)")
     parser.add_argument("--users", type=int, default=None, help="test users (default: every one of them)")
     parser.add_argument("--batch", type=int, default=512, help="users per evaluation batch (a decoding step "
                         "costs about the same at 128 and 512 rows on a GPU: Python-bound)")
     parser.add_argument("--latency-users", type=int, default=10)
+    parser.add_argument("--speed-prompts", type=int, default=64, help="prompts of the generation-speed comparison")
+    parser.add_argument("--speed-tokens", type=int, default=64, help="tokens of the generation-speed comparison")
     parser.add_argument("--memory-tokens", type=int, default=512, help="completion tokens of the memory step")
     args = parser.parse_args()
     if "LOCAL_RANK" in os.environ:  # torchrun: one process group, on the GPU when there is one
@@ -223,8 +231,9 @@ def main() -> None:
         """Rank every test user; the per-user ranks and the paired comparisons so far are saved at once."""
         model.build_item_table(ids, [data["item_prompt"][i] for i in ids], batch_size=args.batch, progress=False)
         ranks[name] = rank(model, data, args.reasoning_tokens, args.batch, both)
-        np.savez(args.out / "ranks.npz", **{f"{model_name}.{mode}": values for model_name, modes in ranks.items()
-                                           for mode, values in modes.items()})
+        np.savez(args.out / "ranks.npz", user_id=data["test"]["user_id"].to_numpy(),
+                 target_item_id=data["test"]["target_item_id"].to_numpy(),
+                 **{f"{model_name}.{mode}": values for model_name, modes in ranks.items() for mode, values in modes.items()})
         stages.results["comparisons"] = comparisons(ranks)
         return summary(ranks[name])
 
@@ -242,42 +251,38 @@ def main() -> None:
                                     float(np.mean([p["value"] for p in result.history["train.loss"][-20:]]))]}
 
     stages.run("sft", sft)
-    stages.run("generation_vs_hf", lambda: generation_speed(model, data["test"]["prompt"].head(64).tolist(),
-                                                            args.reasoning_tokens))
+    stages.run("generation_vs_hf", lambda: generation_speed(
+        model, data["test"]["prompt"].head(args.speed_prompts).tolist(), args.speed_tokens))
     stages.run("latency", lambda: latency(model, data, args.latency_users))
     stages.run("sft_eval", lambda: evaluate("sft", both=True))
-    settings = RecPOParams(max_completion_length=args.reasoning_tokens)
-    stages.run("recpo", lambda: recpo(model, data, args.recpo_seconds, settings, users=8, lr=1e-5))
+    settings = RecPOParams(max_completion_length=args.reasoning_tokens, policy_micro_batch=args.recpo_micro_batch)
+    stages.run("recpo", lambda: recpo(model, data, args.recpo_seconds, settings, args.recpo_users, args.recpo_lr))
     stages.run("recpo_eval", lambda: evaluate("recpo", both=True))
-    stages.run("memory_paper_step", lambda: paper_step_memory(model, data, args.memory_tokens))
+    for label, micro, checkpointing in MEMORY_SETTINGS:  # one stage each: a run cut short keeps the ones done
+        stages.run(f"memory_{label}", lambda micro=micro, checkpointing=checkpointing: paper_step_memory(
+            model, data, args.memory_tokens, micro, checkpointing))
     print_table(stages.results)
     if dist.is_initialized():
         dist.destroy_process_group()
 
 
-def paper_step_memory(model: R2ecModel, data: dict[str, Any], tokens: int) -> dict[str, Any]:
-    """Peak memory of one RecPO step at the paper's batch (8 users × 4 paths × ``tokens``), three ways."""
-    results = {}
-    for label, micro, checkpointing in (("plain", None, False), ("micro_batch_2", 2, False),
-                                        ("micro_2_checkpointing", 2, True)):
-        model.set_gradient_checkpointing(checkpointing)
-        settings = RecPOParams(max_completion_length=tokens, policy_micro_batch=micro, temperature=1.0, top_k=None)
-        if model.device.type == "cuda":
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        started = time.perf_counter()
-        train = data["train"].head(8)
-        targets = train["target_item_id"].astype(int).tolist()
-        batch = Batch(train["prompt"].tolist(), targets, [[] for _ in targets],
-                      [data["item_prompt"][t] for t in targets])
-        optimizer = torch.optim.SGD([p for p in model.lm.parameters() if p.requires_grad], lr=0.0)
+MEMORY_SETTINGS = (("plain", None, False), ("micro_batch_2", 2, False), ("micro_2_checkpointing", 2, True))
+
+
+def paper_step_memory(model: R2ecModel, data: dict[str, Any], tokens: int, micro: int | None,
+                      checkpointing: bool) -> dict[str, Any]:
+    """One RecPO step at the paper's batch (8 users × 4 paths × up to ``tokens``); its peak is the stage's."""
+    model.set_gradient_checkpointing(checkpointing)
+    settings = RecPOParams(max_completion_length=tokens, policy_micro_batch=micro, temperature=1.0, top_k=None)
+    train = data["train"].head(8)
+    targets = train["target_item_id"].astype(int).tolist()
+    batch = Batch(train["prompt"].tolist(), targets, [[] for _ in targets], [data["item_prompt"][t] for t in targets])
+    optimizer = torch.optim.SGD([p for p in model.lm.parameters() if p.requires_grad], lr=0.0)
+    try:
         _, paths = recpo_step(model, optimizer, batch, settings, torch.Generator(model.device).manual_seed(0))
-        results[label] = {"seconds": time.perf_counter() - started, "completion_tokens": int(paths.mask.sum()),
-                          "prompt_tokens": int(train["prompt_tokens"].sum()),
-                          "peak_gb": torch.cuda.max_memory_allocated() / 2**30 if model.device.type == "cuda"
-                          else None}
-    model.set_gradient_checkpointing(False)
-    return results
+    finally:
+        model.set_gradient_checkpointing(False)
+    return {"completion_tokens": int(paths.mask.sum()), "prompt_tokens": int(train["prompt_tokens"].sum())}
 
 
 def print_table(results: dict[str, Any]) -> None:

@@ -1,16 +1,20 @@
-"""The GPU tools on the CPU: the memory estimate's arithmetic by hand, and gpu_run.py end to end on a tiny budget."""
+"""The GPU tools on the CPU: the memory estimate by hand, gpu_run.py end to end on a tiny budget, and
+matching its ranks with `make run`'s baselines."""
 
 import json
 import os
 import subprocess
 import sys
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from tests.conftest import PROJECT_ROOT
 
 sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
 import gpu_memory  # noqa: E402
+import gpu_vs_baselines  # noqa: E402
 
 TOY = gpu_memory.Shape("toy", parameters=1000, layers=2, hidden=8, intermediate=16, heads=2, kv_heads=1,
                        head_dim=4, vocab=100)
@@ -24,7 +28,10 @@ def test_lora_parameter_count_by_hand():
 def test_memory_parts_by_hand():
     step = gpu_memory.Step(users=2, paths=3, prompt=10, completion=5, lora_rank=4, chunk_tokens=1000)
     parts = gpu_memory.estimate(TOY, step)
-    per_token = 2 * (4 * 8 + (2 * 2 + 2 * 1) * 4 + 3 * 16)  # bf16: 4h + (2·heads + 2·kv)·hd + 3I = 104 values
+    layer = 2 * (4 * 8 + (2 * 2 + 2 * 1) * 4 + 3 * 16)  # bf16: 4h + (2·heads + 2·kv)·hd + 3I = 104 values
+    lora = 4 * (5 * 8 + 2 * 4 + 16 + 7 * 4)  # fp32: five casts of h, o's input (heads·hd), down's (I), 7 A outputs
+    assert gpu_memory.lora_input_bytes_per_token_layer(TOY, rank=4) == lora == 368
+    per_token = layer + lora
     assert parts["weights"] == 1000 * 2
     assert parts["adapters"] == 1024 * 16
     assert parts["activations"] == 2 * (2 * 10 + 2 * 3 * 5) * per_token  # layers × (prompt once + completions)
@@ -47,14 +54,36 @@ def test_gpu_run_goes_end_to_end_on_the_cpu_with_a_tiny_budget(tiny_backbone_dir
     command = [sys.executable, str(PROJECT_ROOT / "benchmarks/gpu_run.py"), "--wheel", str(wheel),
                "--backbone", str(tiny_backbone_dir), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path),
                "--sft-seconds", "2", "--recpo-seconds", "2", "--reasoning-tokens", "4", "--users", "8",
-               "--batch", "8", "--latency-users", "1", "--memory-tokens", "4"]
+               "--batch", "8", "--latency-users", "1", "--memory-tokens", "4", "--recpo-users", "4",
+               "--recpo-micro-batch", "2", "--speed-prompts", "4", "--speed-tokens", "4"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     failed = {name: stage["error"] for name, stage in results["stages"].items() if "error" in stage}
     assert not failed and set(results["stages"]) == {"data", "zero_shot_eval", "sft", "generation_vs_hf", "latency",
-                                                     "sft_eval", "recpo", "recpo_eval", "memory_paper_step"}
+                                                     "sft_eval", "recpo", "recpo_eval", "memory_plain",
+                                                     "memory_micro_batch_2", "memory_micro_2_checkpointing"}
     assert results["stages"]["recpo_eval"]["reasoning"]["users"] == 8
     assert set(results["comparisons"]) == {"sft.direct - zero_shot.direct", "recpo.direct - sft.direct",
                                            "recpo.reasoning - sft.reasoning", "recpo.reasoning - recpo.direct"}
-    assert "| N@10 difference" in done.stdout and (tmp_path / "ranks.npz").is_file()
+    assert "| N@10 difference" in done.stdout
+    saved = np.load(tmp_path / "ranks.npz")
+    assert len(saved["user_id"]) == len(saved["target_item_id"]) == len(saved["recpo.reasoning"]) == 8
+
+
+def test_gpu_ranks_meet_the_baselines_by_user_id_and_refuse_another_split():
+    rows = [(model, user, target, rank) for model, offset in (("popularity", 0), ("sasrec", 10))
+            for user, target, rank in ((1, 11, 1 + offset), (2, 22, 2 + offset), (3, 33, 3 + offset))]
+    rankings = pd.DataFrame(rows, columns=["model", "user_id", "target_item_id", "rank"]).assign(
+        split="test", mode="direct")
+    ranks = gpu_vs_baselines.baseline_ranks(rankings, np.array([3, 1]), np.array([33, 11]))
+    assert ranks["popularity"].tolist() == [3, 1] and ranks["sasrec"].tolist() == [13, 11]
+    with pytest.raises(ValueError, match="targets differ"):
+        gpu_vs_baselines.baseline_ranks(rankings, np.array([3, 1]), np.array([33, 12]))
+    with pytest.raises(ValueError, match="1 of the GPU run's users have no test ranking"):
+        gpu_vs_baselines.baseline_ranks(rankings, np.array([3, 4]), np.array([33, 44]))
+    # the model ranks 1 and 11 against popularity's 3 and 1: N@10 1.0 and 0.0 against 0.5 and 1.0
+    table = gpu_vs_baselines.comparison_rows({"sft.direct": np.array([1, 11])}, {"popularity": ranks["popularity"]})
+    cells = table[0].strip("| ").split(" | ")
+    assert cells[:5] == ["sft.direct − popularity", "ndcg_at_10", "0.5000", "0.7500", "-0.2500"] and cells[6] == "2"
+    assert len(table) == 3  # one row per metric

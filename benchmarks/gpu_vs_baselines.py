@@ -1,0 +1,69 @@
+"""gpu_run.py's models against `make run`'s Popularity and SASRec on the same test users (paired CIs).
+
+gpu_run.py saves every evaluated user's rank with the user's id and target (``ranks.npz``); the
+baselines' ranks come from `make run`'s ``data/07_model_output/rankings.parquet`` (test split, direct
+mode). Users are matched by id and their targets must agree (the same leave-one-out split); the table
+gives each GPU model minus each baseline in N@10, H@10 and MRR, with paired bootstrap 95% CIs.
+
+  PYTHONPATH=src python benchmarks/gpu_vs_baselines.py docs/results/gpu/gpu_run_h200_ranks.npz \\
+      data/07_model_output/rankings.parquet
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from r2ec_pipeline.metrics import paired_bootstrap, per_sample
+
+BASELINES = ("popularity", "sasrec")
+METRICS = ("ndcg_at_10", "hit_at_10", "mrr")
+
+
+def baseline_ranks(rankings: pd.DataFrame, user_ids: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+    """Each baseline's test rank of every user in ``user_ids``, in that order; refuses other targets or users."""
+    ranks = {}
+    for model in BASELINES:
+        rows = rankings.query("split == 'test' and mode == 'direct' and model == @model").set_index("user_id")
+        missing = sorted(set(user_ids.tolist()) - set(rows.index))
+        if missing:
+            raise ValueError(f"{model}: {len(missing)} of the GPU run's users have no test ranking "
+                             f"(first: {missing[:5]}); use a `make run` that evaluated every test user")
+        rows = rows.loc[user_ids]
+        if not np.array_equal(rows["target_item_id"].to_numpy(), targets):
+            raise ValueError(f"{model}: the targets differ from the GPU run's: not the same test split")
+        ranks[model] = rows["rank"].to_numpy()
+    return ranks
+
+
+def comparison_rows(models: dict[str, np.ndarray], baselines: dict[str, np.ndarray]) -> list[str]:
+    """One markdown row per GPU model × baseline × metric: means and the paired difference with its CI."""
+    rows = []
+    for name, ranks in models.items():
+        for baseline, other in baselines.items():
+            for metric in METRICS:
+                a, b = per_sample(ranks, metric), per_sample(other, metric)
+                d = paired_bootstrap(a, b)
+                rows.append(f"| {name} − {baseline} | {metric} | {a.mean():.4f} | {b.mean():.4f} | "
+                            f"{d['difference']:+.4f} | [{d['low']:+.4f}, {d['high']:+.4f}] | {d['users']} |")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("ranks", type=Path, help="gpu_run.py's ranks.npz")
+    parser.add_argument("rankings", type=Path, help="make run's data/07_model_output/rankings.parquet")
+    args = parser.parse_args()
+    saved = dict(np.load(args.ranks))
+    user_ids, targets = saved.pop("user_id"), saved.pop("target_item_id")
+    baselines = baseline_ranks(pd.read_parquet(args.rankings), user_ids, targets)
+    print("| difference | metric | GPU model | baseline | difference | 95% CI | users |")
+    print("|---|---|---:|---:|---:|---|---:|")
+    print("\n".join(comparison_rows(saved, baselines)))
+
+
+if __name__ == "__main__":
+    main()
