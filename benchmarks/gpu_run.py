@@ -13,7 +13,9 @@ Popularity and SASRec on the same users.
 
   PYTHONPATH=src:. python benchmarks/gpu_run.py --wheel data/01_raw/recbole-1.2.1-py3-none-any.whl \
       --backbone SmolLM2-135M-Instruct.Q4_1.gguf --sft-seconds 90 --recpo-seconds 90 --out /tmp/gpu_run
-  torchrun --nproc_per_node 1 benchmarks/gpu_run.py ...   # RecPO's collectives through nccl, on the GPU
+  # the README's H200 run (7 min 53 s): RecPO's collectives through nccl, every test user in one batch
+  torchrun --nproc_per_node 1 benchmarks/gpu_run.py --wheel ... --backbone ... --sft-seconds 60 \
+      --recpo-seconds 90 --batch 1024 --out /tmp/gpu_run
 
 On a CPU it runs end to end too (tiny budgets, ``--users``): that is how it is tested before a GPU run.
 """
