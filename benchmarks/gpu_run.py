@@ -191,6 +191,10 @@ def comparisons(ranks: dict[str, dict[str, np.ndarray]]) -> dict[str, Any]:
     return {f"{a} - {b}": paired_bootstrap(ndcg[a], ndcg[b]) for a, b in pairs if a in ndcg and b in ndcg}
 
 
+# the paper-sized step's memory, three ways: (stage label, policy_micro_batch, gradient checkpointing)
+MEMORY_SETTINGS = (("plain", None, False), ("micro_batch_2", 2, False), ("micro_2_checkpointing", 2, True))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--wheel", type=Path, required=True, help="recbole-1.2.1 wheel (ML-100k inside)")
@@ -266,9 +270,6 @@ def main() -> None:
     print_table(stages.results)
     if dist.is_initialized():
         dist.destroy_process_group()
-
-
-MEMORY_SETTINGS = (("plain", None, False), ("micro_batch_2", 2, False), ("micro_2_checkpointing", 2, True))
 
 
 def paper_step_memory(model: R2ecModel, data: dict[str, Any], tokens: int, micro: int | None,

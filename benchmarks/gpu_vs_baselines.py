@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from r2ec_pipeline.metrics import paired_bootstrap, per_sample
+from r2ec_pipeline.metrics import per_sample
+from r2ec_pipeline.reporting import paired_differences
 
 BASELINES = ("popularity", "sasrec")
 METRICS = ("ndcg_at_10", "hit_at_10", "mrr")
@@ -40,15 +41,16 @@ def baseline_ranks(rankings: pd.DataFrame, user_ids: np.ndarray, targets: np.nda
 
 
 def comparison_rows(models: dict[str, np.ndarray], baselines: dict[str, np.ndarray]) -> list[str]:
-    """One markdown row per GPU model × baseline × metric: means and the paired difference with its CI."""
+    """One markdown row per GPU model × baseline × metric: means and the paired difference with its CI
+    (``reporting.paired_differences``, as the evaluation's CIs); ranks are in the same user order."""
     rows = []
     for name, ranks in models.items():
         for baseline, other in baselines.items():
-            for metric in METRICS:
-                a, b = per_sample(ranks, metric), per_sample(other, metric)
-                d = paired_bootstrap(a, b)
-                rows.append(f"| {name} − {baseline} | {metric} | {a.mean():.4f} | {b.mean():.4f} | "
-                            f"{d['difference']:+.4f} | [{d['low']:+.4f}, {d['high']:+.4f}] | {d['users']} |")
+            differences = paired_differences(pd.Series(ranks), pd.Series(other), METRICS)
+            for metric, d in differences.items():
+                rows.append(f"| {name} − {baseline} | {metric} | {per_sample(ranks, metric).mean():.4f} | "
+                            f"{per_sample(other, metric).mean():.4f} | {d['difference']:+.4f} | "
+                            f"[{d['low']:+.4f}, {d['high']:+.4f}] | {d['users']} |")
     return rows
 
 
