@@ -23,7 +23,7 @@ export OMP_NUM_THREADS := $(NUM_THREADS)
 export MKL_NUM_THREADS := $(NUM_THREADS)
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: help setup run test test-slow repro cold-start mlflow-ui viz clean
+.PHONY: help setup run test test-slow repro cold-start gpu-import mlflow-ui viz clean
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
 
@@ -57,6 +57,11 @@ cold-start: setup  ## after `make run`: retrain without the newest items, add th
 	@test -f data/06_models/recpo/r2ec_config.json || { echo "make cold-start compares with make run's models and test users: run make run first"; exit 1; }
 	$(BIN)/kedro run --pipelines cold_start $(KEDRO_ARGS)
 	@$(BIN)/python -m r2ec_pipeline.reporting --cold-start
+
+# e.g. make gpu-import RUN=/path/to/gpu_run_output (results.json, rankings.parquet, recpo.tar)
+gpu-import: setup  ## log a benchmarks/gpu_run.py result into MLflow (experiment r2ec-gpu) and register its model
+	@test -n "$(RUN)" || { echo "usage: make gpu-import RUN=<gpu_run.py output folder>"; exit 2; }
+	$(BIN)/python -m r2ec_pipeline.gpu_import $(RUN)
 
 repro: setup  ## rebuild the DVC pipeline (only stages whose inputs changed)
 	$(BIN)/dvc repro

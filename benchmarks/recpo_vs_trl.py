@@ -3,7 +3,7 @@
 Both start from the SFT checkpoint (SmolLM2 + LoRA, data/06_models/sft) and train on the same
 ML-100k user prompts with the same G, users per step, completion length, sampling (temperature, top-k),
 clipping (ε_low, ε_high), learning rate and no KL. The reward is the same too: the fused R²ec reward
-(spec §5.3) of the target item under the current policy. TRL's reward function has to re-encode
+(method §5.3) of the target item under the current policy. TRL's reward function has to re-encode
 prompt + completion + <answer> to get the user state; RecPO takes it from the rollout's last hidden
 state. RecPO also does its item loss and target-row refresh, which TRL has no equivalent for.
 

@@ -91,7 +91,10 @@ def test_every_shipped_environment_has_valid_parameters(env):
         assert typed["evaluation"].users is None and typed["evaluation"].zero_shot_users is None
         assert typed["evaluation"].reasoning_users is None and typed["evaluation"].recpo_reasoning_users is None
     if env == "gpu":  # one epoch of SFT, a few hundred RecPO steps with 256-token reasoning, every user
-        assert typed["sft"].steps * typed["sft"].batch_size >= 97_171 and typed["recpo"].max_steps >= 200
+        sft = typed["sft"]  # a full epoch: the batched engine's epochs, or enough steps
+        assert (sft.engine == "batched" and sft.epochs >= 1 and sft.softmax == "full") or (
+            sft.steps * sft.batch_size >= 97_171)
+        assert typed["recpo"].max_steps >= 200
         assert typed["recpo"].max_completion_length == typed["evaluation"].reasoning_tokens == 256
         assert typed["evaluation"].users is None and typed["evaluation"].reasoning_users is None
 

@@ -14,6 +14,7 @@ from tests.conftest import PROJECT_ROOT
 
 sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
 import gpu_memory  # noqa: E402
+import gpu_run  # noqa: E402
 import gpu_vs_baselines  # noqa: E402
 
 TOY = gpu_memory.Shape("toy", parameters=1000, layers=2, hidden=8, intermediate=16, heads=2, kv_heads=1,
@@ -53,22 +54,49 @@ def test_gpu_run_goes_end_to_end_on_the_cpu_with_a_tiny_budget(tiny_backbone_dir
     env = {**os.environ, "PYTHONPATH": f"{PROJECT_ROOT / 'src'}:{PROJECT_ROOT}", "TQDM_DISABLE": "1"}
     command = [sys.executable, str(PROJECT_ROOT / "benchmarks/gpu_run.py"), "--wheel", str(wheel),
                "--backbone", str(tiny_backbone_dir), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path),
-               "--sft-seconds", "2", "--recpo-seconds", "2", "--reasoning-tokens", "4", "--users", "8",
-               "--batch", "8", "--latency-users", "1", "--memory-tokens", "4", "--recpo-users", "4",
-               "--recpo-micro-batch", "2", "--speed-prompts", "4", "--speed-tokens", "4"]
+               "--users", "8", "--train-samples", "40", "--sft-batch", "16", "--sft-epochs", "0.5", "--validations",
+               "1", "--batch", "8", "--recpo-users", "2", "--recpo-tokens", "4", "--reasoning-tokens", "4",
+               "--recpo-eval-every", "1", "--wall-budget", "1"]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
-    failed = {name: stage["error"] for name, stage in results["stages"].items() if "error" in stage}
-    assert not failed and set(results["stages"]) == {"data", "zero_shot_eval", "sft", "generation_vs_hf", "latency",
-                                                     "sft_eval", "recpo", "recpo_eval", "memory_plain",
-                                                     "memory_micro_batch_2", "memory_micro_2_checkpointing"}
-    assert results["stages"]["recpo_eval"]["reasoning"]["users"] == 8
+    assert list(results["stages"]) == ["data", "zero_shot_test", "sft", "sft_test", "recpo", "recpo_test"]
+    assert results["stages"]["sft"]["steps"] == 2 and results["stages"]["sft"]["epochs"] == 0.8  # 2 of 3 batches
+    assert results["stages"]["recpo"]["steps"] == 0  # the 1-second budget is spent before RecPO
     assert set(results["comparisons"]) == {"sft.direct - zero_shot.direct", "recpo.direct - sft.direct",
-                                           "recpo.reasoning - sft.reasoning", "recpo.reasoning - recpo.direct"}
+                                           "recpo.reasoning - sft.reasoning", "recpo.reasoning - recpo.direct",
+                                           "sft.reasoning - sft.direct"}
     assert "| N@10 difference" in done.stdout
-    saved = np.load(tmp_path / "ranks.npz")
-    assert len(saved["user_id"]) == len(saved["target_item_id"]) == len(saved["recpo.reasoning"]) == 8
+    rankings = pd.read_parquet(tmp_path / "rankings.parquet")
+    assert len(rankings) == 3 * 2 * 8 and rankings["topk_item_ids"].map(len).eq(50).all()
+    assert {"sft.tar", "recpo.tar"} <= {path.name for path in tmp_path.iterdir()}
+    # and into MLflow: a run of r2ec-gpu with the test metrics, and a registered version of r2ec
+    import mlflow
+
+    from r2ec_pipeline.gpu_import import import_run
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    report = import_run(tmp_path, wheel, str(tiny_backbone_dir), tmp_path / "cache")
+    run = mlflow.search_runs(experiment_names=["r2ec-gpu"]).iloc[0]
+    assert run["metrics.eval.test.recpo.reasoning.users"] == 8 and run["tags.gpu"] == "cpu"
+    assert report["version"] == 1 and "champion" in report["aliases"]  # no champion yet in a fresh store
+
+
+def test_a_failing_stage_stops_gpu_run_with_status_1_and_keeps_its_error(tiny_backbone_dir, tmp_path):
+    status = gpu_run.main(["--wheel", str(tmp_path / "missing.whl"), "--backbone", str(tiny_backbone_dir),
+                           "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
+    results = json.loads((tmp_path / "out/results.json").read_text())
+    assert status == 1 and "missing.whl" in results["stages"]["data"]["error"]
+
+
+def test_gpu_rankings_line_up_every_model_on_the_first_models_users():
+    rows = [("zero_shot", "direct", 5, 50, 3), ("zero_shot", "direct", 7, 70, 9),
+            ("sft", "direct", 7, 70, 1), ("sft", "direct", 5, 50, 2)]
+    frame = pd.DataFrame(rows, columns=["model", "mode", "internal_user_id", "internal_target_id", "rank"])
+    users, targets, ranks = gpu_vs_baselines.gpu_ranks(frame)
+    assert users.tolist() == [5, 7] and targets.tolist() == [50, 70]
+    assert ranks == {"zero_shot.direct": ranks["zero_shot.direct"], "sft.direct": ranks["sft.direct"]}
+    assert ranks["zero_shot.direct"].tolist() == [3, 9] and ranks["sft.direct"].tolist() == [2, 1]
 
 
 def test_gpu_ranks_meet_the_baselines_by_user_id_and_refuse_another_split():

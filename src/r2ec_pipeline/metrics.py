@@ -1,4 +1,4 @@
-"""Full-ranking metrics for a single held-out target per sample (spec §6).
+"""Full-ranking metrics for a single held-out target per sample (method §6).
 
 Protocol: every catalog item is ranked (no sampled negatives); the user's earlier history is masked
 to −inf before ranking; ties count against the target (``model.scoring.target_ranks``). With one

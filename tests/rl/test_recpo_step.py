@@ -77,3 +77,22 @@ def test_num_iterations_reuses_one_rollout_for_several_updates(tiny_backbone_dir
     metrics, _ = recpo_step(model, optimizer, toy_batch(), settings, torch.Generator().manual_seed(0))
     steps = {int(state["step"]) for state in optimizer.state.values()}
     assert steps == {3} and metrics["skipped"] == 0.0
+
+
+def test_item_loss_reads_the_current_user_state_not_the_rollout_ones(tiny_backbone_dir, tmp_path):
+    """The item loss's h comes from the update's own forward (with gradient), never ``paths.states``."""
+    import copy
+
+    model = toy_model(tiny_backbone_dir, tmp_path)
+    batch = toy_batch()
+    paths = rollout(model, batch, SETTINGS, torch.Generator().manual_seed(0))
+    optimizer = torch.optim.SGD([p for p in model.lm.parameters() if p.requires_grad], lr=0.0)  # weights stay
+    results, gradients = [], []
+    for states in (paths.states, 10 * torch.randn_like(paths.states)):
+        swapped = copy.deepcopy(paths)
+        swapped.states = states
+        results.append(policy_update(model, optimizer, batch, swapped, SETTINGS))
+        gradients.append({n: p.grad.clone() for n, p in model.lm.named_parameters() if p.grad is not None})
+    assert results[0]["item_loss"] != 0.0 and results[1]["item_loss"] == results[0]["item_loss"]
+    assert gradients[0].keys() == gradients[1].keys() and all(
+        torch.equal(gradients[0][n], gradients[1][n]) for n in gradients[0])

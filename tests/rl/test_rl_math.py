@@ -54,6 +54,16 @@ def test_equal_rewards_give_exactly_zero_advantage_for_any_group_size(kind, grou
     assert advantages[1, 0] > 0 and advantages[1, 1:].abs().min() > 0
 
 
+def test_small_rewards_that_differ_keep_their_advantages():
+    # every path beyond the NDCG cutoff: R = β·R_sim ≈ 1e-5; std 6.45e-7 < the old absolute 1e-6 zeroed the group
+    rewards = torch.tensor([[1.00e-5, 1.05e-5, 1.10e-5, 1.15e-5], [2e-5, 2e-5, 2e-5, 2e-5]])
+    advantages = group_advantages(rewards, "grpo")
+    std = math.sqrt(((0.75e-6) ** 2 + (0.25e-6) ** 2) * 2 / 3)  # unbiased, by hand
+    expected = torch.tensor([-0.75e-6, -0.25e-6, 0.25e-6, 0.75e-6]) / (std + 1e-8)  # ε = 1e-8
+    assert torch.allclose(advantages[0], expected, atol=1e-3)
+    assert torch.equal(advantages[1], torch.zeros(4))  # equal small rewards are still a tie
+
+
 def test_grpo_uses_the_unbiased_std():
     advantages = group_advantages(torch.tensor([[1.0, 2.0, 3.0]]), "grpo")
     # mean 2, unbiased std 1 → (−1, 0, 1)

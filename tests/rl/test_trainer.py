@@ -180,3 +180,12 @@ def test_checkpoints_hold_and_restore_the_cuda_rng_state_where_there_is_one(tiny
     optimizer = torch.optim.AdamW([p for p in model.lm.parameters() if p.requires_grad])
     CheckpointStore.load(store.latest(), model, optimizer, get_constant_schedule_with_warmup(optimizer, 0))
     assert len(restored) == 1 and torch.equal(restored[0][0], cuda_state[0])
+
+
+def test_merged_rollouts_train_as_the_unmerged_policy_does(tiny_backbone_dir, tmp_path):
+    """Rollouts decoded from the merged copy (refreshed every step) give the same run, to float rounding."""
+    _, plain = _train(tiny_backbone_dir, tmp_path / "a")
+    _, merged = _train(tiny_backbone_dir, tmp_path / "b", trainer=TRAINER.model_copy(update={"merged_rollouts": True}))
+    assert _losses(merged).keys() == _losses(plain).keys() == {1, 2, 3, 4}
+    for step, loss in _losses(plain).items():
+        assert _losses(merged)[step] == pytest.approx(loss, rel=1e-4, abs=1e-6)

@@ -1,8 +1,8 @@
 """Typed parameters of every pipeline, checked before any node runs.
 
 Each pipeline reads one top-level block of ``conf/base/parameters_<pipeline>.yml``; the models (in
-``data``, ``training`` and ``release``) say what each field means and which part of the method spec
-(``recpo-spec.md``) it comes from, and are the one source of every default: plain-PyTorch code takes
+``data``, ``training`` and ``release``) say what each field means and which section of the method
+(``docs/method.md``) it comes from, and are the one source of every default: plain-PyTorch code takes
 the models themselves. ``validate_parameters`` turns a pydantic error into one message that names the
 parameter.
 """

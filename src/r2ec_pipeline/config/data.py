@@ -11,7 +11,7 @@ from r2ec_pipeline.config.base import _Params
 
 
 class AmazonParams(_Params):
-    """Amazon Reviews 2023 preprocessing, as in the paper (spec §1).
+    """Amazon Reviews 2023 preprocessing, as in the paper (method §1).
 
     Which category and where its files lie are IO settings: ``amazon_dir`` / ``amazon_category``
     in ``conf/base/globals.yml``.
@@ -40,7 +40,7 @@ class IngestionParams(_Params):
         "movielens_100k", description="movielens_100k (embedded default) or amazon_2023 (local files)."
     )
     min_user_interactions: int = Field(
-        2, ge=2, description="Users with fewer interactions give no sample (spec §1) and are dropped."
+        2, ge=2, description="Users with fewer interactions give no sample (method §1) and are dropped."
     )
     amazon: AmazonParams = AmazonParams()
 
@@ -72,10 +72,10 @@ DEFAULT_ITEM_INSTRUCTION = "Summarise the following item inside <answer> and </a
 
 
 class PromptParams(_Params):
-    """Samples, splits and prompts (spec §1–2)."""
+    """Samples, splits and prompts (method §1–2)."""
 
     window_size: int = Field(
-        5, ge=1, description="History items kept per sample, latest first (spec §1: 20, conf/paper; the CPU "
+        5, ge=1, description="History items kept per sample, latest first (method §1: 20, conf/paper; the CPU "
         "profile keeps 5: prompts ~4.5x cheaper to encode)."
     )
     split: Literal["temporal", "leave_one_out"] = Field(
@@ -86,7 +86,7 @@ class PromptParams(_Params):
     )
     max_user_prompt_tokens: int = Field(2048, ge=32, description="Cap; the oldest history lines go first.")
     max_item_prompt_tokens: int = Field(768, ge=16, description="Cap on the item prompt; its text is cut.")
-    answer_tag: str = Field("<answer>", min_length=1, description="Plain-text control string (spec §2).")
+    answer_tag: str = Field("<answer>", min_length=1, description="Plain-text control string (method §2).")
     user_instruction: str = Field(DEFAULT_USER_INSTRUCTION, min_length=1)
     item_instruction: str = Field(DEFAULT_ITEM_INSTRUCTION, min_length=1)
 

@@ -43,7 +43,7 @@ R2EC_MODELS = ("zero_shot", "sft", "recpo")
 
 
 class EvaluationParams(_Params):
-    """Full ranking of every model in both modes on validation and test (spec §6)."""
+    """Full ranking of every model in both modes on validation and test (method §6)."""
 
     users: int | None = Field(
         None, ge=1, description="Seeded test users ranked by every model in direct mode (null: every user)."
@@ -125,7 +125,7 @@ ABLATION_VARIANTS = ("fused_grpo", "rank_only", "sim_only", "rloo", "relabel_top
 
 
 class AblationParams(_Params):
-    """RecPO variants (spec §5 ablations) trained from the SFT checkpoint and ranked on the same users."""
+    """RecPO variants (method §5 ablations) trained from the SFT checkpoint and ranked on the same users."""
 
     recpo: dict[str, Any] = Field(
         {"save_steps": None, "eval_users": 0, "eval_steps": None},

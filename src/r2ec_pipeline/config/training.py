@@ -10,7 +10,7 @@ from r2ec_pipeline.config.base import _Params
 
 
 class AdapterParams(_Params):
-    """LoRA adapters (spec §3: r=4, alpha=128, dropout 0 on every projection) or full fine-tuning."""
+    """LoRA adapters (method §3: r=4, alpha=128, dropout 0 on every projection) or full fine-tuning."""
 
     full_finetune: bool = Field(False, description="Train every weight instead of LoRA adapters.")
     r: int = Field(4, ge=1, description="LoRA rank.")
@@ -29,7 +29,7 @@ METRIC_NAMES = Literal[
 
 
 class ModelParams(_Params):
-    """The dual-head model (spec §3). The backbone itself is ``backbone`` in globals.yml."""
+    """The dual-head model (method §3). The backbone itself is ``backbone`` in globals.yml."""
 
     backbone: str = Field(..., min_length=1, description="Packaged GGUF spec or local HF checkpoint folder.")
     similarity_temperature: float = Field(0.02, gt=0, description="τ in s(v) = cos(h, H[v]) / τ.")
@@ -60,7 +60,7 @@ class ModelParams(_Params):
 
 
 class SFTParams(_Params):
-    """SFT warm-start of the rec head (spec §4), sized for a 2-core CPU by default."""
+    """SFT warm-start of the rec head (method §4), sized for a 2-core CPU by default."""
 
     steps: int = Field(8, ge=1, description="Optimizer steps (at most, with early stopping).")
     batch_size: int = Field(8, ge=2, description="Users per step; their targets are each other's negatives.")
@@ -71,14 +71,26 @@ class SFTParams(_Params):
         32, ge=0, description="Uniform catalog negatives added to the in-batch softmax (in-batch negatives "
         "alone cancel the popularity signal)."
     )
-    softmax: Literal["sampled", "catalog"] = Field(
+    engine: Literal["prefix_cache", "batched"] = Field(
+        "prefix_cache", description="prefix_cache: the prompt prefix every text shares run once per batch and the "
+        "frozen bottom cached (cheapest on a CPU); batched: texts tokenized and length-bucketed once, plain padded "
+        "passes, no host sync inside a step (the accelerator engine, model/sft_batched.py)."
+    )
+    softmax: Literal["sampled", "catalog", "full"] = Field(
         "sampled", description="sampled: each target against the batch's targets and the sampled negatives; "
         "catalog: against every item (the item table as a memory bank, the targets' rows encoded fresh), as "
-        "evaluation ranks."
+        "evaluation ranks; full (engine batched): against every item, all encoded with gradient every step."
+    )
+    epochs: float | None = Field(
+        None, gt=0, description="engine batched: passes over the training samples (null: ``steps`` batches)."
+    )
+    adapter_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="engine batched: precision the adapters compute in; bfloat16 keeps float32 master "
+        "weights for AdamW (no per-projection cast on a bfloat16 backbone)."
     )
     table_refresh_every: int = Field(16, ge=1, description="softmax: catalog: steps between item-table refreshes.")
     item_chunk_size: int | None = Field(
-        8, ge=1, description="softmax: sampled: item columns whose activations are held at once (the gradient-cache "
+        8, ge=1, description="softmax sampled (engine batched: full): item columns whose activations are held at once (the gradient-cache "
         "trick: same gradient, one extra forward of the adapted layers); null: all in one graph."
     )
     eval_every: int = Field(20, ge=1, description="Steps between validation runs (and at the last step).")
@@ -97,9 +109,16 @@ class SFTParams(_Params):
     )
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _softmax_fits_engine(self) -> SFTParams:
+        if (self.softmax == "full") != (self.engine == "batched") and self.softmax != "sampled":
+            raise ValueError(f"softmax {self.softmax!r} needs engine "
+                             f"{'batched' if self.softmax == 'full' else 'prefix_cache'}, got {self.engine!r}")
+        return self
+
 
 class RecPOParams(_Params):
-    """RecPO (spec §5). Names follow TRL's GRPOConfig where the concept is the same; the rest are R²ec's.
+    """RecPO (method §5). Names follow TRL's GRPOConfig where the concept is the same; the rest are R²ec's.
 
     The defaults are a CPU profile (≤ 10 min on ML-100k with SmolLM2-135M on 2 cores); conf/paper
     has the paper's setting.
@@ -135,7 +154,7 @@ class RecPOParams(_Params):
     log_completions_steps: int = Field(1, ge=0, description="Keep sampled reasoning texts every N steps (0: never).")
     metric_for_best_model: str | None = Field(
         "reasoning.mrr", description="Validation metric '<mode>.<metric>' whose best value selects the weights "
-        "kept (spec: validation N@10, conf/paper; the CPU profile's few users mostly tie at N@10 = 0, MRR "
+        "kept (method §5: validation N@10, conf/paper; the CPU profile's few users mostly tie at N@10 = 0, MRR "
         "separates them; null: keep the last weights)."
     )
     early_stopping_patience: int | None = Field(
@@ -143,16 +162,21 @@ class RecPOParams(_Params):
     )
     seed: int = 0
     # R²ec's own
-    reward_type: Literal["fused", "rank_only", "sim_only"] = Field("fused", description="Reward (spec §5.3).")
+    reward_type: Literal["fused", "rank_only", "sim_only"] = Field("fused", description="Reward (method §5.3).")
     reward_beta: float = Field(0.05, ge=0, le=1, description="β in R = (1 − β)·R_rank + β·R_sim.")
     ndcg_cutoff: int = Field(1000, ge=1, description="K_r of R_rank = NDCG@K_r.")
-    advantage_type: Literal["grpo", "rloo"] = Field("grpo", description="Group-relative advantage (spec §5.4).")
+    advantage_type: Literal["grpo", "rloo"] = Field("grpo", description="Group-relative advantage (method §5.4).")
     relabel_topk: int = Field(1, ge=1, description="Best paths per user that train the rec head.")
     similarity_temperature: float | None = Field(
         None, gt=0, description="τ for rewards and the item loss (null: model.similarity_temperature)."
     )
     refresh_every: int | None = Field(
         None, ge=1, description="Re-encode the whole item table every N steps (targets' rows: every step)."
+    )
+    merged_rollouts: bool = Field(
+        False, description="Decode rollouts from a copy of the backbone with the adapters merged into its weights "
+        "(model/merged.py), refreshed after every step: the same paths without the adapters' extra kernels "
+        "(an accelerator's decoding is bound by kernel launches; on a CPU the copy only costs memory)."
     )
     # memory of the policy update (same gradient whatever the values)
     policy_micro_batch: int | None = Field(

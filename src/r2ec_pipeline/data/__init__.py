@@ -1,1 +1,1 @@
-"""Data protocol shared by pipelines, training and serving: samples, splits, prompts (spec §1–2)."""
+"""Data protocol shared by pipelines, training and serving: samples, splits, prompts (method §1–2)."""

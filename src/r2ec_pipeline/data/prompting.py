@@ -1,4 +1,4 @@
-"""User and item prompts rendered with the backbone's chat template (spec §2).
+"""User and item prompts rendered with the backbone's chat template (method §2).
 
 - User prompt (user turn, then the assistant's generation prompt): the instruction, then one line per
   history item, oldest first: ``- 3d 4.0h ago: [Title] rating 4``.

@@ -1,4 +1,4 @@
-"""Samples (user, history, target) and the two split protocols (spec §1).
+"""Samples (user, history, target) and the two split protocols (method §1).
 
 A sample's target is one interaction and its history the user's earlier interactions in time order
 (ties at the same second keep the source order), truncated to the latest ``window_size``. Every

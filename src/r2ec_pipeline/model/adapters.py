@@ -1,4 +1,4 @@
-"""LoRA adapters through peft (spec §3 defaults: r=4, alpha=128, dropout 0, all projections)."""
+"""LoRA adapters through peft (method §3 defaults: r=4, alpha=128, dropout 0, all projections)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """R²ec's dual-head model: one causal LM backbone, ``lm_head`` for reasoning, ``rec_head`` for items.
 
-The rec head has no parameters of its own by default (spec §3): its weight is the item table H,
+The rec head has no parameters of its own by default (method §3): its weight is the item table H,
 row v = the last-layer hidden state at the last token of item v's prompt (which ends with the
 answer tag), computed by the same backbone. A user's state h is the hidden state at the last token
 of the answer tag after the user prompt (and the reasoning, when there is one); s(v) = cos(h, H[v]) / τ.
@@ -33,7 +33,7 @@ class DualHeadConfig:
 
     backbone: str
     answer_tag: str = PromptParams.model_fields["answer_tag"].default  # the defaults are the parameters'
-    similarity_temperature: float = ModelParams.model_fields["similarity_temperature"].default  # τ of spec §3
+    similarity_temperature: float = ModelParams.model_fields["similarity_temperature"].default  # τ of method §3
     history_mask: Literal["full", "window"] = ModelParams.model_fields["history_mask"].default
     fingerprint: dict[str, int | str] = field(default_factory=dict)
 
@@ -278,7 +278,7 @@ class R2ecModel(nn.Module):
         return torch.stack([F.pad(states.float(), (0, 0, 0, width - len(states))) for states in found])
 
     def user_texts(self, prompts: Sequence[str], reasoning: Sequence[str] | None = None) -> list[str]:
-        """Prompt + (reasoning) + answer tag: what the rec head reads for each user (spec §3)."""
+        """Prompt + (reasoning) + answer tag: what the rec head reads for each user (method §3)."""
         tag = self.config.answer_tag
         if reasoning is None:
             return [prompt + tag for prompt in prompts]

@@ -1,4 +1,4 @@
-"""Full-ranking evaluation of the rec head (spec §6), shared by SFT, RecPO and the evaluation stage.
+"""Full-ranking evaluation of the rec head (method §6), shared by SFT, RecPO and the evaluation stage.
 
 Two modes: ``direct`` reads h at the answer tag right after the prompt (no reasoning); ``reasoning``
 reads h after greedy reasoning. ``rank_both_modes`` gets both from one prompt pass per user.
@@ -118,7 +118,7 @@ def rank_both_modes(
     texts: dict[str, str] = {}
 
     def both(batch: Sequence[str]) -> dict[str, torch.Tensor]:
-        generation = generate_reasoning(model, batch, max_new_tokens, direct=True)
+        generation = generate_reasoning(model, batch, max_new_tokens, direct=True, logprobs=False)
         texts.update(zip(batch, generation.texts))
         return {"direct": generation.direct_hidden, "reasoning": generation.final_hidden}
 

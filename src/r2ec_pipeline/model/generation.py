@@ -1,4 +1,4 @@
-"""Batched reasoning generation with a KV cache that stops each row at the answer tag (spec §3, §5.1).
+"""Batched reasoning generation with a KV cache that stops each row at the answer tag (method §3, §5.1).
 
 A row stops when its decoded text contains the answer tag, when it closes its turn (EOS or the chat
 template's end-of-turn token, which is dropped), or at ``max_new_tokens``. Whatever stopped it, the
@@ -174,7 +174,7 @@ def _direct_states(
 
 @dataclass(frozen=True)
 class _StopRule:
-    """When a path stops, and the canonical tokens it must end with (spec §3)."""
+    """When a path stops, and the canonical tokens it must end with (method §3)."""
 
     tokenizer: PreTrainedTokenizerBase
     tag_ids: list[int]
@@ -271,12 +271,15 @@ def generate_reasoning(
     group: int = 1,
     direct: bool = False,
     share_prefix: bool = True,
+    logprobs: bool = True,
 ) -> Generation:
     """Generate ``group`` reasoning paths per prompt (rows prompt-major), each ending with the answer tag.
 
     ``generator`` is one stream for the batch, or one per output row: per-row streams make a row's
     sample independent of the batch it is in (same rollout on 1 or N processes). ``share_prefix``: the
     token prefix every prompt starts with (system turn and instruction) is run once (``_prompt_pass``).
+    ``logprobs=False`` skips the per-token log-probabilities (greedy evaluation needs none; they come back empty).
+    Decoding speed is the model's: pass a ``merged.MergedCopy``'s model to decode without unmerged adapters.
     """
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
@@ -307,6 +310,10 @@ def generate_reasoning(
     head = model.lm.get_output_embeddings()
     feed_positions = next_position.clone()  # position id of the token each row is fed this step
     step_logprobs: list[torch.Tensor] = []  # per step: the log-prob of the token each row was fed
+    steps_run = 0
+    # the attention mask grows by a column a step: preallocated (a rewind re-feeds a token, so keep a margin)
+    mask = _grown(mask, max_new_tokens + 2 * len(tag_ids) + 8)
+    width = mask.shape[1] - (max_new_tokens + 2 * len(tag_ids) + 8)
 
     for step in itertools.count():
         if all(path.finished for path in paths):
@@ -315,7 +322,9 @@ def generate_reasoning(
         tokens = torch.where(live, sampled, pad)
         # the step's one host transfer: the sampled tokens and which may stop their path (a device lookup)
         sampled_list, flagged = torch.stack([sampled, may_stop[sampled].long()]).tolist()
-        column, slow = mask.shape[1], False
+        if width == mask.shape[1]:  # past the margin (many rewinds): grow again
+            mask = _grown(mask, max_new_tokens)
+        column, slow = width, False
         inputs: list[tuple[int, int, bool]] = [(pad, 0, False)] * size  # (token, position, ends here)
         for row, path in enumerate(paths):
             if path.finished:
@@ -326,14 +335,18 @@ def generate_reasoning(
                 inputs[row] = path.feed(sampled_list[row], step, column)
         if slow:  # a stop, a forced token or a rewind: this step's inputs come from the host
             tokens, feed_positions = (torch.tensor(values, device=model.device) for values in list(zip(*inputs))[:2])
-        step_logprobs.append(F.log_softmax(logits, dim=-1).gather(1, tokens.view(-1, 1)).squeeze(1))
-        mask = torch.cat([mask, live.long().unsqueeze(1)], dim=1)
+        if logprobs:
+            step_logprobs.append(F.log_softmax(logits, dim=-1).gather(1, tokens.view(-1, 1)).squeeze(1))
+        steps_run += 1
+        mask[:, width] = live
+        width += 1
         out = model.decoder(  # the body, then lm_head on its one new position: no per-layer states kept
-            input_ids=tokens.unsqueeze(1), attention_mask=mask, position_ids=feed_positions.unsqueeze(1),
+            input_ids=tokens.unsqueeze(1), attention_mask=mask[:, :width], position_ids=feed_positions.unsqueeze(1),
             **with_cache(cache), use_cache=True,
         )
         hidden = out.last_hidden_state[:, -1]
-        cache, logits = cache_of(out), head(hidden).float() / temperature
+        cache, logits = cache_of(out), head(hidden)
+        logits = logits.float() / temperature if (do_sample or logprobs) else logits  # greedy: argmax as it is
         feed_positions = feed_positions + 1
         ended = [row for row, (_, _, ends) in enumerate(inputs) if ends]
         if ended:
@@ -345,10 +358,15 @@ def generate_reasoning(
     fed = torch.stack(step_logprobs, dim=1) if step_logprobs else torch.zeros(size, 0, device=model.device)
     return Generation(
         token_ids=[path.tokens for path in paths],
-        logprobs=[fed[row, path.steps] for row, path in enumerate(paths)],
+        logprobs=[fed[row, path.steps] if logprobs else fed[row] for row, path in enumerate(paths)],
         texts=[tokenizer.decode(path.tokens) for path in paths],
         stop_reasons=[path.stop_reason for path in paths],
         final_hidden=final_hidden,
         direct_hidden=direct_hidden,
-        decode_steps=len(step_logprobs),
+        decode_steps=steps_run,
     )
+
+
+def _grown(mask: torch.Tensor, columns: int) -> torch.Tensor:
+    """``mask`` with ``columns`` zero columns appended (filled one a step as the rows are fed)."""
+    return torch.cat([mask, mask.new_zeros(mask.shape[0], columns)], dim=1)

@@ -1,4 +1,4 @@
-"""The rec head's softmax losses: SFT's InfoNCE (spec §4; in-batch or over the catalog), RecPO's p(v⁺) (§5.6)."""
+"""The rec head's softmax losses: SFT's InfoNCE (method §4; in-batch or over the catalog), RecPO's p(v⁺) (§5.6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The recommendation head's scoring (spec §3), as pure tensor functions.
+"""The recommendation head's scoring (method §3), as pure tensor functions.
 
 Scores are indexed by item id: column v is item v, column 0 (never a real item) is always −inf.
 """

@@ -1,4 +1,4 @@
-"""SFT warm-start of the rec head (spec §4): the no-reasoning path trained with in-batch InfoNCE.
+"""SFT warm-start of the rec head (method §4): the no-reasoning path trained with in-batch InfoNCE.
 
 The loop reads top to bottom: sample a batch, encode users (prompt + answer tag) and their target
 items (plus optional sampled negatives) with gradient, InfoNCE, clip, step; every ``eval_every``
@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -20,23 +19,12 @@ from r2ec_pipeline.config import SFTParams
 from r2ec_pipeline.model.checkpoint import restore_trainable, trainable_state
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.losses import catalog_infonce, in_batch_infonce
+from r2ec_pipeline.model.sft_batched import train_sft_batched
+from r2ec_pipeline.model.sft_result import SFTResult, record_metrics
+
+__all__ = ["SFTResult", "chunked_item_backward", "train_sft"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class SFTResult:
-    history: dict[str, list[dict[str, float]]]   # metric name → [{"value", "step"}], for MLflow
-    initial_metrics: dict[str, float]            # validation metrics before training (zero-shot)
-    best_metrics: dict[str, float]               # validation metrics of the weights kept
-    best_step: int
-    seconds_per_step: float
-    steps_run: int                               # fewer than settings.steps when validation stopped early
-
-
-def _record(history: dict[str, list[dict[str, float]]], metrics: dict[str, float], step: int, prefix: str) -> None:
-    for name, value in metrics.items():
-        history.setdefault(f"{prefix}{name}", []).append({"value": float(value), "step": step})
 
 
 def chunked_item_backward(
@@ -80,6 +68,7 @@ def train_sft(
 ) -> SFTResult:
     """Train the adapters; keep the weights (and item table) with the best validation metric.
 
+    ``engine: batched`` hands the run to ``sft_batched.train_sft_batched`` (the accelerator engine).
     Without ``evaluate`` nothing is validated: the last weights are kept and the item table is
     encoded once at the end (the evaluation stage validates them instead). With ``softmax: catalog``
     each user's target competes with every item, ``histories[i]`` (sample i's earlier items) left out.
@@ -89,6 +78,8 @@ def train_sft(
             f"SFT needs at least 2 items in each softmax: {len(user_prompts)} training sample(s), "
             f"batch_size {settings.batch_size}, negatives {settings.negatives}"
         )
+    if settings.engine == "batched":
+        return train_sft_batched(model, user_prompts, target_ids, item_prompt, evaluate, settings, histories)
     generator = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
     catalog = np.array(sorted(item_prompt))
@@ -98,7 +89,7 @@ def train_sft(
     history: dict[str, list[dict[str, float]]] = {}
 
     evaluations = {0: evaluate(model)} if evaluate else {}  # step → validation metrics; 0 is zero-shot
-    _record(history, evaluations.get(0, {}), 0, "valid.")
+    record_metrics(history, evaluations.get(0, {}), 0, "valid.")
     best_value, best_step = evaluations[0][settings.selection_metric] if evaluate else float("-inf"), 0
     best_state = trainable_state(model)
     model.lm.train()
@@ -130,11 +121,11 @@ def train_sft(
         optimizer.step()
         train_seconds += time.perf_counter() - started
         steps_run = step
-        _record(history, {"loss": loss.item(), "grad_norm": float(grad_norm)}, step, "train.")
+        record_metrics(history, {"loss": loss.item(), "grad_norm": float(grad_norm)}, step, "train.")
         progress.set_postfix(loss=f"{loss.item():.3f}")
         if evaluate and (step % settings.eval_every == 0 or step == settings.steps):
             metrics = evaluations[step] = evaluate(model)
-            _record(history, metrics, step, "valid.")
+            record_metrics(history, metrics, step, "valid.")
             logger.info("sft step %d: loss %.4f, valid %s %.4f", step, loss.item(),
                         settings.selection_metric, metrics[settings.selection_metric])
             if metrics[settings.selection_metric] > best_value:

@@ -1,4 +1,4 @@
-"""RecPO's clipped policy losses (spec §5.5–5.7).
+"""RecPO's clipped policy losses (method §5.5–5.7).
 
 Ratios are r = exp(log π_θ − log π_rollout). The clipped objective per unit is
 −min(r·A, clip(r, 1 − ε_low, 1 + ε_high)·A): the gradient vanishes once r leaves the trust region in the

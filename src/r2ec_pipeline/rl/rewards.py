@@ -1,4 +1,4 @@
-"""RecPO's fused reward (spec §5.3): how well the rec head ranks the target after a reasoning path."""
+"""RecPO's fused reward (method §5.3): how well the rec head ranks the target after a reasoning path."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""One RecPO step (spec §5), top to bottom: rollout, score, reward, advantage, losses, optimizer step.
+"""One RecPO step (method §5), top to bottom: rollout, score, reward, advantage, losses, optimizer step.
 
 Its settings are the recpo parameter block (``config.RecPOParams``): names follow TRL's GRPO where
 the concept is the same (num_generations, temperature, top_k, max_completion_length, epsilon,
@@ -19,6 +19,7 @@ from r2ec_pipeline.model.generation import STOP_REASONS, Generators, StopReason,
 from r2ec_pipeline.model.hf_compat import cache_of, with_cache
 from r2ec_pipeline.model.logprobs import token_logprobs
 from r2ec_pipeline.model.losses import in_batch_target_logprobs
+from r2ec_pipeline.model.merged import MergedCopy
 from r2ec_pipeline.model.scoring import target_ranks
 from r2ec_pipeline.rl.advantages import group_advantages
 from r2ec_pipeline.rl.distributed import Collective
@@ -124,13 +125,17 @@ def policy_forward(
 @torch.no_grad()
 def rollout(
     model: R2ecModel, batch: Batch, settings: RecPOParams, generator: Generators = None,
-    collective: Collective | None = None,
+    collective: Collective | None = None, decoder: R2ecModel | None = None,
 ) -> Rollout:
-    """Steps 1–4: sample G paths per user, score them against the item table, reward, advantage."""
+    """Steps 1–4: sample G paths per user, score them against the item table, reward, advantage.
+
+    ``decoder`` (a ``merged.MergedCopy``'s model, holding the policy's current weights) decodes the paths
+    at plain-model speed; the policy's own log-probs are taken in the update either way.
+    """
     collective = collective or Collective()
     users, group = len(batch.prompts), settings.num_generations
     model.lm.eval()
-    generation = generate_reasoning(model, batch.prompts, settings.max_completion_length, do_sample=True,
+    generation = generate_reasoning(decoder or model, batch.prompts, settings.max_completion_length, do_sample=True,
                                     temperature=settings.temperature, top_k=settings.top_k,
                                     generator=generator, group=group)
     owners = torch.arange(users, device=model.device).repeat_interleave(group)
@@ -302,13 +307,19 @@ def recpo_step(
     settings: RecPOParams,
     generator: Generators = None,
     collective: Collective | None = None,
+    decoding: MergedCopy | None = None,
 ) -> tuple[dict[str, float], Rollout]:
-    """One rollout, ``num_iterations`` updates on it, the targets' table rows refreshed: metrics and paths."""
-    paths = rollout(model, batch, settings, generator, collective)
+    """One rollout, ``num_iterations`` updates on it, the targets' table rows refreshed: metrics and paths.
+
+    ``decoding``: a merged copy of the policy that decodes the rollout, refreshed after the updates.
+    """
+    paths = rollout(model, batch, settings, generator, collective, decoding.model if decoding else None)
     metrics = rollout_metrics(paths, collective)
     updates = [policy_update(model, optimizer, batch, paths, settings, collective)
                for _ in range(settings.num_iterations)]
     refresh_target_rows(model, batch, paths, collective)
+    if decoding is not None:
+        decoding.refresh()
     metrics.update(updates[0])  # the first update's losses are those of the rollout policy
     metrics["skipped"] = sum(update["skipped"] for update in updates)
     return metrics, paths

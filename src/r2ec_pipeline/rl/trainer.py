@@ -1,4 +1,4 @@
-"""The RecPO training loop (spec §5): steps over shuffled users, table refreshes, evaluation, checkpoints.
+"""The RecPO training loop (method §5): steps over shuffled users, table refreshes, evaluation, checkpoints.
 
 Everything a step depends on is a function of (seed, step) or lives in a checkpoint, so a run killed
 after step k and resumed gives the same step k+1 as an uninterrupted one; and the batch order and
@@ -22,6 +22,7 @@ from transformers import get_constant_schedule_with_warmup
 from r2ec_pipeline.config import RecPOParams
 from r2ec_pipeline.model.checkpoint import restore_trainable, trainable_state
 from r2ec_pipeline.model.dual_head import R2ecModel
+from r2ec_pipeline.model.merged import MergedCopy
 from r2ec_pipeline.rl.checkpointing import CheckpointStore, ResumeError
 from r2ec_pipeline.rl.distributed import Collective
 from r2ec_pipeline.rl.step import Batch, Rollout, recpo_step
@@ -174,7 +175,7 @@ def train_recpo(
 
     ``settings`` is the recpo parameter block; ``resume_from_checkpoint`` in it continues a run from ``store``.
 
-    Model selection (spec §5): the weights and item table of the validation with the best
+    Model selection (method §5): the weights and item table of the validation with the best
     ``metric_for_best_model`` (step 0, the starting policy, included) are what the model holds on
     return; ``early_stopping_patience`` ends training after that many validations without a better
     one. Without validation the last weights are kept.
@@ -233,6 +234,7 @@ def train_recpo(
             store.save(model, optimizer, scheduler, {"config": config, **asdict(done)}, best)
         collective.barrier()
 
+    decoding = MergedCopy(model) if settings.merged_rollouts else None  # after a resume: the resumed weights
     remaining = range(start + 1, steps + 1) if not done.stopped_early else range(0)
     progress = tqdm(remaining, desc="recpo", disable=not collective.is_main, leave=False)
     for step in progress:
@@ -242,7 +244,7 @@ def train_recpo(
         first_row = collective.rank * per_device * group
         generators = row_generators(settings.seed, step, range(first_row, first_row + per_device * group), model.device)
         learning_rate = scheduler.get_last_lr()[0]
-        metrics, paths = recpo_step(model, optimizer, batch, settings, generators, collective)
+        metrics, paths = recpo_step(model, optimizer, batch, settings, generators, collective, decoding)
         scheduler.step()
         elapsed = time.perf_counter() - started
         done.step, done.seconds, done.skipped = step, done.seconds + elapsed, done.skipped + int(metrics["skipped"] > 0)

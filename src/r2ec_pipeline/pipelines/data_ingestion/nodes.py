@@ -1,4 +1,4 @@
-"""Turn a raw source into the canonical ``interactions`` and ``items`` tables (spec §1).
+"""Turn a raw source into the canonical ``interactions`` and ``items`` tables (method §1).
 
 Canonical ``interactions``: user_id, item_id, rating, timestamp (Unix seconds), raw_user_id,
 raw_item_id. Canonical ``items``: item_id, raw_item_id, title, then the dataset's text fields.

@@ -1,4 +1,4 @@
-"""recpo: SFT checkpoint (or zero-shot model) → RecPO → the trained dual-head model and its report (spec §5)."""
+"""recpo: SFT checkpoint (or zero-shot model) → RecPO → the trained dual-head model and its report (method §5)."""
 
 from functools import partial
 

@@ -39,7 +39,7 @@ def train_sft_model(
                                           batch_size=model_config.encode_batch_size)
 
     histories = (EarlierItems(train_samples, interactions, model_config.history_mask)
-                 if config.softmax == "catalog" else None)
+                 if config.softmax in ("catalog", "full") else None)
     result = train_sft(
         model, train_samples["prompt"].tolist(), train_samples["target_item_id"].astype(int).tolist(),
         prompts_by_item, evaluate if len(eval_samples) else None, config, histories,

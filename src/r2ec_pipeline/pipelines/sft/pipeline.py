@@ -1,4 +1,4 @@
-"""sft: backbone + tokenizer → zero-shot dual-head model → SFT warm-start of the rec head (spec §4)."""
+"""sft: backbone + tokenizer → zero-shot dual-head model → SFT warm-start of the rec head (method §4)."""
 
 from functools import partial
 

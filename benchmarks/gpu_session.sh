@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One GPU session on a lent machine that has torch, transformers and peft but no Kedro, MLflow, pydantic or
+# gguf (their wheels travel in WHEELS, with the recbole wheel and the GGUF's sha256). Outputs go under $OUT.
+#   bash benchmarks/gpu_session.sh speed SHAPE WHEELS         # gpu_speed.py on random weights + profiles:
+#                                                              # SHAPE = SmolLM2's config.json and tokenizer
+#   bash benchmarks/gpu_session.sh learn PART1 PART2 WHEELS   # gpu_run.py on the SmolLM2 GGUF, carried in
+#                                                              # two halves (at most 64 MiB travel a call)
+set -o pipefail
+mode=$1
+wheels=${!#}
+python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $(ls "$wheels"/*.whl | grep -v recbole) \
+    || exit 4
+export PYTHONPATH=/tmp/site:src PYTHONUNBUFFERED=1 TQDM_DISABLE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 \
+    TOKENIZERS_PARALLELISM=false PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
+wheel=$wheels/recbole-1.2.1-py3-none-any.whl
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+if [ "$mode" = speed ]; then
+    timeout "${SPEED_SECONDS:-300}" python3 benchmarks/gpu_speed.py --random-weights --profile --wheel "$wheel" \
+        --backbone "$2" --out "$OUT/speed" 2>&1 | tee "$OUT/speed.log" | grep '^{'
+    exit $?
+fi
+backbone=/tmp/SmolLM2-135M-Instruct.Q4_1.gguf
+cat "$2" "$3" > "$backbone" || exit 3
+[ "$(sha256sum "$backbone" | cut -d' ' -f1)" = "$(cat "$wheels/gguf.sha256")" ] || { echo "the joined GGUF's sha256 differs"; exit 3; }
+python3 benchmarks/gpu_run.py --wheel "$wheel" --backbone "$backbone" --out "$OUT/run" \
+    --wall-budget "${WALL_BUDGET:-440}" --sft-max-seconds "${SFT_SECONDS:-240}" --sft-batch 384 \
+    --recpo-micro-batch 32 2>&1 | tee "$OUT/run.log" | grep -v -i warn
