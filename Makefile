@@ -46,7 +46,9 @@ run: setup  ## the whole chain on ML-100k + SmolLM2: data → baselines → sft 
 	@echo "Outputs:      $(CURDIR)/data/  (model inputs: data/05_model_input, checkpoints: data/06_models/{sft,recpo}, reports: data/08_reporting)"
 	@echo "MLflow store: $${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlflow.db}  (browse: make mlflow-ui)"
 
-test: setup  ## run the test suite (fast: tiny model, tiny data)
+test: setup  ## lint (ruff check + format check), then the test suite (fast: tiny model, tiny data)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/python -m pytest
 
 test-slow:  setup  ## run the slow end-to-end tests on the real data and backbone

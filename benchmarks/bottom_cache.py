@@ -21,13 +21,15 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from _models import trained_like_model  # benchmarks/_models.py
+from _table import (
+    print_measures,  # benchmarks/_table.py (the script's folder is on sys.path)
+)
 
 from r2ec_pipeline.model.backbone import PACKAGED_SMOLLM2
 from r2ec_pipeline.model.bottom_cache import clear_shared_caches
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.evaluation import rank_without_reasoning
-from _models import trained_like_model  # benchmarks/_models.py
-from _table import print_measures  # benchmarks/_table.py (the script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,8 +58,14 @@ def main() -> None:
         return model.build_item_table(ids, prompts, batch_size=32, progress=False).clone()
 
     def ranking(model: R2ecModel):
-        return rank_without_reasoning(model, users["prompt"].tolist(), users["target_item_id"].tolist(),
-                                      [[] for _ in range(len(users))], args.batch, progress=False)
+        return rank_without_reasoning(
+            model,
+            users["prompt"].tolist(),
+            users["target_item_id"].tolist(),
+            [[] for _ in range(len(users))],
+            args.batch,
+            progress=False,
+        )
 
     first.bottom_cache_mb = 0
     plain, plain_table = _seconds(lambda: table(first))
@@ -67,27 +75,35 @@ def main() -> None:
     refresh, cached_table = _seconds(lambda: table(second))
     second.bottom_cache_mb = 0
     expected_table = table(second)
-    rows += [(f"item table, {len(ids)} items: uncached", f"{plain:.1f} s"),
-             ("item table: cached, first build (fills the cache)", f"{filling:.1f} s"),
-             ("item table: cached refresh, adapters moved", f"{refresh:.1f} s ({plain / refresh:.2f}× faster)"),
-             ("item table: largest difference to uncached", f"{(cached_table - expected_table).abs().max():.2e}")]
+    rows += [
+        (f"item table, {len(ids)} items: uncached", f"{plain:.1f} s"),
+        ("item table: cached, first build (fills the cache)", f"{filling:.1f} s"),
+        ("item table: cached refresh, adapters moved", f"{refresh:.1f} s ({plain / refresh:.2f}× faster)"),
+        ("item table: largest difference to uncached", f"{(cached_table - expected_table).abs().max():.2e}"),
+    ]
 
     first.build_item_table(ids, prompts, batch_size=32, progress=False)
     first.bottom_cache_mb, second.bottom_cache_mb = 0, 0
     second.item_table = first.item_table
     uncached, reference = _seconds(lambda: ranking(second))
     first.bottom_cache_mb, second.bottom_cache_mb = 2048, 2048
-    fill, _ = _seconds(lambda: ranking(first))       # the first model fills the cache
+    fill, _ = _seconds(lambda: ranking(first))  # the first model fills the cache
     cached, result = _seconds(lambda: ranking(second))  # the second reuses it
     count = len(users)
-    rows += [(f"direct ranking, {count} users (batch {args.batch}): uncached", f"{uncached / count * 1000:.0f} ms/user"),
-             ("direct ranking: first model, filling the cache", f"{fill / count * 1000:.0f} ms/user"),
-             ("direct ranking: second model, cached", f"{cached / count * 1000:.0f} ms/user "
-              f"({uncached / cached:.2f}× faster)"),
-             ("direct ranking: same ranks as uncached", str(bool((result.ranks == reference.ranks).all())))]
+    rows += [
+        (f"direct ranking, {count} users (batch {args.batch}): uncached", f"{uncached / count * 1000:.0f} ms/user"),
+        ("direct ranking: first model, filling the cache", f"{fill / count * 1000:.0f} ms/user"),
+        (
+            "direct ranking: second model, cached",
+            f"{cached / count * 1000:.0f} ms/user ({uncached / cached:.2f}× faster)",
+        ),
+        ("direct ranking: same ranks as uncached", str(bool((result.ranks == reference.ranks).all()))),
+    ]
     _, store = second._bottom_cache()
-    rows += [("cache", f"{len(store)} texts, {store.bytes / 2**20:.0f} MB"),
-             ("peak RSS", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")]
+    rows += [
+        ("cache", f"{len(store)} texts, {store.bytes / 2**20:.0f} MB"),
+        ("peak RSS", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"),
+    ]
     clear_shared_caches()
     print(f"backbone {args.backbone}, {args.threads} threads, torch {torch.__version__}")
     print_measures(rows)

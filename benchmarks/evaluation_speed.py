@@ -24,13 +24,15 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from _models import trained_like_model  # benchmarks/_models.py
+from _table import (
+    print_measures,  # benchmarks/_table.py (the script's folder is on sys.path)
+)
 
 from r2ec_pipeline.model.backbone import PACKAGED_SMOLLM2
 from r2ec_pipeline.model.bottom_cache import clear_shared_caches
 from r2ec_pipeline.model.evaluation import rank_both_modes, rank_without_reasoning
 from r2ec_pipeline.model.generation import generate_reasoning
-from _models import trained_like_model  # benchmarks/_models.py
-from _table import print_measures  # benchmarks/_table.py (the script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +41,7 @@ def cut_history(prompt: str, window: int) -> str:
     """The prompt with only its latest ``window`` history lines (lines starting with "- ")."""
     lines = prompt.split("\n")
     history = [index for index, line in enumerate(lines) if line.startswith("- ")]
-    drop = set(history[:max(len(history) - window, 0)])
+    drop = set(history[: max(len(history) - window, 0)])
     return "\n".join(line for index, line in enumerate(lines) if index not in drop)
 
 
@@ -70,6 +72,7 @@ def main() -> None:
         tokens = sum(len(model.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts) / len(prompts)
         rows.append((f"window {window}: prompt tokens (mean)", f"{tokens:.0f}"))
         for batch in args.batches:
+
             def direct(cached: bool) -> None:
                 model.bottom_cache_mb = 2048 if cached else 0
                 rank_without_reasoning(model, prompts, targets, histories, batch, progress=False)
@@ -78,26 +81,46 @@ def main() -> None:
             uncached = _per_user(lambda: direct(False), len(prompts))
             filling = _per_user(lambda: direct(True), len(prompts))
             top = _per_user(lambda: direct(True), len(prompts))
-            both = _per_user(lambda: rank_both_modes(model, prompts, targets, histories, args.reasoning_tokens,
-                                                     batch, progress=False), len(prompts))
+            both = _per_user(
+                lambda: rank_both_modes(
+                    model, prompts, targets, histories, args.reasoning_tokens, batch, progress=False
+                ),
+                len(prompts),
+            )
+
             def generate(share_prefix: bool) -> None:  # what rank_both_modes runs per batch, in its length order
                 ordered = sorted(prompts, key=len)
                 for start in range(0, len(ordered), batch):
-                    generate_reasoning(model, ordered[start:start + batch], args.reasoning_tokens, direct=True,
-                                       share_prefix=share_prefix)
+                    generate_reasoning(
+                        model,
+                        ordered[start : start + batch],
+                        args.reasoning_tokens,
+                        direct=True,
+                        share_prefix=share_prefix,
+                    )
 
             generate_reasoning(model, prompts[:batch], 4, direct=True)  # warm-up: neither timing pays first-call costs
             unshared = _per_user(lambda: generate(False), len(prompts))
             shared = _per_user(lambda: generate(True), len(prompts))
-            rows += [(f"window {window}, batch {batch}: greedy reasoning + direct state, every prompt whole",
-                      f"{unshared:.0f} ms/user"),
-                     (f"window {window}, batch {batch}: the same, the prompts' common prefix run once",
-                      f"{shared:.0f} ms/user ({unshared / shared:.2f}x)")]
-            rows += [(f"window {window}, batch {batch}: direct, uncached", f"{uncached:.0f} ms/user"),
-                     (f"window {window}, batch {batch}: direct, filling the bottom cache", f"{filling:.0f} ms/user"),
-                     (f"window {window}, batch {batch}: direct, bottom cached (top 8 layers)", f"{top:.0f} ms/user"),
-                     (f"window {window}, batch {batch}: both modes, {args.reasoning_tokens} reasoning tokens",
-                      f"{both:.0f} ms/user")]
+            rows += [
+                (
+                    f"window {window}, batch {batch}: greedy reasoning + direct state, every prompt whole",
+                    f"{unshared:.0f} ms/user",
+                ),
+                (
+                    f"window {window}, batch {batch}: the same, the prompts' common prefix run once",
+                    f"{shared:.0f} ms/user ({unshared / shared:.2f}x)",
+                ),
+            ]
+            rows += [
+                (f"window {window}, batch {batch}: direct, uncached", f"{uncached:.0f} ms/user"),
+                (f"window {window}, batch {batch}: direct, filling the bottom cache", f"{filling:.0f} ms/user"),
+                (f"window {window}, batch {batch}: direct, bottom cached (top 8 layers)", f"{top:.0f} ms/user"),
+                (
+                    f"window {window}, batch {batch}: both modes, {args.reasoning_tokens} reasoning tokens",
+                    f"{both:.0f} ms/user",
+                ),
+            ]
     rows.append(("peak RSS", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"))
     clear_shared_caches()
     print(f"backbone {args.backbone}, {len(samples)} test users, {args.threads} threads, torch {torch.__version__}")

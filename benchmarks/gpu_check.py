@@ -31,10 +31,14 @@ def _chat(text: str) -> str:
 
 def _model(folder: Path, device: str) -> R2ecModel:
     torch.manual_seed(0)
-    lm = attach_adapters(load_causal_lm(str(folder), folder / "cache"),
-                         AdapterParams(r=4, alpha=8, top_layers=None)).to(device)
-    return R2ecModel(lm, load_tokenizer(str(folder), folder / "cache"),
-                     DualHeadConfig(backbone=str(folder), similarity_temperature=0.1)).eval()
+    lm = attach_adapters(
+        load_causal_lm(str(folder), folder / "cache"), AdapterParams(r=4, alpha=8, top_layers=None)
+    ).to(device)
+    return R2ecModel(
+        lm,
+        load_tokenizer(str(folder), folder / "cache"),
+        DualHeadConfig(backbone=str(folder), similarity_temperature=0.1),
+    ).eval()
 
 
 def main() -> None:
@@ -54,19 +58,30 @@ def main() -> None:
             table_cpu = cpu.build_item_table(list(range(1, 7)), items, progress=False)
             table_gpu = gpu.build_item_table(list(range(1, 7)), items, progress=False)
             rows.append(("item table: max |cpu − cuda|", f"{(table_cpu - table_gpu.cpu()).abs().max().item():.2e}"))
-            ranks_equal = torch.equal(cpu.score(cpu.encode(users)).argsort(1), gpu.score(gpu.encode(users)).argsort(1).cpu())
+            ranks_equal = torch.equal(
+                cpu.score(cpu.encode(users)).argsort(1), gpu.score(gpu.encode(users)).argsort(1).cpu()
+            )
             rows.append(("score ranking identical cpu/cuda", str(ranks_equal)))
 
         prompts = [_chat(f"next: {title}") for title in TITLES[:4]]
-        result = generate_reasoning(gpu, prompts, max_new_tokens=8, do_sample=True, temperature=1.5, top_k=50,
-                                    generator=torch.Generator(device="cuda").manual_seed(0))
+        result = generate_reasoning(
+            gpu,
+            prompts,
+            max_new_tokens=8,
+            do_sample=True,
+            temperature=1.5,
+            top_k=50,
+            generator=torch.Generator(device="cuda").manual_seed(0),
+        )
         worst = 0.0
         with torch.no_grad():
             for row, prompt in enumerate(prompts):
                 tokens = result.token_ids[row]
                 ids = torch.tensor([gpu.tokenize([prompt])["input_ids"][0].tolist() + tokens], device="cuda")
-                logits = gpu.lm(input_ids=ids).logits[0, -len(tokens) - 1:-1].float() / 1.5
-                expected = F.log_softmax(logits, -1).gather(1, torch.tensor(tokens, device="cuda").view(-1, 1)).squeeze(1)
+                logits = gpu.lm(input_ids=ids).logits[0, -len(tokens) - 1 : -1].float() / 1.5
+                expected = (
+                    F.log_softmax(logits, -1).gather(1, torch.tensor(tokens, device="cuda").view(-1, 1)).squeeze(1)
+                )
                 worst = max(worst, (result.logprobs[row] - expected).abs().max().item())
         rows.append(("generation log-probs vs teacher forcing (cuda)", f"{worst:.2e}"))
 

@@ -54,12 +54,12 @@ BACKBONES = (
 
 @dataclass(frozen=True)
 class Step:
-    users: int = 8             # B per device
-    paths: int = 4             # G
-    prompt: int = 2048         # tokens
-    completion: int = 512      # tokens
+    users: int = 8  # B per device
+    paths: int = 4  # G
+    prompt: int = 2048  # tokens
+    completion: int = 512  # tokens
     lora_rank: int = 4
-    chunk_tokens: int = 4096   # logprob_chunk_tokens
+    chunk_tokens: int = 4096  # logprob_chunk_tokens
     micro_users: int | None = None  # policy_micro_batch: users per forward/backward (None: all at once)
     checkpointing: bool = False
 
@@ -101,8 +101,14 @@ def estimate(shape: Shape, step: Step) -> dict[str, float]:
         "adapters": lora_parameters(shape, step.lora_rank) * 4 * FP32,
         "activations": activations,
         "logits": logit_tokens * shape.vocab * (BF16 + FP32 + FP32),  # head output, float copy, log-softmax
-        "kv_cache": step.users * step.paths * (step.prompt + step.completion) * shape.layers * 2
-        * shape.kv_heads * shape.head_dim * BF16,
+        "kv_cache": step.users
+        * step.paths
+        * (step.prompt + step.completion)
+        * shape.layers
+        * 2
+        * shape.kv_heads
+        * shape.head_dim
+        * BF16,
     }
 
 
@@ -122,8 +128,10 @@ def main() -> None:
         "chunked, policy_micro_batch 1": Step(**base, micro_users=1),
         "chunked, policy_micro_batch 2, checkpointing": Step(**base, micro_users=2, checkpointing=True),
     }
-    print(f"\nRecPO step, B={args.users} users × G={args.paths} paths, prompt {args.prompt} + completion "
-          f"{args.completion} tokens, bf16 weights, fp32 LoRA r=4 + AdamW; GB (2^30 bytes)\n")
+    print(
+        f"\nRecPO step, B={args.users} users × G={args.paths} paths, prompt {args.prompt} + completion "
+        f"{args.completion} tokens, bf16 weights, fp32 LoRA r=4 + AdamW; GB (2^30 bytes)\n"
+    )
     print("| backbone | setting | weights | adapters | activations | logits | kv cache | total | fits 80 GB |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for shape in BACKBONES:
@@ -132,8 +140,9 @@ def main() -> None:
             # the rollout's cache is freed before the update: the peak is the larger of the two phases
             update = parts["weights"] + parts["adapters"] + parts["activations"] + parts["logits"]
             total = max(update, parts["weights"] + parts["adapters"] + parts["kv_cache"])
-            cells = " | ".join(f"{parts[k] / GB:.2f}" for k in ("weights", "adapters", "activations", "logits",
-                                                                 "kv_cache"))
+            cells = " | ".join(
+                f"{parts[k] / GB:.2f}" for k in ("weights", "adapters", "activations", "logits", "kv_cache")
+            )
             print(f"| {shape.name} | {label} | {cells} | {total / GB:.1f} | {'yes' if total < 80 * GB else 'no'} |")
 
 

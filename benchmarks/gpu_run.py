@@ -18,7 +18,7 @@ Everything lands in ``--out`` as each stage ends (a stopped run keeps what it me
 user's rank and top 50 in raw ids per model and mode, the columns of `make run`'s rankings export, with the
 project's internal ids beside them),
 ``sft.tar`` and ``recpo.tar`` (the kept checkpoints: adapters, item table, tokenizer). A stage that fails
-stops the run with exit status 1. ``benchmarks/gpu_import.py`` logs the result into MLflow and registers it.
+stops the run with exit status 1. ``make gpu-import RUN=<out>`` logs the result into MLflow and registers it.
 
   python benchmarks/gpu_run.py --wheel recbole-1.2.1-py3-none-any.whl \\
       --backbone SmolLM2-135M-Instruct.Q8_0.gguf --out /tmp/gpu_run --wall-budget 440
@@ -28,99 +28,44 @@ On a CPU it runs end to end too with ``--users``/``--train-samples`` and small b
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from gpu_common import StageFailed, Stages, build_data, print_table  # benchmarks/ is on the path
 
 from r2ec_pipeline.config import RecPOParams, SFTParams
-from r2ec_pipeline.data.atomic_files import read_wheel_tables
-from r2ec_pipeline.data.samples import mask_lists, seeded_subset
 from r2ec_pipeline.metrics import paired_bootstrap, per_sample, ranking_metrics
 from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
-from r2ec_pipeline.model.checkpoint import restore_trainable, save_dual_head, trainable_state
+from r2ec_pipeline.model.checkpoint import (
+    restore_trainable,
+    save_dual_head,
+    trainable_state,
+)
 from r2ec_pipeline.model.dual_head import R2ecModel
-from r2ec_pipeline.model.evaluation import Ranking, rank_both_modes, rank_without_reasoning
+from r2ec_pipeline.model.evaluation import (
+    Ranking,
+    rank_both_modes,
+    rank_without_reasoning,
+)
 from r2ec_pipeline.model.factory import build_dual_head
 from r2ec_pipeline.model.merged import MergedCopy
 from r2ec_pipeline.model.sft import train_sft
-from r2ec_pipeline.pipelines.data_ingestion.nodes import canonicalize, movielens_tables
-from r2ec_pipeline.pipelines.prompts.nodes import make_samples, render_item_prompts, render_user_prompts
 from r2ec_pipeline.rl.step import Batch, recpo_step
 
 TOP_N = 50  # items kept per user in rankings.parquet, as make run's export
 
 
-def _json_value(value: Any) -> Any:
-    """numpy numbers as floats, paths as strings."""
-    return str(value) if isinstance(value, Path) else float(value)
-
-
-class StageFailed(RuntimeError):
-    """A stage raised: the run stops, what it measured so far stays in results.json."""
-
-
-class Stages:
-    """Wall time and peak GPU memory per stage; every result written to ``out/results.json`` at once."""
-
-    def __init__(self, out: Path) -> None:
-        self.out, self.results = out, {"stages": {}}
-        out.mkdir(parents=True, exist_ok=True)
-        self.started = time.perf_counter()
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.started
-
-    def save(self) -> None:
-        (self.out / "results.json").write_text(json.dumps(self.results, indent=2, default=_json_value))
-
-    def run(self, name: str, function: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-        started = time.perf_counter()
-        try:
-            values = function()
-        except Exception as error:
-            self.results["stages"][name] = {"error": f"{type(error).__name__}: {error}",
-                                            "seconds": time.perf_counter() - started}
-            self.save()
-            raise StageFailed(f"stage {name} failed: {type(error).__name__}: {error}") from error
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
-            values["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
-        values["seconds"] = time.perf_counter() - started
-        self.results["stages"][name] = values
-        self.save()
-        print(f"[{name}] {json.dumps(values, default=float)[:700]}", flush=True)
-        return values
-
-
-def build_data(wheel: Path, tokenizer, window: int, users: int | None, train_samples: int | None) -> dict[str, Any]:
-    """ML-100k as the data_ingestion and prompts pipelines build it (leave-one-out, window ``window``)."""
-    interactions, items = canonicalize(*movielens_tables(read_wheel_tables(wheel)), 2)
-    params = {"window_size": window, "split": "leave_one_out"}
-    train, valid, test = render_user_prompts(make_samples(interactions, params), items, tokenizer, params)
-    item_prompts = render_item_prompts(items, tokenizer, params)
-    train = seeded_subset(train, train_samples, 0)
-    valid, test = seeded_subset(valid, users, 0), seeded_subset(test, users, 0)
-    return {"interactions": interactions, "items": items, "train": train, "valid": valid, "test": test,
-            "item_prompt": dict(zip(item_prompts["item_id"].astype(int), item_prompts["prompt"], strict=True)),
-            "histories": {split: mask_lists(frame, interactions, "full")
-                          for split, frame in (("train", train), ("valid", valid), ("test", test))}}
-
-
-def rank_split(policy: R2ecModel, merged: MergedCopy, data: dict[str, Any], split: str, both: bool,
-               tokens: int, batch: int) -> dict[str, Ranking]:
+def rank_split(
+    policy: R2ecModel, merged: MergedCopy, data: dict[str, Any], split: str, both: bool, tokens: int, batch: int
+) -> dict[str, Ranking]:
     """Every user of ``split`` ranked over the catalog re-encoded by the policy: direct mode, and with
     ``both`` greedy reasoning too (both modes then read off the merged copy's one prompt pass)."""
     ids = sorted(data["item_prompt"])
@@ -128,10 +73,14 @@ def rank_split(policy: R2ecModel, merged: MergedCopy, data: dict[str, Any], spli
     frame = data[split]
     prompts, targets = frame["prompt"].tolist(), frame["target_item_id"].astype(int).tolist()
     if not both:
-        return {"direct": rank_without_reasoning(policy, prompts, targets, data["histories"][split], batch,
-                                                 progress=False, top_n=TOP_N)}
-    rankings, _ = rank_both_modes(merged.refresh(), prompts, targets, data["histories"][split], tokens, batch,
-                                  progress=False, top_n=TOP_N)
+        return {
+            "direct": rank_without_reasoning(
+                policy, prompts, targets, data["histories"][split], batch, progress=False, top_n=TOP_N
+            )
+        }
+    rankings, _ = rank_both_modes(
+        merged.refresh(), prompts, targets, data["histories"][split], tokens, batch, progress=False, top_n=TOP_N
+    )
     return rankings
 
 
@@ -144,8 +93,9 @@ class Results:
 
     def __init__(self, data: dict[str, Any], stages: Stages) -> None:
         self.data, self.stages, self.rankings = data, stages, {}
-        self.raw = dict(zip(data["items"]["item_id"].astype(int), data["items"]["raw_item_id"].astype(str),
-                            strict=True))
+        self.raw = dict(
+            zip(data["items"]["item_id"].astype(int), data["items"]["raw_item_id"].astype(str), strict=True)
+        )
         users = data["interactions"].drop_duplicates("user_id").set_index("user_id")["raw_user_id"]
         self.user_ids = data["test"]["user_id"].map(users).astype(str).to_numpy()
 
@@ -160,58 +110,103 @@ class Results:
         history = [[self.raw[int(i)] for i in h] for h in self.data["histories"]["test"]]
         for model, modes in self.rankings.items():
             for mode, ranking in modes.items():
-                parts.append(pd.DataFrame({
-                    "user_id": self.user_ids,
-                    "target_item_id": [self.raw[int(i)] for i in test["target_item_id"]],
-                    "history_item_ids": history,
-                    "topk_item_ids": [[self.raw[int(i)] for i in row] for row in ranking.top_ids],
-                    "model": model, "mode": mode, "rank": ranking.ranks,
-                    # the project's own ids, as make run's rankings.parquet has them (gpu_vs_baselines.py)
-                    "internal_user_id": test["user_id"].to_numpy(), "internal_target_id": test["target_item_id"].to_numpy()}))
+                parts.append(
+                    pd.DataFrame(
+                        {
+                            "user_id": self.user_ids,
+                            "target_item_id": [self.raw[int(i)] for i in test["target_item_id"]],
+                            "history_item_ids": history,
+                            "topk_item_ids": [[self.raw[int(i)] for i in row] for row in ranking.top_ids],
+                            "model": model,
+                            "mode": mode,
+                            "rank": ranking.ranks,
+                            # the project's own ids, as make run's rankings.parquet has them (gpu_vs_baselines.py)
+                            "internal_user_id": test["user_id"].to_numpy(),
+                            "internal_target_id": test["target_item_id"].to_numpy(),
+                        }
+                    )
+                )
         return pd.concat(parts, ignore_index=True)
 
     def comparisons(self) -> dict[str, Any]:
         """Paired bootstrap 95% CIs of N@10 differences on the same users."""
-        ndcg = {f"{m}.{mode}": per_sample(r.ranks, "ndcg_at_10") for m, modes in self.rankings.items()
-                for mode, r in modes.items()}
-        pairs = [("sft.direct", "zero_shot.direct"), ("recpo.direct", "sft.direct"),
-                 ("recpo.reasoning", "sft.reasoning"), ("recpo.reasoning", "recpo.direct"),
-                 ("sft.reasoning", "sft.direct")]
+        ndcg = {
+            f"{m}.{mode}": per_sample(r.ranks, "ndcg_at_10")
+            for m, modes in self.rankings.items()
+            for mode, r in modes.items()
+        }
+        pairs = [
+            ("sft.direct", "zero_shot.direct"),
+            ("recpo.direct", "sft.direct"),
+            ("recpo.reasoning", "sft.reasoning"),
+            ("recpo.reasoning", "recpo.direct"),
+            ("sft.reasoning", "sft.direct"),
+        ]
         return {f"{a} - {b}": paired_bootstrap(ndcg[a], ndcg[b]) for a, b in pairs if a in ndcg and b in ndcg}
 
 
-def sft_stage(policy: R2ecModel, merged: MergedCopy, data: dict[str, Any], args: argparse.Namespace,
-              history: dict[str, Any]) -> dict[str, Any]:
+def sft_stage(
+    policy: R2ecModel, merged: MergedCopy, data: dict[str, Any], args: argparse.Namespace, history: dict[str, Any]
+) -> dict[str, Any]:
     """SFT for ``--sft-epochs`` over every training sample, direct N@10 on every validation user selecting."""
     train = data["train"]
     per_epoch = -(-len(train) // args.sft_batch)
-    settings = SFTParams(engine="batched", softmax="full", adapter_dtype="bfloat16", epochs=args.sft_epochs,
-                         batch_size=args.sft_batch, learning_rate=args.sft_lr, item_chunk_size=args.sft_item_chunk,
-                         eval_every=max(1, per_epoch // args.validations), negatives=0, steps=1,
-                         max_seconds=args.sft_max_seconds)
+    settings = SFTParams(
+        engine="batched",
+        softmax="full",
+        adapter_dtype="bfloat16",
+        epochs=args.sft_epochs,
+        batch_size=args.sft_batch,
+        learning_rate=args.sft_lr,
+        item_chunk_size=args.sft_item_chunk,
+        eval_every=max(1, per_epoch // args.validations),
+        negatives=0,
+        steps=1,
+        max_seconds=args.sft_max_seconds,
+    )
 
     def validate(model: R2ecModel) -> dict[str, float]:
-        return ranking_metrics(rank_split(model, merged, data, "valid", False, 0, args.batch)["direct"].ranks,
-                               (10,))
+        return ranking_metrics(rank_split(model, merged, data, "valid", False, 0, args.batch)["direct"].ranks, (10,))
 
-    result = train_sft(policy, train["prompt"].tolist(), train["target_item_id"].astype(int).tolist(),
-                       data["item_prompt"], validate, settings, data["histories"]["train"])
+    result = train_sft(
+        policy,
+        train["prompt"].tolist(),
+        train["target_item_id"].astype(int).tolist(),
+        data["item_prompt"],
+        validate,
+        settings,
+        data["histories"]["train"],
+    )
     history["sft"] = result.history
     train_seconds = result.seconds_per_step * result.steps_run
     epochs, rest = divmod(result.steps_run, per_epoch)  # every sample once an epoch; the last batch is smaller
     samples = epochs * len(train) + min(rest * args.sft_batch, len(train))
-    return {"steps": result.steps_run, "epochs": samples / len(train), "samples": samples,
-            "samples_per_s": samples / train_seconds,
-            "train_seconds": train_seconds, "best_step": result.best_step, "valid_best": result.best_metrics,
-            "valid_initial": result.initial_metrics,
-            "loss_first_last": [result.history["train.loss"][0]["value"], result.history["train.loss"][-1]["value"]]}
+    return {
+        "steps": result.steps_run,
+        "epochs": samples / len(train),
+        "samples": samples,
+        "samples_per_s": samples / train_seconds,
+        "train_seconds": train_seconds,
+        "best_step": result.best_step,
+        "valid_best": result.best_metrics,
+        "valid_initial": result.initial_metrics,
+        "loss_first_last": [result.history["train.loss"][0]["value"], result.history["train.loss"][-1]["value"]],
+    }
 
 
-def recpo_stage(policy: R2ecModel, merged: MergedCopy, data: dict[str, Any], args: argparse.Namespace,
-                history: dict[str, Any], deadline: float, stages: Stages) -> dict[str, Any]:
+def recpo_stage(
+    policy: R2ecModel,
+    merged: MergedCopy,
+    data: dict[str, Any],
+    args: argparse.Namespace,
+    history: dict[str, Any],
+    deadline: float,
+    stages: Stages,
+) -> dict[str, Any]:
     """RecPO steps until ``deadline`` (run seconds), reasoning N@10 on every validation user selecting."""
-    settings = RecPOParams(max_completion_length=args.recpo_tokens, learning_rate=args.recpo_lr,
-                           policy_micro_batch=args.recpo_micro_batch)
+    settings = RecPOParams(
+        max_completion_length=args.recpo_tokens, learning_rate=args.recpo_lr, policy_micro_batch=args.recpo_micro_batch
+    )
     train, item_prompt = data["train"], data["item_prompt"]
     optimizer = torch.optim.AdamW([p for p in policy.lm.parameters() if p.requires_grad], lr=args.recpo_lr)
     rng, curves = np.random.default_rng(0), history.setdefault("recpo", {})
@@ -220,7 +215,8 @@ def recpo_stage(policy: R2ecModel, merged: MergedCopy, data: dict[str, Any], arg
         rankings = rank_split(policy, merged, data, "valid", True, args.reasoning_tokens, args.batch)
         for mode, ranking in rankings.items():
             curves.setdefault(f"valid.{mode}.ndcg_at_10", []).append(
-                {"step": step, "value": ranking_metrics(ranking.ranks, (10,))["ndcg_at_10"]})
+                {"step": step, "value": ranking_metrics(ranking.ranks, (10,))["ndcg_at_10"]}
+            )
         return curves["valid.reasoning.ndcg_at_10"][-1]["value"]
 
     best_value, best_step, best_state = validate(0), 0, trainable_state(policy)
@@ -230,9 +226,12 @@ def recpo_stage(policy: R2ecModel, merged: MergedCopy, data: dict[str, Any], arg
         started = time.perf_counter()
         rows = rng.choice(len(train), size=args.recpo_users, replace=False)
         targets = train["target_item_id"].to_numpy()[rows].astype(int).tolist()
-        batch = Batch(prompts=train["prompt"].to_numpy()[rows].tolist(), targets=targets,
-                      histories=[data["histories"]["train"][i] for i in rows],
-                      target_prompts=[item_prompt[t] for t in targets])
+        batch = Batch(
+            prompts=train["prompt"].to_numpy()[rows].tolist(),
+            targets=targets,
+            histories=[data["histories"]["train"][i] for i in rows],
+            target_prompts=[item_prompt[t] for t in targets],
+        )
         metrics, paths = recpo_step(policy, optimizer, batch, settings, generator, decoding=merged)
         train_seconds += time.perf_counter() - started
         step, paths_done, tokens_done = step + 1, paths_done + len(paths.token_ids), tokens_done + int(paths.mask.sum())
@@ -248,11 +247,17 @@ def recpo_stage(policy: R2ecModel, merged: MergedCopy, data: dict[str, Any], arg
             best_value, best_step, best_state = value, step, trainable_state(policy)
     restore_trainable(policy, best_state)
     merged.refresh()
-    return {"steps": step, "trajectories_per_s": paths_done / max(train_seconds, 1e-9),
-            "tokens_per_s": tokens_done / max(train_seconds, 1e-9), "train_seconds": train_seconds,
-            "best_step": best_step, "valid_best_reasoning_ndcg_at_10": best_value,
-            "reward_first_last": [curves["train.reward_mean"][0]["value"], curves["train.reward_mean"][-1]["value"]]
-            if step else None}
+    return {
+        "steps": step,
+        "trajectories_per_s": paths_done / max(train_seconds, 1e-9),
+        "tokens_per_s": tokens_done / max(train_seconds, 1e-9),
+        "train_seconds": train_seconds,
+        "best_step": best_step,
+        "valid_best_reasoning_ndcg_at_10": best_value,
+        "reward_first_last": [curves["train.reward_mean"][0]["value"], curves["train.reward_mean"][-1]["value"]]
+        if step
+        else None,
+    }
 
 
 def save_checkpoint(policy: R2ecModel, out: Path, name: str) -> None:
@@ -269,8 +274,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backbone", required=True, help="a .gguf file, a HF folder or a packaged: spec")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/r2ec-backbones"))
     parser.add_argument("--out", type=Path, default=Path("gpu_run"))
-    parser.add_argument("--wall-budget", type=float, default=440.0, help="seconds for the whole run: RecPO "
-                        "stops early enough for the test evaluations to finish inside it")
+    parser.add_argument(
+        "--wall-budget",
+        type=float,
+        default=440.0,
+        help="seconds for the whole run: RecPO stops early enough for the test evaluations to finish inside it",
+    )
     parser.add_argument("--window", type=int, default=10, help="history items per prompt (paper: 20)")
     parser.add_argument("--users", type=int, default=None, help="validation and test users (default: all)")
     parser.add_argument("--train-samples", type=int, default=None, help="training samples (default: all)")
@@ -278,10 +287,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sft-epochs", type=float, default=1.0)
     parser.add_argument("--sft-batch", type=int, default=512)
     parser.add_argument("--sft-lr", type=float, default=5e-4)
-    parser.add_argument("--sft-item-chunk", type=int, default=None, help="catalog items whose activations are "
-                        "held at once (null: the whole catalog in one graph)")
-    parser.add_argument("--sft-max-seconds", type=float, default=None, help="stop SFT once its steps took this "
-                        "long (the epochs then run short: results.json says how many were done)")
+    parser.add_argument(
+        "--sft-item-chunk",
+        type=int,
+        default=None,
+        help="catalog items whose activations are held at once (null: the whole catalog in one graph)",
+    )
+    parser.add_argument(
+        "--sft-max-seconds",
+        type=float,
+        default=None,
+        help="stop SFT once its steps took this long (the epochs then run short: results.json says how many were done)",
+    )
     parser.add_argument("--validations", type=int, default=4, help="SFT validations per epoch")
     parser.add_argument("--recpo-users", type=int, default=128, help="users a RecPO step (× 4 paths)")
     parser.add_argument("--recpo-micro-batch", type=int, default=None)
@@ -299,16 +316,24 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     stages = Stages(args.out)
     stages.results.update(
-        device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu", arguments=vars(args),
-        versions={"torch": torch.__version__, "transformers": __import__("transformers").__version__})
+        device=torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        arguments=vars(args),
+        versions={"torch": torch.__version__, "transformers": __import__("transformers").__version__},
+    )
     history: dict[str, Any] = stages.results.setdefault("curves", {})
     try:
         tokenizer = load_tokenizer(args.backbone, args.cache)
         data: dict[str, Any] = {}
-        stages.run("data", lambda: data.update(build_data(args.wheel, tokenizer, args.window, args.users,
-                                                          args.train_samples)) or {
-            "train_samples": len(data["train"]), "valid_users": len(data["valid"]),
-            "test_users": len(data["test"]), "items": len(data["items"])})
+        stages.run(
+            "data",
+            lambda: data.update(build_data(args.wheel, tokenizer, args.window, args.users, args.train_samples))
+            or {
+                "train_samples": len(data["train"]),
+                "valid_users": len(data["valid"]),
+                "test_users": len(data["test"]),
+                "items": len(data["items"]),
+            },
+        )
         model_params = {"backbone": args.backbone, "adapters": {"top_layers": None}, "encode_batch_size": args.batch}
         policy = build_dual_head(load_causal_lm(args.backbone, args.cache), tokenizer, model_params, {})
         merged = MergedCopy(policy)
@@ -320,8 +345,9 @@ def main(argv: list[str] | None = None) -> int:
         save_checkpoint(policy, args.out, "sft")
         # what follows RecPO's last step: one validation and the test evaluation (each like sft_test), saving
         reserve = 2 * stages.results["stages"]["sft_test"]["seconds"] + 15
-        stages.run("recpo", lambda: recpo_stage(policy, merged, data, args, history,
-                                                args.wall_budget - reserve, stages))
+        stages.run(
+            "recpo", lambda: recpo_stage(policy, merged, data, args, history, args.wall_budget - reserve, stages)
+        )
         stages.run("recpo_test", lambda: results.add("recpo", both()))
         save_checkpoint(policy, args.out, "recpo")
     except StageFailed as failure:
@@ -331,20 +357,6 @@ def main(argv: list[str] | None = None) -> int:
     stages.save()
     print_table(stages.results)
     return 0
-
-
-def print_table(results: dict[str, Any]) -> None:
-    print(f"\n# gpu_run on {results['device']} ({results['versions']}), {results['wall_seconds']:.0f} s\n")
-    print("| stage | seconds | peak GPU GB | figures |\n|---|---:|---:|---|")
-    for name, values in results["stages"].items():
-        figures = {k: v for k, v in values.items() if k not in ("seconds", "peak_gpu_gb")}
-        peak = values.get("peak_gpu_gb")
-        print(f"| {name} | {values['seconds']:.1f} | {'' if peak is None else f'{peak:.2f}'} | "
-              f"{json.dumps(figures, default=lambda v: round(float(v), 4))} |")
-    print("\n| N@10 difference (same users) | difference | 95% CI | users |\n|---|---:|---|---:|")
-    for name, value in results.get("comparisons", {}).items():
-        print(f"| {name} | {value['difference']:+.4f} | [{value['low']:+.4f}, {value['high']:+.4f}] | "
-              f"{value['users']} |")
 
 
 if __name__ == "__main__":

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from gpu_common import build_data, timed  # benchmarks/ is on the path when this script runs
 
-from gpu_run import build_data  # benchmarks/ is on the path when this script runs
 from r2ec_pipeline.config import SFTParams
 from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
 from r2ec_pipeline.model.dual_head import R2ecModel, position_ids
@@ -33,25 +32,24 @@ from r2ec_pipeline.model.factory import DTYPES, build_dual_head
 from r2ec_pipeline.model.generation import end_of_turn_ids, generate_reasoning
 from r2ec_pipeline.model.merged import MergedCopy
 from r2ec_pipeline.model.sft_batched import (
-    MasterWeights, SFTData, TokenTable, batched_loss_backward, synchronize,
+    MasterWeights,
+    SFTData,
+    TokenTable,
+    batched_loss_backward,
+    synchronize,
 )
 
 
-def timed(function, repeats: int, warmup: int, device: torch.device) -> float:
-    """Mean seconds of ``function()`` over ``repeats`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        function()
-    synchronize(device)
-    started = time.perf_counter()
-    for _ in range(repeats):
-        function()
-    synchronize(device)
-    return (time.perf_counter() - started) / repeats
-
-
-def plain_sft_step(model: R2ecModel, users: TokenTable, items: TokenTable, rows: np.ndarray, columns: np.ndarray,
-                   optimizer: torch.optim.Optimizer) -> None:
+def plain_sft_step(
+    model: R2ecModel,
+    users: TokenTable,
+    items: TokenTable,
+    rows: np.ndarray,
+    columns: np.ndarray,
+    optimizer: torch.optim.Optimizer,
+) -> None:
     """The reference: one padded pass of the users' whole texts and one of the items', in-batch InfoNCE, AdamW."""
+
     def last_states(table: TokenTable, index: np.ndarray) -> torch.Tensor:
         device_index = torch.as_tensor(index, device=model.device)
         ids, mask = table.batch(device_index, int(table.lengths[index].max()))
@@ -65,21 +63,27 @@ def plain_sft_step(model: R2ecModel, users: TokenTable, items: TokenTable, rows:
     optimizer.zero_grad(set_to_none=True)
 
 
-def sft_speed(model: R2ecModel, data: dict[str, Any], users: int, columns: int, run_users: int,
-              repeats: int) -> dict[str, float]:
+def sft_speed(
+    model: R2ecModel, data: dict[str, Any], users: int, columns: int, run_users: int, repeats: int
+) -> dict[str, float]:
     """samples/s of our step and the plain one at ``users`` + ``columns`` item columns (targets, then sampled
     negatives), and of our whole-catalog step at ``run_users`` (no plain counterpart: its item activations
     alone would not fit)."""
     train = data["train"]
-    sft = SFTData.build(model, train["prompt"].tolist(), train["target_item_id"].astype(int).tolist(),
-                        data["item_prompt"], data["histories"]["train"])
+    sft = SFTData.build(
+        model,
+        train["prompt"].tolist(),
+        train["target_item_id"].astype(int).tolist(),
+        data["item_prompt"],
+        data["histories"]["train"],
+    )
     order = np.argsort(sft.users.lengths, kind="stable")  # batches of typical length: the middle of the sorted samples
 
     def middle(size: int) -> np.ndarray:
-        return order[len(order) // 2 - size // 2:][:size]
+        return order[len(order) // 2 - size // 2 :][:size]
 
     rows, full_rows = middle(users), middle(run_users)
-    negatives = np.setdiff1d(sft.item_ids, sft.target_ids[rows])[:columns - users]
+    negatives = np.setdiff1d(sft.item_ids, sft.target_ids[rows])[: columns - users]
     parameters = [p for p in model.lm.parameters() if p.requires_grad]
     weights = MasterWeights(parameters, DTYPES["bfloat16"])
     optimizer = torch.optim.AdamW(weights.masters, lr=1e-6)
@@ -98,16 +102,26 @@ def sft_speed(model: R2ecModel, data: dict[str, Any], users: int, columns: int, 
     items_plain = TokenTable.of(model, [data["item_prompt"][int(i)] for i in sft.item_ids], share_prefix=False)
     item_rows = sft.column_of[np.concatenate([sft.target_ids[rows], negatives])]
     plain_optimizer = torch.optim.AdamW(parameters, lr=1e-6)  # bf16 adapters updated as they are
-    plain_s = timed(lambda: plain_sft_step(model, users_plain, items_plain, np.arange(len(rows)), item_rows,
-                                           plain_optimizer), repeats, 2, model.device)
+    plain_s = timed(
+        lambda: plain_sft_step(model, users_plain, items_plain, np.arange(len(rows)), item_rows, plain_optimizer),
+        repeats,
+        2,
+        model.device,
+    )
     weights.release()
-    return {"users": users, "item_columns": columns, "user_tokens_mean": float(sft.users.lengths[rows].mean()
-                                                                             + len(sft.users.prefix)),
-            "item_tokens_mean": float(sft.items.lengths.mean() + len(sft.items.prefix)),
-            "shared_prefix_tokens": {"users": len(sft.users.prefix), "items": len(sft.items.prefix)},
-            "ours_samples_per_s": users / ours_s, "plain_samples_per_s": users / plain_s,
-            "ours_over_plain": plain_s / ours_s, "full_catalog_users": run_users,
-            "full_catalog_samples_per_s": run_users / full_s, "full_catalog_peak_gb": full_peak}
+    return {
+        "users": users,
+        "item_columns": columns,
+        "user_tokens_mean": float(sft.users.lengths[rows].mean() + len(sft.users.prefix)),
+        "item_tokens_mean": float(sft.items.lengths.mean() + len(sft.items.prefix)),
+        "shared_prefix_tokens": {"users": len(sft.users.prefix), "items": len(sft.items.prefix)},
+        "ours_samples_per_s": users / ours_s,
+        "plain_samples_per_s": users / plain_s,
+        "ours_over_plain": plain_s / ours_s,
+        "full_catalog_users": run_users,
+        "full_catalog_samples_per_s": run_users / full_s,
+        "full_catalog_peak_gb": full_peak,
+    }
 
 
 def decode_speed(merged: R2ecModel, prompts: list[str], tokens: int, sample: bool) -> dict[str, float]:
@@ -117,20 +131,33 @@ def decode_speed(merged: R2ecModel, prompts: list[str], tokens: int, sample: boo
     steps = {}
 
     def ours():
-        steps["ours"] = generate_reasoning(merged, prompts, tokens, generator=generator, logprobs=sample,
-                                           **settings).decode_steps
+        steps["ours"] = generate_reasoning(
+            merged, prompts, tokens, generator=generator, logprobs=sample, **settings
+        ).decode_steps
 
     def hf():
         batch = merged.tokenize(prompts)
         with torch.no_grad():
-            out = merged.lm.generate(**batch, max_new_tokens=tokens, eos_token_id=sorted(end_of_turn_ids(merged)),
-                                     pad_token_id=merged.tokenizer.pad_token_id, **settings)
+            out = merged.lm.generate(
+                **batch,
+                max_new_tokens=tokens,
+                eos_token_id=sorted(end_of_turn_ids(merged)),
+                pad_token_id=merged.tokenizer.pad_token_id,
+                **settings,
+            )
         steps["hf"] = out.shape[1] - batch["input_ids"].shape[1]
 
     ours_s, hf_s = timed(ours, 2, 1, merged.device), timed(hf, 2, 1, merged.device)
     ours_ms, hf_ms = ours_s / max(steps["ours"], 1) * 1e3, hf_s / max(steps["hf"], 1) * 1e3
-    return {"rows": len(prompts), "sampled": sample, "ours_steps": steps["ours"], "hf_steps": steps["hf"],
-            "ours_ms_per_step": ours_ms, "hf_ms_per_step": hf_ms, "hf_over_ours": hf_ms / ours_ms}
+    return {
+        "rows": len(prompts),
+        "sampled": sample,
+        "ours_steps": steps["ours"],
+        "hf_steps": steps["hf"],
+        "ours_ms_per_step": ours_ms,
+        "hf_ms_per_step": hf_ms,
+        "hf_over_ours": hf_ms / ours_ms,
+    }
 
 
 def main() -> None:
@@ -146,10 +173,18 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[256, 943])
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument("--train-samples", type=int, default=None)
-    parser.add_argument("--random-weights", action="store_true", help="--backbone is a HF folder whose config and "
-                        "tokenizer are used with random weights (speed does not depend on them; no GGUF to carry)")
-    parser.add_argument("--profile", action="store_true", help="also write torch.profiler tables of 3 SFT steps "
-                        "and 16 decoding steps (profile_sft.txt, profile_decode.txt): where a step's time goes")
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="--backbone is a HF folder whose config and "
+        "tokenizer are used with random weights (speed does not depend on them; no GGUF to carry)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also write torch.profiler tables of 3 SFT steps "
+        "and 16 decoding steps (profile_sft.txt, profile_decode.txt): where a step's time goes",
+    )
     args = parser.parse_args()
     torch.manual_seed(0)
     tokenizer = load_tokenizer(args.backbone, args.cache)
@@ -160,10 +195,11 @@ def main() -> None:
         lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(args.backbone))
     else:
         lm = load_causal_lm(args.backbone, args.cache)
-    model = build_dual_head(lm, tokenizer,
-                            {"backbone": args.backbone, "adapters": {"top_layers": None}}, {})
-    results = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-               "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__}}
+    model = build_dual_head(lm, tokenizer, {"backbone": args.backbone, "adapters": {"top_layers": None}}, {})
+    results = {
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     results["sft"] = sft_speed(model, data, args.sft_users, args.sft_columns, args.run_users, args.repeats)
     print(json.dumps(results["sft"]), flush=True)
@@ -176,18 +212,24 @@ def main() -> None:
             print(json.dumps(results["decoding"][-1]), flush=True)
     (args.out / "speed.json").write_text(json.dumps(results, indent=2))
     if args.profile:
-        profile_steps(model, merged, data, args.run_users, prompts[:max(args.rows)], args.out)
+        profile_steps(model, merged, data, args.run_users, prompts[: max(args.rows)], args.out)
 
 
-def profile_steps(model: R2ecModel, merged: R2ecModel, data: dict[str, Any], users: int, prompts: list[str],
-                  out: Path) -> None:
+def profile_steps(
+    model: R2ecModel, merged: R2ecModel, data: dict[str, Any], users: int, prompts: list[str], out: Path
+) -> None:
     """torch.profiler tables (by self device time, and the host's sync calls) of SFT and decoding steps."""
     from torch.profiler import ProfilerActivity, profile
 
     train = data["train"]
-    sft = SFTData.build(model, train["prompt"].tolist(), train["target_item_id"].astype(int).tolist(),
-                        data["item_prompt"], data["histories"]["train"])
-    rows = np.argsort(sft.users.lengths, kind="stable")[len(train) // 2:][:users]
+    sft = SFTData.build(
+        model,
+        train["prompt"].tolist(),
+        train["target_item_id"].astype(int).tolist(),
+        data["item_prompt"],
+        data["histories"]["train"],
+    )
+    rows = np.argsort(sft.users.lengths, kind="stable")[len(train) // 2 :][:users]
     settings = SFTParams(engine="batched", softmax="full", item_chunk_size=None)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"

@@ -32,8 +32,10 @@ def baseline_ranks(rankings: pd.DataFrame, user_ids: np.ndarray, targets: np.nda
         rows = rankings.query("split == 'test' and mode == 'direct' and model == @model").set_index("user_id")
         missing = sorted(set(user_ids.tolist()) - set(rows.index))
         if missing:
-            raise ValueError(f"{model}: {len(missing)} of the GPU run's users have no test ranking "
-                             f"(first: {missing[:5]}); use a `make run` that evaluated every test user")
+            raise ValueError(
+                f"{model}: {len(missing)} of the GPU run's users have no test ranking "
+                f"(first: {missing[:5]}); use a `make run` that evaluated every test user"
+            )
         rows = rows.loc[user_ids]
         if not np.array_equal(rows["target_item_id"].to_numpy(), targets):
             raise ValueError(f"{model}: the targets differ from the GPU run's: not the same test split")
@@ -49,9 +51,11 @@ def comparison_rows(models: dict[str, np.ndarray], baselines: dict[str, np.ndarr
         for baseline, other in baselines.items():
             differences = paired_differences(pd.Series(ranks), pd.Series(other), METRICS)
             for metric, d in differences.items():
-                rows.append(f"| {name} − {baseline} | {metric} | {per_sample(ranks, metric).mean():.4f} | "
-                            f"{per_sample(other, metric).mean():.4f} | {d['difference']:+.4f} | "
-                            f"[{d['low']:+.4f}, {d['high']:+.4f}] | {d['users']} |")
+                rows.append(
+                    f"| {name} − {baseline} | {metric} | {per_sample(ranks, metric).mean():.4f} | "
+                    f"{per_sample(other, metric).mean():.4f} | {d['difference']:+.4f} | "
+                    f"[{d['low']:+.4f}, {d['high']:+.4f}] | {d['users']} |"
+                )
     return rows
 
 

@@ -56,9 +56,17 @@ def hf_constrained_generate(model, prompt: str, trie, beams: int, max_depth: int
             node = node.children[token]
         return list(node.children) if node.children else [eos]
 
-    return model.lm.generate(**batch, num_beams=beams, num_return_sequences=beams, do_sample=False,
-                             max_new_tokens=max_depth + 1, prefix_allowed_tokens_fn=allowed,
-                             eos_token_id=eos, pad_token_id=model.tokenizer.pad_token_id, early_stopping=True)
+    return model.lm.generate(
+        **batch,
+        num_beams=beams,
+        num_return_sequences=beams,
+        do_sample=False,
+        max_new_tokens=max_depth + 1,
+        prefix_allowed_tokens_fn=allowed,
+        eos_token_id=eos,
+        pad_token_id=model.tokenizer.pad_token_id,
+        early_stopping=True,
+    )
 
 
 def _depth(node) -> int:
@@ -91,7 +99,9 @@ def main() -> None:
             seconds_gen, generation = _seconds(lambda: generate_reasoning(model, [sample.prompt], args.tokens))
             seconds_score, _ = _seconds(lambda: top_k(model.score(generation.final_hidden, history), 10))
             seconds_c, found = _seconds(lambda: constrained_beam_search(model, sample.prompt + tag, trie, args.beams))
-            seconds_hf, _ = _seconds(lambda: hf_constrained_generate(model, sample.prompt + tag, trie, args.beams, depth))
+            seconds_hf, _ = _seconds(
+                lambda: hf_constrained_generate(model, sample.prompt + tag, trie, args.beams, depth)
+            )
             if index == 0:
                 continue  # warm-up: first calls allocate
             rows["a"].append(seconds_a)
@@ -103,21 +113,29 @@ def main() -> None:
             generated.append(len(generation.token_ids[0]))
             assert found, "beam search found no item"
 
-    labels = {"a": "(a) R²ec, no reasoning", "b": f"(b) R²ec, ≤{args.tokens} reasoning tokens",
-              "b_generate": "    (b) generation", "b_score": "    (b) scoring + top-10",
-              "c": f"(c) constrained beam search, {args.beams} beams",
-              "c_hf": f"(c') transformers generate, {args.beams} beams + trie"}
-    print(f"\nLatency per user at batch 1, {len(rows['a'])} test users, {torch.get_num_threads()} threads, "
-          f"checkpoint {Path(args.checkpoint).name}, {len(items)} items; (b) generated "
-          f"{np.mean(generated):.1f} tokens on average\n")
+    labels = {
+        "a": "(a) R²ec, no reasoning",
+        "b": f"(b) R²ec, ≤{args.tokens} reasoning tokens",
+        "b_generate": "    (b) generation",
+        "b_score": "    (b) scoring + top-10",
+        "c": f"(c) constrained beam search, {args.beams} beams",
+        "c_hf": f"(c') transformers generate, {args.beams} beams + trie",
+    }
+    print(
+        f"\nLatency per user at batch 1, {len(rows['a'])} test users, {torch.get_num_threads()} threads, "
+        f"checkpoint {Path(args.checkpoint).name}, {len(items)} items; (b) generated "
+        f"{np.mean(generated):.1f} tokens on average\n"
+    )
     print(f"| {'method':<46} | median ms | p95 ms |\n|{'-' * 48}|----------:|-------:|")
     for key, label in labels.items():
         median, p95 = _stats(rows[key])
         print(f"| {label:<46} | {median:9.1f} | {p95:6.1f} |")
     a, b, c, c_hf = (np.median(rows[key]) for key in ("a", "b", "c", "c_hf"))
     share = np.median(rows["b_score"]) / b
-    print(f"\n(c)/(a) = {c / a:.1f}x (goal ≥ 20)   (c)/(b) = {c / b:.2f}x   (c')/(a) = {c_hf / a:.1f}x   "
-          f"(c')/(b) = {c_hf / b:.2f}x   scoring share of (b) = {share:.2%} (goal ≤ 5 %)")
+    print(
+        f"\n(c)/(a) = {c / a:.1f}x (goal ≥ 20)   (c)/(b) = {c / b:.2f}x   (c')/(a) = {c_hf / a:.1f}x   "
+        f"(c')/(b) = {c_hf / b:.2f}x   scoring share of (b) = {share:.2%} (goal ≤ 5 %)"
+    )
     print(f"title trie: {depth} tokens deep at most; prompt prefill is part of (a), (b) and (c) alike")
 
 

@@ -20,14 +20,20 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from _table import (
+    print_measures,  # benchmarks/_table.py (the script's folder is on sys.path)
+)
 
 from r2ec_pipeline.config import AdapterParams
 from r2ec_pipeline.model.adapters import attach_adapters
-from r2ec_pipeline.model.backbone import PACKAGED_SMOLLM2, load_causal_lm, load_tokenizer
+from r2ec_pipeline.model.backbone import (
+    PACKAGED_SMOLLM2,
+    load_causal_lm,
+    load_tokenizer,
+)
 from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel
 from r2ec_pipeline.model.generation import generate_reasoning
 from r2ec_pipeline.model.scoring import top_k
-from _table import print_measures  # benchmarks/_table.py (the script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "data/06_models/backbones"
@@ -55,7 +61,9 @@ def main() -> None:
     users = pd.read_parquet(ROOT / "data/05_model_input/valid_samples.parquet")
     lm = attach_adapters(load_causal_lm(args.backbone, CACHE), AdapterParams(top_layers=8)).eval()
     model = R2ecModel(lm, load_tokenizer(args.backbone, CACHE), DualHeadConfig(backbone=args.backbone)).eval()
-    model.bottom_cache_mb = 0  # the plain path, comparable across machines and runs (benchmarks/bottom_cache.py: cached)
+    model.bottom_cache_mb = (
+        0  # the plain path, comparable across machines and runs (benchmarks/bottom_cache.py: cached)
+    )
     rows: list[tuple[str, str]] = []
 
     started = time.perf_counter()

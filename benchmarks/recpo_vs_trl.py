@@ -27,6 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from _table import (
+    print_measures,  # benchmarks/_table.py (the script's folder is on sys.path)
+)
 
 from r2ec_pipeline.config import RecPOParams
 from r2ec_pipeline.data.samples import earlier_items
@@ -36,7 +39,6 @@ from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.scoring import target_ranks
 from r2ec_pipeline.rl.rewards import fused_reward, rank_reward, similarity_reward
 from r2ec_pipeline.rl.step import Batch, recpo_step
-from _table import print_measures  # benchmarks/_table.py (the script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "data/06_models/backbones"
@@ -66,10 +68,13 @@ def run_recpo(samples: pd.DataFrame, settings: RecPOParams, users: int, lr: floa
     generator = torch.Generator().manual_seed(0)
     seconds = []
     for start in range(0, len(samples), users):
-        rows = samples.iloc[start:start + users]
-        batch = Batch(prompts=rows["prompt"].tolist(), targets=rows["target_item_id"].astype(int).tolist(),
-                      histories=rows["mask"].tolist(),
-                      target_prompts=[item_prompt[int(i)] for i in rows["target_item_id"]])
+        rows = samples.iloc[start : start + users]
+        batch = Batch(
+            prompts=rows["prompt"].tolist(),
+            targets=rows["target_item_id"].astype(int).tolist(),
+            histories=rows["mask"].tolist(),
+            target_prompts=[item_prompt[int(i)] for i in rows["target_item_id"]],
+        )
         started = time.perf_counter()
         recpo_step(model, optimizer, batch, settings, generator)
         seconds.append(time.perf_counter() - started)
@@ -111,17 +116,38 @@ def run_trl(samples: pd.DataFrame, settings: RecPOParams, users: int, lr: float,
     timer = StepTimer()
     with tempfile.TemporaryDirectory() as output:
         config = GRPOConfig(
-            output_dir=output, per_device_train_batch_size=users * settings.num_generations,
-            num_generations=settings.num_generations, max_completion_length=settings.max_completion_length,
-            temperature=settings.temperature, top_k=settings.top_k, epsilon=settings.epsilon,
-            epsilon_high=settings.epsilon_high, beta=settings.beta, loss_type="dapo",  # token mean, as RecPO's
-            learning_rate=lr, lr_scheduler_type="constant", max_steps=steps + 1, gradient_accumulation_steps=1,
-            logging_steps=1, report_to="none", save_strategy="no", use_cpu=True, bf16=False, seed=0,
-            shuffle_dataset=False, disable_dropout=True, gradient_checkpointing=False,  # RecPO keeps activations too
+            output_dir=output,
+            per_device_train_batch_size=users * settings.num_generations,
+            num_generations=settings.num_generations,
+            max_completion_length=settings.max_completion_length,
+            temperature=settings.temperature,
+            top_k=settings.top_k,
+            epsilon=settings.epsilon,
+            epsilon_high=settings.epsilon_high,
+            beta=settings.beta,
+            loss_type="dapo",  # token mean, as RecPO's
+            learning_rate=lr,
+            lr_scheduler_type="constant",
+            max_steps=steps + 1,
+            gradient_accumulation_steps=1,
+            logging_steps=1,
+            report_to="none",
+            save_strategy="no",
+            use_cpu=True,
+            bf16=False,
+            seed=0,
+            shuffle_dataset=False,
+            disable_dropout=True,
+            gradient_checkpointing=False,  # RecPO keeps activations too
         )
-        trainer = GRPOTrainer(model=model.lm, reward_funcs=fused, args=config, processing_class=model.tokenizer,
-                              train_dataset=Dataset.from_dict({"prompt": samples["prompt"].tolist()}),
-                              callbacks=[timer])
+        trainer = GRPOTrainer(
+            model=model.lm,
+            reward_funcs=fused,
+            args=config,
+            processing_class=model.tokenizer,
+            train_dataset=Dataset.from_dict({"prompt": samples["prompt"].tolist()}),
+            callbacks=[timer],
+        )
         trainer.train()
     return timer.seconds[1:]
 
@@ -145,8 +171,11 @@ def main() -> None:
     per_step = args.users * args.generations
     recpo_rate, trl_rate = per_step / np.mean(recpo), per_step / np.mean(trl)
     rows = [
-        ("setting", f"users {args.users} × G {args.generations}, ≤{args.completion} tokens, {args.steps} timed steps, "
-                    f"{torch.get_num_threads()} threads"),
+        (
+            "setting",
+            f"users {args.users} × G {args.generations}, ≤{args.completion} tokens, {args.steps} timed steps, "
+            f"{torch.get_num_threads()} threads",
+        ),
         ("RecPO s/step", " ".join(f"{s:.1f}" for s in recpo)),
         ("TRL GRPOTrainer s/step", " ".join(f"{s:.1f}" for s in trl)),
         ("RecPO trajectories/s", f"{recpo_rate:.2f}"),

@@ -37,8 +37,15 @@ def browser() -> str:
 
 def render(url: str, screenshot: Path, wait_ms: int) -> str:
     """The DOM after ``wait_ms`` of virtual time (scripts and fetches done), and a 1400×900 screenshot."""
-    flags = [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-             f"--virtual-time-budget={wait_ms}", "--window-size=1400,900"]
+    flags = [
+        browser(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--hide-scrollbars",
+        f"--virtual-time-budget={wait_ms}",
+        "--window-size=1400,900",
+    ]
     subprocess.run([*flags, f"--screenshot={screenshot}", url], check=True, capture_output=True, timeout=120)
     return subprocess.run([*flags, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=120).stdout
 
@@ -85,12 +92,21 @@ def data_docs(project: Path, out: Path) -> list[tuple[str, str, bool]]:
     docs = project / "data/08_reporting/data_docs"
     page = next(docs.glob("validations/interactions/**/*.html"))
     return [
-        check("GX Data Docs index", render((docs / "index.html").as_uri(), out / "gx_index.png", 5_000),
-              ["Validation Results", "Expectation Suites"]),
-        check("GX validation page (interactions)", render(page.as_uri(), out / "gx_validation.png", 5_000),
-              ["Expectation Validation Result", "Succeeded", "rating_within_scale", "item_exists_in_items"]),
-        check("Data validation overview", render((docs / "overview.html").as_uri(), out / "gx_overview.png", 2_000),
-              ["every rule held", "item_exists_in_items", "user_has_min_interactions"]),
+        check(
+            "GX Data Docs index",
+            render((docs / "index.html").as_uri(), out / "gx_index.png", 5_000),
+            ["Validation Results", "Expectation Suites"],
+        ),
+        check(
+            "GX validation page (interactions)",
+            render(page.as_uri(), out / "gx_validation.png", 5_000),
+            ["Expectation Validation Result", "Succeeded", "rating_within_scale", "item_exists_in_items"],
+        ),
+        check(
+            "Data validation overview",
+            render((docs / "overview.html").as_uri(), out / "gx_overview.png", 2_000),
+            ["every rule held", "item_exists_in_items", "user_has_min_interactions"],
+        ),
     ]
 
 
@@ -99,8 +115,9 @@ def mlflow_run_page(project: Path, out: Path) -> list[tuple[str, str, bool]]:
 
     store = f"sqlite:///{project / 'mlflow.db'}"
     mlflow.set_tracking_uri(store)
-    [run] = mlflow.search_runs(experiment_names=["r2ec"], max_results=1, order_by=["start_time DESC"],
-                               output_format="list")
+    [run] = mlflow.search_runs(
+        experiment_names=["r2ec"], max_results=1, order_by=["start_time DESC"], output_format="list"
+    )
     port = free_port()
     bin_dir = Path(sys.executable).parent
     command = [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port)]
@@ -114,8 +131,11 @@ def kedro_viz_site(project: Path, out: Path) -> list[tuple[str, str, bool]]:
     bin_dir = Path(sys.executable).parent
     subprocess.run([str(bin_dir / "kedro"), "viz", "build"], cwd=project, check=True, capture_output=True, timeout=600)
     port = free_port()
-    with serving([sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"], f"http://127.0.0.1:{port}/",
-                 project / "build"):
+    with serving(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        f"http://127.0.0.1:{port}/",
+        project / "build",
+    ):
         dom = render(f"http://127.0.0.1:{port}/", out / "kedro_viz.png", 20_000)
     return [check("kedro viz build", dom, ["__default__", "model_input", "build_dual_head", "register_model"])]
 

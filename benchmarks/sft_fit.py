@@ -24,6 +24,9 @@ import numpy as np
 import pandas as pd
 import torch
 import yaml
+from _table import (
+    print_measures,  # benchmarks/_table.py (the script's folder is on sys.path)
+)
 from kedro.config import OmegaConfigLoader
 
 from r2ec_pipeline.config import parse_block
@@ -32,7 +35,6 @@ from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
 from r2ec_pipeline.model.evaluation import evaluate_without_reasoning
 from r2ec_pipeline.model.factory import build_dual_head
 from r2ec_pipeline.model.sft import train_sft
-from _table import print_measures  # benchmarks/_table.py (the script's folder is on sys.path)
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "data/06_models/backbones"
@@ -70,43 +72,62 @@ def main() -> None:
     model_config, sft = parse_block("model", params["model"]), parse_block("sft", params["sft"])
     data = ROOT / "data"
     train = pd.read_parquet(data / "05_model_input/train_samples.parquet")
-    fixed = train.iloc[np.random.RandomState(args.seed).permutation(len(train))[:args.samples]]
+    fixed = train.iloc[np.random.RandomState(args.seed).permutation(len(train))[: args.samples]]
     items = pd.read_parquet(data / "05_model_input/item_prompts.parquet")
     interactions = pd.read_parquet(data / "03_primary/interactions.parquet")
     item_ids, item_texts = items["item_id"].astype(int).tolist(), items["prompt"].tolist()
     prompts, targets = fixed["prompt"].tolist(), fixed["target_item_id"].astype(int).tolist()
     masks = mask_lists(fixed, interactions, "full")
-    model = build_dual_head(load_causal_lm(model_config.backbone, CACHE), load_tokenizer(model_config.backbone, CACHE),
-                            params["model"], params["prompts"])
+    model = build_dual_head(
+        load_causal_lm(model_config.backbone, CACHE),
+        load_tokenizer(model_config.backbone, CACHE),
+        params["model"],
+        params["prompts"],
+    )
 
     def evaluate(current) -> dict[str, float]:
-        metrics = evaluate_without_reasoning(current, prompts, targets, masks, item_ids, item_texts,
-                                             batch_size=model_config.encode_batch_size)
+        metrics = evaluate_without_reasoning(
+            current, prompts, targets, masks, item_ids, item_texts, batch_size=model_config.encode_batch_size
+        )
         print(f"  training-set N@10 {metrics['ndcg_at_10']:.3f}  H@10 {metrics['hit_at_10']:.3f}", flush=True)
         return metrics
 
     settings = sft.model_copy(update={"steps": args.steps, "eval_every": args.eval_every, "seed": args.seed})
     started = time.perf_counter()
-    result = train_sft(model, prompts, targets, dict(zip(item_ids, item_texts, strict=True)), evaluate, settings,
-                       histories=masks)
+    result = train_sft(
+        model, prompts, targets, dict(zip(item_ids, item_texts, strict=True)), evaluate, settings, histories=masks
+    )
     seconds = time.perf_counter() - started
     losses = [point["value"] for point in result.history["train.loss"]]
     curve = [(point["step"], point["value"]) for point in result.history["valid.ndcg_at_10"]]
-    width = (len(item_ids) if settings.softmax == "catalog"
-             else min(settings.batch_size, args.samples) + settings.negatives)
+    width = (
+        len(item_ids) if settings.softmax == "catalog" else min(settings.batch_size, args.samples) + settings.negatives
+    )
     rows = [
-        ("samples × steps (epochs)",
-         f"{args.samples} × {args.steps} ({args.steps * settings.batch_size / args.samples:.1f})"),
-        ("settings", f"softmax {settings.softmax}, lr {settings.learning_rate:g}, batch {settings.batch_size}, "
-                     f"negatives {settings.negatives}, tau {model_config.similarity_temperature:g}, "
-                     f"top_layers {model_config.adapters.top_layers}"),
-        ("training-set N@10 before → best", f"{result.initial_metrics['ndcg_at_10']:.3f} → "
-                                            f"{result.best_metrics['ndcg_at_10']:.3f} (step {result.best_step})"),
-        ("training-set H@10 before → best", f"{result.initial_metrics['hit_at_10']:.3f} → "
-                                            f"{result.best_metrics['hit_at_10']:.3f}"),
+        (
+            "samples × steps (epochs)",
+            f"{args.samples} × {args.steps} ({args.steps * settings.batch_size / args.samples:.1f})",
+        ),
+        (
+            "settings",
+            f"softmax {settings.softmax}, lr {settings.learning_rate:g}, batch {settings.batch_size}, "
+            f"negatives {settings.negatives}, tau {model_config.similarity_temperature:g}, "
+            f"top_layers {model_config.adapters.top_layers}",
+        ),
+        (
+            "training-set N@10 before → best",
+            f"{result.initial_metrics['ndcg_at_10']:.3f} → "
+            f"{result.best_metrics['ndcg_at_10']:.3f} (step {result.best_step})",
+        ),
+        (
+            "training-set H@10 before → best",
+            f"{result.initial_metrics['hit_at_10']:.3f} → {result.best_metrics['hit_at_10']:.3f}",
+        ),
         ("N@10 by step", ", ".join(f"{step}: {value:.3f}" for step, value in curve)),
-        ("InfoNCE loss: first 4 / last 8 steps (mean)", f"{np.mean(losses[:4]):.2f} / {np.mean(losses[-8:]):.2f} "
-                                                        f"(chance ln {width} = {math.log(width):.2f})"),
+        (
+            "InfoNCE loss: first 4 / last 8 steps (mean)",
+            f"{np.mean(losses[:4]):.2f} / {np.mean(losses[-8:]):.2f} (chance ln {width} = {math.log(width):.2f})",
+        ),
         ("seconds per step (training only)", f"{result.seconds_per_step:.1f} s"),
         ("wall time, validations included", f"{seconds / 60:.1f} min"),
         ("peak RSS", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"),

@@ -27,16 +27,21 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from _table import (
+    print_measures,  # benchmarks/_table.py (the script's folder is on sys.path)
+)
+from sft_fit import base_parameters, with_overrides
 
 from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.data.samples import EarlierItems, mask_lists, seeded_subset
 from r2ec_pipeline.metrics import paired_bootstrap, per_sample, ranking_metrics
 from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
-from r2ec_pipeline.model.evaluation import evaluate_without_reasoning, rank_without_reasoning
+from r2ec_pipeline.model.evaluation import (
+    evaluate_without_reasoning,
+    rank_without_reasoning,
+)
 from r2ec_pipeline.model.factory import build_dual_head
 from r2ec_pipeline.model.sft import train_sft
-from _table import print_measures  # benchmarks/_table.py (the script's folder is on sys.path)
-from sft_fit import base_parameters, with_overrides
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "data/06_models/backbones"
@@ -52,8 +57,9 @@ GRID = {  # name → overrides of conf/base (the first is the reference of the p
 
 
 def _finished(experiment: str) -> set[str]:
-    runs = mlflow.search_runs(experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'",
-                              output_format="list")
+    runs = mlflow.search_runs(
+        experiment_names=[experiment], filter_string="attributes.status = 'FINISHED'", output_format="list"
+    )
     return {run.info.run_name for run in runs}
 
 
@@ -61,35 +67,68 @@ def _run(name: str, overrides: str, args: argparse.Namespace, data: dict) -> np.
     """Train one configuration, log it, and return its validation users' ranks under the kept weights."""
     params = with_overrides(base_parameters(), overrides)
     model_config, sft = parse_block("model", params["model"]), parse_block("sft", params["sft"])
-    model = build_dual_head(load_causal_lm(model_config.backbone, CACHE),
-                            load_tokenizer(model_config.backbone, CACHE), params["model"],
-                            params["prompts"])
+    model = build_dual_head(
+        load_causal_lm(model_config.backbone, CACHE),
+        load_tokenizer(model_config.backbone, CACHE),
+        params["model"],
+        params["prompts"],
+    )
     valid, items = data["valid"], data["items"]
 
     def evaluate(current) -> dict[str, float]:
-        return evaluate_without_reasoning(current, valid["prompt"].tolist(), valid["target_item_id"].tolist(),
-                                          data["valid_masks"], items["item_id"].tolist(), items["prompt"].tolist(),
-                                          batch_size=model_config.encode_batch_size)
+        return evaluate_without_reasoning(
+            current,
+            valid["prompt"].tolist(),
+            valid["target_item_id"].tolist(),
+            data["valid_masks"],
+            items["item_id"].tolist(),
+            items["prompt"].tolist(),
+            batch_size=model_config.encode_batch_size,
+        )
 
     settings = sft.model_copy(update={"steps": args.steps, "eval_every": args.eval_every})
     train = data["train"]
     started = time.perf_counter()
-    result = train_sft(model, train["prompt"].tolist(), train["target_item_id"].astype(int).tolist(),
-                       dict(zip(items["item_id"], items["prompt"], strict=True)), evaluate, settings,
-                       histories=data["train_masks"])
-    ranks = rank_without_reasoning(model, valid["prompt"].tolist(), valid["target_item_id"].tolist(),
-                                   data["valid_masks"], model_config.encode_batch_size, progress=False).ranks
+    result = train_sft(
+        model,
+        train["prompt"].tolist(),
+        train["target_item_id"].astype(int).tolist(),
+        dict(zip(items["item_id"], items["prompt"], strict=True)),
+        evaluate,
+        settings,
+        histories=data["train_masks"],
+    )
+    ranks = rank_without_reasoning(
+        model,
+        valid["prompt"].tolist(),
+        valid["target_item_id"].tolist(),
+        data["valid_masks"],
+        model_config.encode_batch_size,
+        progress=False,
+    ).ranks
     with mlflow.start_run(run_name=name):
-        mlflow.set_tags({"search": args.experiment, "overrides": overrides or "(conf/base)",
-                         "valid_users": len(valid), "dataset": "movielens_100k"})
-        mlflow.log_params({"sft." + key: value for key, value in settings.__dict__.items()}
-                          | {"model.similarity_temperature": model_config.similarity_temperature,
-                             "model.adapters.top_layers": model_config.adapters.top_layers})
+        mlflow.set_tags(
+            {
+                "search": args.experiment,
+                "overrides": overrides or "(conf/base)",
+                "valid_users": len(valid),
+                "dataset": "movielens_100k",
+            }
+        )
+        mlflow.log_params(
+            {"sft." + key: value for key, value in settings.__dict__.items()}
+            | {
+                "model.similarity_temperature": model_config.similarity_temperature,
+                "model.adapters.top_layers": model_config.adapters.top_layers,
+            }
+        )
         for metric, points in result.history.items():
             for point in points:
                 mlflow.log_metric(metric, point["value"], step=int(point["step"]))
-        mlflow.log_metrics({f"best.{key}": value for key, value in ranking_metrics(ranks).items()}
-                           | {"best_step": result.best_step, "minutes": (time.perf_counter() - started) / 60})
+        mlflow.log_metrics(
+            {f"best.{key}": value for key, value in ranking_metrics(ranks).items()}
+            | {"best_step": result.best_step, "minutes": (time.perf_counter() - started) / 60}
+        )
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "valid_ranks.json"
             path.write_text(json.dumps({"user_id": valid["user_id"].astype(int).tolist(), "rank": ranks.tolist()}))
@@ -98,8 +137,12 @@ def _run(name: str, overrides: str, args: argparse.Namespace, data: dict) -> np.
 
 
 def _logged_ranks(experiment: str, name: str) -> np.ndarray:
-    run = mlflow.search_runs(experiment_names=[experiment], filter_string=f"attributes.run_name = '{name}'",
-                             output_format="list", order_by=["attributes.start_time DESC"])[0]
+    run = mlflow.search_runs(
+        experiment_names=[experiment],
+        filter_string=f"attributes.run_name = '{name}'",
+        output_format="list",
+        order_by=["attributes.start_time DESC"],
+    )[0]
     folder = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="valid_ranks.json")
     return np.asarray(json.loads(Path(folder).read_text())["rank"])
 
@@ -121,9 +164,13 @@ def main() -> None:
     train = pd.read_parquet(folder / "05_model_input/train_samples.parquet")
     valid = seeded_subset(pd.read_parquet(folder / "05_model_input/valid_samples.parquet"), args.valid_users, 0)
     history_mask = parse_block("model", base_parameters()["model"]).history_mask
-    data = {"train": train, "valid": valid, "items": pd.read_parquet(folder / "05_model_input/item_prompts.parquet"),
-            "train_masks": EarlierItems(train, interactions, history_mask),
-            "valid_masks": mask_lists(valid, interactions, history_mask)}
+    data = {
+        "train": train,
+        "valid": valid,
+        "items": pd.read_parquet(folder / "05_model_input/item_prompts.parquet"),
+        "train_masks": EarlierItems(train, interactions, history_mask),
+        "valid_masks": mask_lists(valid, interactions, history_mask),
+    }
     names = [name for name in GRID if not args.only or name in args.only.split(",")]
     done = _finished(args.experiment)
     ranks = {}
@@ -139,8 +186,13 @@ def main() -> None:
     for name in names:
         value = per_sample(ranks[name], "ndcg_at_10")
         ci = paired_bootstrap(value, per_sample(ranks[reference], "ndcg_at_10"))
-        rows.append((name, f"N@10 {value.mean():.4f}, H@10 {per_sample(ranks[name], 'hit_at_10').mean():.4f}, "
-                           f"Δ vs {reference} {ci['difference']:+.4f} [{ci['low']:+.4f}, {ci['high']:+.4f}]"))
+        rows.append(
+            (
+                name,
+                f"N@10 {value.mean():.4f}, H@10 {per_sample(ranks[name], 'hit_at_10').mean():.4f}, "
+                f"Δ vs {reference} {ci['difference']:+.4f} [{ci['low']:+.4f}, {ci['high']:+.4f}]",
+            )
+        )
     rows.append(("peak RSS", f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"))
     print(f"{len(valid)} validation users, {args.steps} steps per run, experiment {args.experiment!r}")
     print_measures(rows)

@@ -17,10 +17,18 @@ def tiny_tables() -> tuple[pd.DataFrame, pd.DataFrame]:
     """Canonical interactions (4 users, 6 items, ratings 1..5) and items, valid under every rule."""
     rows = [
         # user, item, rating, timestamp
-        (1, 1, 5.0, 100), (1, 2, 4.0, 200), (1, 3, 3.0, 300), (1, 4, 5.0, 400),
-        (2, 2, 2.0, 150), (2, 5, 4.0, 250), (2, 6, 1.0, 350),
-        (3, 1, 3.0, 120), (3, 6, 5.0, 220),
-        (4, 3, 4.0, 500), (4, 4, 4.0, 500), (4, 5, 2.0, 600),
+        (1, 1, 5.0, 100),
+        (1, 2, 4.0, 200),
+        (1, 3, 3.0, 300),
+        (1, 4, 5.0, 400),
+        (2, 2, 2.0, 150),
+        (2, 5, 4.0, 250),
+        (2, 6, 1.0, 350),
+        (3, 1, 3.0, 120),
+        (3, 6, 5.0, 220),
+        (4, 3, 4.0, 500),
+        (4, 4, 4.0, 500),
+        (4, 5, 2.0, 600),
     ]
     interactions = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp"])
     interactions["raw_user_id"] = "u" + interactions["user_id"].astype(str)

@@ -2,13 +2,29 @@
 
 import pytest
 
-from r2ec_pipeline.config import ABLATION_VARIANTS, ConfigError, parse_block, validate_parameters
+from r2ec_pipeline.config import (
+    ABLATION_VARIANTS,
+    ConfigError,
+    parse_block,
+    validate_parameters,
+)
 
 
 def _params(**overrides):
-    params = {"data_ingestion": {}, "data_validation": {}, "prompts": {}, "model": {"backbone": "x"}, "sft": {},
-              "recpo": {}, "baselines": {}, "evaluation": {}, "registration": {}, "catalog_update": {}, "cold_start": {},
-              "ablations": {"variants": {name: {} for name in ABLATION_VARIANTS}}}
+    params = {
+        "data_ingestion": {},
+        "data_validation": {},
+        "prompts": {},
+        "model": {"backbone": "x"},
+        "sft": {},
+        "recpo": {},
+        "baselines": {},
+        "evaluation": {},
+        "registration": {},
+        "catalog_update": {},
+        "cold_start": {},
+        "ablations": {"variants": {name: {} for name in ABLATION_VARIANTS}},
+    }
     for block, values in overrides.items():
         params[block] = values
     return params
@@ -54,8 +70,11 @@ def test_defaults_are_valid():
         ("registration", {"promotion_metric": "valid.bert4rec.direct.ndcg_at_10"}, "must read split.model.mode"),
         ("registration", {"default_k": 20, "max_k": 10}, "default_k 20 > max_k 10"),
         ("ablations", {"variants": {"fused_grpo": {}}}, "variants must be exactly"),
-        ("ablations", {"variants": {**{n: {} for n in ABLATION_VARIANTS}, "rloo": {"advantage_type": "ppo"}}},
-         "ablations.variants.rloo.advantage_type"),
+        (
+            "ablations",
+            {"variants": {**{n: {} for n in ABLATION_VARIANTS}, "rloo": {"advantage_type": "ppo"}}},
+            "ablations.variants.rloo.advantage_type",
+        ),
     ],
 )
 def test_bad_values_name_the_parameter(block, values, named):
@@ -71,8 +90,9 @@ def test_unknown_source_lists_the_choices():
 
 def test_missing_block_is_named():
     with pytest.raises(ConfigError, match="parameter block 'prompts' is missing"):
-        validate_parameters({"data_ingestion": {}, "data_validation": {}, "model": {"backbone": "x"}, "sft": {},
-                             "recpo": {}})
+        validate_parameters(
+            {"data_ingestion": {}, "data_validation": {}, "model": {"backbone": "x"}, "sft": {}, "recpo": {}}
+        )
 
 
 @pytest.mark.parametrize("env", ["base", "paper", "learn", "gpu"])
@@ -93,7 +113,8 @@ def test_every_shipped_environment_has_valid_parameters(env):
     if env == "gpu":  # one epoch of SFT, a few hundred RecPO steps with 256-token reasoning, every user
         sft = typed["sft"]  # a full epoch: the batched engine's epochs, or enough steps
         assert (sft.engine == "batched" and sft.epochs >= 1 and sft.softmax == "full") or (
-            sft.steps * sft.batch_size >= 97_171)
+            sft.steps * sft.batch_size >= 97_171
+        )
         assert typed["recpo"].max_steps >= 200
         assert typed["recpo"].max_completion_length == typed["evaluation"].reasoning_tokens == 256
         assert typed["evaluation"].users is None and typed["evaluation"].reasoning_users is None

@@ -12,7 +12,6 @@ from kedro.framework.project import configure_project
 from r2ec_pipeline.pipeline_registry import STAGES, register_pipelines
 from tests.conftest import PROJECT_ROOT
 
-
 configure_project("r2ec_pipeline")
 
 
@@ -48,9 +47,14 @@ def test_one_stage_per_pipeline_running_it():
 def test_stage_outs_are_exactly_the_file_outputs_of_its_pipeline():
     catalog, pipelines, stages = _catalog(), register_pipelines(), _dvc()
     for name, stage in stages.items():
-        produced = {_written_path(catalog[d]) for d in pipelines[name].all_outputs()
-                    if d in catalog and _written_path(catalog[d])}
-        raw_inputs = {_filepath(catalog[d]) for d in pipelines[name].inputs() if d.startswith("raw_") and _filepath(catalog[d])}
+        produced = {
+            _written_path(catalog[d])
+            for d in pipelines[name].all_outputs()
+            if d in catalog and _written_path(catalog[d])
+        }
+        raw_inputs = {
+            _filepath(catalog[d]) for d in pipelines[name].inputs() if d.startswith("raw_") and _filepath(catalog[d])
+        }
         assert _paths(stage["outs"]) | _paths(stage.get("metrics", [])) == produced | raw_inputs, name
 
 
@@ -127,11 +131,18 @@ def _first_party_closure(roots: set[str]) -> set[Path]:
 
 def _stage_modules(name: str, pipeline, catalog: dict) -> set[Path]:
     """What a stage's results depend on: its pipeline package and the dataset classes of its catalog entries."""
-    datasets = {entry["type"].rsplit(".", 1)[0] for d in pipeline.datasets() if isinstance(entry := catalog.get(d), dict)
-                and str(entry.get("type", "")).startswith("r2ec_pipeline.")}
-    nested = {entry["dataset"]["type"].rsplit(".", 1)[0] for d in pipeline.datasets()
-              if isinstance(entry := catalog.get(d), dict) and isinstance(entry.get("dataset"), dict)
-              and str(entry["dataset"].get("type", "")).startswith("r2ec_pipeline.")}
+    datasets = {
+        entry["type"].rsplit(".", 1)[0]
+        for d in pipeline.datasets()
+        if isinstance(entry := catalog.get(d), dict) and str(entry.get("type", "")).startswith("r2ec_pipeline.")
+    }
+    nested = {
+        entry["dataset"]["type"].rsplit(".", 1)[0]
+        for d in pipeline.datasets()
+        if isinstance(entry := catalog.get(d), dict)
+        and isinstance(entry.get("dataset"), dict)
+        and str(entry["dataset"].get("type", "")).startswith("r2ec_pipeline.")
+    }
     package = SOURCE / "r2ec_pipeline/pipelines" / name
     roots = {f"r2ec_pipeline.pipelines.{name}.{p.stem}" for p in package.glob("*.py")} | datasets | nested
     return _first_party_closure(roots)
@@ -142,16 +153,24 @@ def test_stage_code_deps_cover_every_module_its_pipeline_imports():
     catalog, pipelines, stages = _catalog(), register_pipelines(), _dvc()
     for name, stage in stages.items():
         deps = [PROJECT_ROOT / d for d in _paths(stage["deps"]) if d.startswith("src/")]
-        uncovered = sorted(str(path.relative_to(PROJECT_ROOT)) for path in _stage_modules(name, pipelines[name], catalog)
-                           if not any(path == dep or dep in path.parents for dep in deps))
+        uncovered = sorted(
+            str(path.relative_to(PROJECT_ROOT))
+            for path in _stage_modules(name, pipelines[name], catalog)
+            if not any(path == dep or dep in path.parents for dep in deps)
+        )
         assert not uncovered, f"dvc.yaml stage {name} does not depend on {uncovered}"
 
 
 def test_the_import_closure_follows_imports_into_packages_and_their_modules():
     modules = _first_party_closure({"r2ec_pipeline.pipelines.registration.pipeline", "r2ec_pipeline.rl.losses"})
     names = {str(p.relative_to(SOURCE)) for p in modules}
-    assert {"r2ec_pipeline/pipelines/registration/nodes.py", "r2ec_pipeline/serving/registry.py",
-            "r2ec_pipeline/config/__init__.py", "r2ec_pipeline/rl/__init__.py", "r2ec_pipeline/rl/rewards.py"} <= names
+    assert {
+        "r2ec_pipeline/pipelines/registration/nodes.py",
+        "r2ec_pipeline/serving/registry.py",
+        "r2ec_pipeline/config/__init__.py",
+        "r2ec_pipeline/rl/__init__.py",
+        "r2ec_pipeline/rl/rewards.py",
+    } <= names
 
 
 def test_dvc_plots_show_draws_every_declared_curve(tmp_path):
@@ -166,16 +185,24 @@ def test_dvc_plots_show_draws_every_declared_curve(tmp_path):
     shutil.copy(PROJECT_ROOT / "dvc.yaml", tmp_path)
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
-    tables = curve_tables({"curves": {"reward_mean": [0.1], "reward_rank": [0.2], "reward_sim": [0.0],
-                                      "completion_length": [30.0]},
-                           "validation_by_step": {"reasoning": {"0": 0.01}, "direct": {"0": 0.02}}},
-                          {"loss_by_step": [3.9], "validation_by_step": {"0": 0.004}})
+    tables = curve_tables(
+        {
+            "curves": {"reward_mean": [0.1], "reward_rank": [0.2], "reward_sim": [0.0], "completion_length": [30.0]},
+            "validation_by_step": {"reasoning": {"0": 0.01}, "direct": {"0": 0.02}},
+        },
+        {"loss_by_step": [3.9], "validation_by_step": {"0": 0.004}},
+    )
     folder = tmp_path / "data/08_reporting/curves"
     folder.mkdir(parents=True)
     for name, rows in tables.items():
         (folder / f"{name}.json").write_text(json.dumps(rows))
-    done = subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=tmp_path,
-                          capture_output=True, text=True, env={**__import__("os").environ, "DVC_NO_ANALYTICS": "1"})
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", "plots", "show", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "DVC_NO_ANALYTICS": "1"},
+    )
     assert done.returncode == 0, done.stderr
     shown = json.loads(done.stdout)
     declared = [next(iter(entry)) for entry in _dvc_file()["plots"]]

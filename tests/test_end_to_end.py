@@ -24,8 +24,11 @@ def _project_copy(target: Path) -> Path:
     subprocess.run(["tar", "-x", "-C", str(target)], input=archive, check=True)
     if (PROJECT_ROOT / WHEEL).is_file():
         shutil.copy(PROJECT_ROOT / WHEEL, target / WHEEL)
-    for command in (["git", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"]):
+    for command in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"],
+    ):
         subprocess.run(command, cwd=target, check=True)
     return target
 
@@ -38,8 +41,9 @@ def _env() -> dict[str, str]:
 
 
 def _kedro(project: Path, *args: str) -> None:
-    subprocess.run([sys.executable, "-m", "kedro", "run", *args], cwd=project, env=_env(), check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "kedro", "run", *args], cwd=project, env=_env(), check=True, capture_output=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +65,9 @@ def test_movielens_leave_one_out_has_one_test_sample_per_user(project: Path):
 
 def test_movielens_temporal_split_is_80_10_10(project: Path):
     _kedro(project, "--pipelines", "prompts", "--params", "prompts.split=temporal")
-    sizes = [len(pd.read_parquet(project / f"data/05_model_input/{s}_samples.parquet")) for s in ("train", "valid", "test")]
+    sizes = [
+        len(pd.read_parquet(project / f"data/05_model_input/{s}_samples.parquet")) for s in ("train", "valid", "test")
+    ]
     total = sum(sizes)
     assert total == 100_000 - 943
     assert sizes == [round(total * 0.8), round(total * 0.9) - round(total * 0.8), total - round(total * 0.9)]
@@ -93,8 +99,13 @@ def test_recpo_from_zero_shot_then_resumed_on_movielens(project: Path):
     checkpoints = project / "data/06_models/recpo_checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-1", "checkpoint-2"]
 
-    _kedro(project, "--pipelines", "recpo", "--params",
-           short.replace("max_steps=2", "max_steps=3") + ",recpo.resume_from_checkpoint=true")
+    _kedro(
+        project,
+        "--pipelines",
+        "recpo",
+        "--params",
+        short.replace("max_steps=2", "max_steps=3") + ",recpo.resume_from_checkpoint=true",
+    )
     resumed = json.loads((project / "data/08_reporting/recpo_report.json").read_text())
     assert resumed["resumed_from_step"] == 2 and resumed["steps"] == 3
     assert resumed["reward_mean_by_step"][:2] == report["reward_mean_by_step"]
@@ -113,8 +124,13 @@ def test_evaluation_registration_and_the_notebook_on_movielens(project: Path):
     _kedro(project, "--pipelines", "data")
     _kedro(project, "--pipelines", "sft", "--params", "sft.steps=1,sft.batch_size=2,sft.negatives=2")
     _kedro(project, "--pipelines", "baselines", "--params", "baselines.sasrec.max_epochs=1")
-    _kedro(project, "--pipelines", "evaluation,registration", "--params",
-           "evaluation.users=4,evaluation.valid_users=4,evaluation.reasoning_tokens=4,registration.reasoning_tokens=4")
+    _kedro(
+        project,
+        "--pipelines",
+        "evaluation,registration",
+        "--params",
+        "evaluation.users=4,evaluation.valid_users=4,evaluation.reasoning_tokens=4,registration.reasoning_tokens=4",
+    )
     metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
     assert metrics["users"] == {"valid": 4, "test": 4}
     assert set(metrics["test"]) == {"popularity", "sasrec", "zero_shot", "sft", "recpo"}
@@ -128,7 +144,8 @@ def test_evaluation_registration_and_the_notebook_on_movielens(project: Path):
     script = project / "notebooks/_notebook.py"
     script.write_text(code.replace("\nhistory.tail(10)\n", "\nprint(history.tail(10))\n"))
     env = {**_env(), "MLFLOW_TRACKING_URI": f"sqlite:///{project / 'mlflow.db'}"}
-    done = subprocess.run([sys.executable, str(script)], cwd=project / "notebooks", env=env, capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=project / "notebooks", env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Reasoning:" in done.stdout and "r2ec version 1" in done.stdout

@@ -7,10 +7,22 @@ from r2ec_pipeline.gpu_import import split_metrics, stage_metrics
 
 
 def test_stage_metrics_flatten_every_number_a_stage_reported():
-    results = {"stages": {"sft": {"seconds": 12.5, "peak_gpu_gb": 3.0, "valid_best": {"ndcg_at_10": 0.1},
-                                  "loss_first_last": [1.0, 0.5], "ok": True}}}
-    assert stage_metrics(results) == {"stage.sft.seconds": 12.5, "stage.sft.peak_gpu_gb": 3.0,
-                                      "stage.sft.valid_best.ndcg_at_10": 0.1}
+    results = {
+        "stages": {
+            "sft": {
+                "seconds": 12.5,
+                "peak_gpu_gb": 3.0,
+                "valid_best": {"ndcg_at_10": 0.1},
+                "loss_first_last": [1.0, 0.5],
+                "ok": True,
+            }
+        }
+    }
+    assert stage_metrics(results) == {
+        "stage.sft.seconds": 12.5,
+        "stage.sft.peak_gpu_gb": 3.0,
+        "stage.sft.valid_best.ndcg_at_10": 0.1,
+    }
 
 
 def test_test_metrics_are_make_runs_names_from_every_users_rank():

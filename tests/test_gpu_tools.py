@@ -17,8 +17,9 @@ import gpu_memory  # noqa: E402
 import gpu_run  # noqa: E402
 import gpu_vs_baselines  # noqa: E402
 
-TOY = gpu_memory.Shape("toy", parameters=1000, layers=2, hidden=8, intermediate=16, heads=2, kv_heads=1,
-                       head_dim=4, vocab=100)
+TOY = gpu_memory.Shape(
+    "toy", parameters=1000, layers=2, hidden=8, intermediate=16, heads=2, kv_heads=1, head_dim=4, vocab=100
+)
 
 
 def test_lora_parameter_count_by_hand():
@@ -40,8 +41,9 @@ def test_memory_parts_by_hand():
     assert parts["kv_cache"] == 2 * 3 * 15 * 2 * 2 * 1 * 4 * 2
     chunked = gpu_memory.estimate(TOY, gpu_memory.Step(**{**step.__dict__, "chunk_tokens": 6}))
     assert chunked["logits"] == 6 * 100 * 10
-    checkpointed = gpu_memory.estimate(TOY, gpu_memory.Step(**{**step.__dict__, "checkpointing": True,
-                                                               "micro_users": 1}))
+    checkpointed = gpu_memory.estimate(
+        TOY, gpu_memory.Step(**{**step.__dict__, "checkpointing": True, "micro_users": 1})
+    )
     tokens = 1 * 3 * 15  # one user's paths, full sequences
     assert checkpointed["activations"] == 2 * tokens * 2 * 8 + tokens * per_token
 
@@ -52,20 +54,53 @@ def test_gpu_run_goes_end_to_end_on_the_cpu_with_a_tiny_budget(tiny_backbone_dir
     if not wheel.is_file():
         pytest.skip("needs the recbole wheel that `make run` fetches")
     env = {**os.environ, "PYTHONPATH": f"{PROJECT_ROOT / 'src'}:{PROJECT_ROOT}", "TQDM_DISABLE": "1"}
-    command = [sys.executable, str(PROJECT_ROOT / "benchmarks/gpu_run.py"), "--wheel", str(wheel),
-               "--backbone", str(tiny_backbone_dir), "--cache", str(tmp_path / "cache"), "--out", str(tmp_path),
-               "--users", "8", "--train-samples", "40", "--sft-batch", "16", "--sft-epochs", "0.5", "--validations",
-               "1", "--batch", "8", "--recpo-users", "2", "--recpo-tokens", "4", "--reasoning-tokens", "4",
-               "--recpo-eval-every", "1", "--wall-budget", "1"]
+    command = [
+        sys.executable,
+        str(PROJECT_ROOT / "benchmarks/gpu_run.py"),
+        "--wheel",
+        str(wheel),
+        "--backbone",
+        str(tiny_backbone_dir),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--out",
+        str(tmp_path),
+        "--users",
+        "8",
+        "--train-samples",
+        "40",
+        "--sft-batch",
+        "16",
+        "--sft-epochs",
+        "0.5",
+        "--validations",
+        "1",
+        "--batch",
+        "8",
+        "--recpo-users",
+        "2",
+        "--recpo-tokens",
+        "4",
+        "--reasoning-tokens",
+        "4",
+        "--recpo-eval-every",
+        "1",
+        "--wall-budget",
+        "1",
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert list(results["stages"]) == ["data", "zero_shot_test", "sft", "sft_test", "recpo", "recpo_test"]
     assert results["stages"]["sft"]["steps"] == 2 and results["stages"]["sft"]["epochs"] == 0.8  # 2 of 3 batches
     assert results["stages"]["recpo"]["steps"] == 0  # the 1-second budget is spent before RecPO
-    assert set(results["comparisons"]) == {"sft.direct - zero_shot.direct", "recpo.direct - sft.direct",
-                                           "recpo.reasoning - sft.reasoning", "recpo.reasoning - recpo.direct",
-                                           "sft.reasoning - sft.direct"}
+    assert set(results["comparisons"]) == {
+        "sft.direct - zero_shot.direct",
+        "recpo.direct - sft.direct",
+        "recpo.reasoning - sft.reasoning",
+        "recpo.reasoning - recpo.direct",
+        "sft.reasoning - sft.direct",
+    }
     assert "| N@10 difference" in done.stdout
     rankings = pd.read_parquet(tmp_path / "rankings.parquet")
     assert len(rankings) == 3 * 2 * 8 and rankings["topk_item_ids"].map(len).eq(50).all()
@@ -83,15 +118,29 @@ def test_gpu_run_goes_end_to_end_on_the_cpu_with_a_tiny_budget(tiny_backbone_dir
 
 
 def test_a_failing_stage_stops_gpu_run_with_status_1_and_keeps_its_error(tiny_backbone_dir, tmp_path):
-    status = gpu_run.main(["--wheel", str(tmp_path / "missing.whl"), "--backbone", str(tiny_backbone_dir),
-                           "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "out")])
+    status = gpu_run.main(
+        [
+            "--wheel",
+            str(tmp_path / "missing.whl"),
+            "--backbone",
+            str(tiny_backbone_dir),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--out",
+            str(tmp_path / "out"),
+        ]
+    )
     results = json.loads((tmp_path / "out/results.json").read_text())
     assert status == 1 and "missing.whl" in results["stages"]["data"]["error"]
 
 
 def test_gpu_rankings_line_up_every_model_on_the_first_models_users():
-    rows = [("zero_shot", "direct", 5, 50, 3), ("zero_shot", "direct", 7, 70, 9),
-            ("sft", "direct", 7, 70, 1), ("sft", "direct", 5, 50, 2)]
+    rows = [
+        ("zero_shot", "direct", 5, 50, 3),
+        ("zero_shot", "direct", 7, 70, 9),
+        ("sft", "direct", 7, 70, 1),
+        ("sft", "direct", 5, 50, 2),
+    ]
     frame = pd.DataFrame(rows, columns=["model", "mode", "internal_user_id", "internal_target_id", "rank"])
     users, targets, ranks = gpu_vs_baselines.gpu_ranks(frame)
     assert users.tolist() == [5, 7] and targets.tolist() == [50, 70]
@@ -100,10 +149,14 @@ def test_gpu_rankings_line_up_every_model_on_the_first_models_users():
 
 
 def test_gpu_ranks_meet_the_baselines_by_user_id_and_refuse_another_split():
-    rows = [(model, user, target, rank) for model, offset in (("popularity", 0), ("sasrec", 10))
-            for user, target, rank in ((1, 11, 1 + offset), (2, 22, 2 + offset), (3, 33, 3 + offset))]
+    rows = [
+        (model, user, target, rank)
+        for model, offset in (("popularity", 0), ("sasrec", 10))
+        for user, target, rank in ((1, 11, 1 + offset), (2, 22, 2 + offset), (3, 33, 3 + offset))
+    ]
     rankings = pd.DataFrame(rows, columns=["model", "user_id", "target_item_id", "rank"]).assign(
-        split="test", mode="direct")
+        split="test", mode="direct"
+    )
     ranks = gpu_vs_baselines.baseline_ranks(rankings, np.array([3, 1]), np.array([33, 11]))
     assert ranks["popularity"].tolist() == [3, 1] and ranks["sasrec"].tolist() == [13, 11]
     with pytest.raises(ValueError, match="targets differ"):

@@ -12,8 +12,8 @@ import mlflow
 import pandas as pd
 import pytest
 import yaml
-from kedro.framework.session import KedroSession
 from kedro.framework.project import configure_project
+from kedro.framework.session import KedroSession
 
 from r2ec_pipeline.config import ConfigError
 from tests.conftest import FIXTURES, PROJECT_ROOT
@@ -26,8 +26,11 @@ def project(tmp_path: Path, tiny_backbone_dir: Path, monkeypatch: pytest.MonkeyP
     shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
     shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path)
     (tmp_path / "conf" / "local").mkdir()
-    globals_ = {"backbone": str(tiny_backbone_dir), "amazon_dir": str(FIXTURES / "amazon"),
-                "amazon_category": "Tiny_Instruments"}
+    globals_ = {
+        "backbone": str(tiny_backbone_dir),
+        "amazon_dir": str(FIXTURES / "amazon"),
+        "amazon_category": "Tiny_Instruments",
+    }
     (tmp_path / "conf" / "local" / "globals.yml").write_text(yaml.safe_dump(globals_))
     monkeypatch.chdir(tmp_path)
     # An absolute URI per project: MLflow caches one SQL store per URI string, so the relative default
@@ -50,20 +53,42 @@ def _nested(dotted: dict[str, object]) -> dict[str, object]:
 
 
 TINY_TRAINING = {
-    "model.adapters.top_layers": 1, "model.adapters.r": 2, "model.adapters.alpha": 4, "model.encode_batch_size": 4,
-    "sft.steps": 2, "sft.batch_size": 2, "sft.negatives": 2, "sft.eval_every": 1, "sft.eval_users": 2,
-    "recpo.per_device_train_batch_size": 2, "recpo.num_generations": 2, "recpo.max_completion_length": 2,
-    "recpo.max_steps": 2, "recpo.save_steps": 1, "recpo.eval_users": 2, "recpo.learning_rate": 1e-2,
-    "baselines.sasrec.max_epochs": 2, "baselines.sasrec.hidden_size": 8, "evaluation.users": 3,
-    "evaluation.valid_users": 3, "evaluation.reasoning_users": 2, "evaluation.recpo_reasoning_users": 2,
+    "model.adapters.top_layers": 1,
+    "model.adapters.r": 2,
+    "model.adapters.alpha": 4,
+    "model.encode_batch_size": 4,
+    "sft.steps": 2,
+    "sft.batch_size": 2,
+    "sft.negatives": 2,
+    "sft.eval_every": 1,
+    "sft.eval_users": 2,
+    "recpo.per_device_train_batch_size": 2,
+    "recpo.num_generations": 2,
+    "recpo.max_completion_length": 2,
+    "recpo.max_steps": 2,
+    "recpo.save_steps": 1,
+    "recpo.eval_users": 2,
+    "recpo.learning_rate": 1e-2,
+    "baselines.sasrec.max_epochs": 2,
+    "baselines.sasrec.hidden_size": 8,
+    "evaluation.users": 3,
+    "evaluation.valid_users": 3,
+    "evaluation.reasoning_users": 2,
+    "evaluation.recpo_reasoning_users": 2,
     "evaluation.zero_shot_users": 2,
-    "evaluation.reasoning_tokens": 2, "evaluation.top_n": 4, "registration.reasoning_tokens": 2,
+    "evaluation.reasoning_tokens": 2,
+    "evaluation.top_n": 4,
+    "registration.reasoning_tokens": 2,
 }
 
 
 def _run(project: Path, pipeline: str = "__default__", **runtime_params):
-    params = {"data_ingestion.source": "amazon_2023", "data_ingestion.amazon.min_items": 3, **TINY_TRAINING,
-              **runtime_params}
+    params = {
+        "data_ingestion.source": "amazon_2023",
+        "data_ingestion.amazon.min_items": 3,
+        **TINY_TRAINING,
+        **runtime_params,
+    }
     with KedroSession.create(project_path=project, runtime_params=_nested(params)) as session:
         return session.run(pipeline_names=[pipeline])
 
@@ -72,12 +97,27 @@ def _cli_run(project: Path, pipeline: str = "__default__", **runtime_params) -> 
     """`kedro run` in a fresh process: kedro-mlflow's hooks pile up across sessions of one process and
     log into each other's runs, so tests that compare or count runs start their own processes."""
     (project / "src").mkdir(exist_ok=True)  # the kedro CLI wants a source folder; the package is installed
-    params = {"data_ingestion.source": "amazon_2023", "data_ingestion.amazon.min_items": 3, **TINY_TRAINING,
-              **runtime_params}
+    params = {
+        "data_ingestion.source": "amazon_2023",
+        "data_ingestion.amazon.min_items": 3,
+        **TINY_TRAINING,
+        **runtime_params,
+    }
     done = subprocess.run(
-        [sys.executable, "-m", "kedro", "run", "--pipelines", pipeline,
-         "--params", ",".join(f"{key}={value}" for key, value in params.items())],
-        cwd=project, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "kedro",
+            "run",
+            "--pipelines",
+            pipeline,
+            "--params",
+            ",".join(f"{key}={value}" for key, value in params.items()),
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -101,8 +141,13 @@ def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
     assert run.data.params["prompts.window_size"] == "5"
     assert run.data.metrics["prompt_metrics.test.samples"] == len(test)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
-    assert {"ingestion_report.json", "validation_report.json", "prompt_summary.json", "sft_report.json",
-            "data_docs"} <= artifacts
+    assert {
+        "ingestion_report.json",
+        "validation_report.json",
+        "prompt_summary.json",
+        "sft_report.json",
+        "data_docs",
+    } <= artifacts
     assert (project / "data/08_reporting/data_docs/index.html").is_file()  # GX Data Docs, browsable
     # SFT: zero-shot (step 0) and trained validation metrics, and a checkpoint on disk
     history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "sft.valid.ndcg_at_10")
@@ -111,11 +156,21 @@ def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
     # RecPO: per-step metrics, validation with and without reasoning before/after, samples table, model
     client = mlflow.MlflowClient()
     assert [m.step for m in client.get_metric_history(run.info.run_id, "recpo.train.reward_mean")] == [1, 2]
-    for name in ("recpo.train.token_loss", "recpo.train.item_loss", "recpo.train.clip_fraction",
-                 "recpo.train.completion_length", "recpo.train.stop_length_share", "recpo.train.stop_tag_share",
-                 "recpo.train.stop_end_of_turn_share", "recpo.train.item_clip_fraction",
-                 "recpo.train.item_ratio_mean", "recpo.train.learning_rate",
-                 "recpo.train.seconds_per_step", "recpo.train.advantage_std", "recpo.train.reward_rank"):
+    for name in (
+        "recpo.train.token_loss",
+        "recpo.train.item_loss",
+        "recpo.train.clip_fraction",
+        "recpo.train.completion_length",
+        "recpo.train.stop_length_share",
+        "recpo.train.stop_tag_share",
+        "recpo.train.stop_end_of_turn_share",
+        "recpo.train.item_clip_fraction",
+        "recpo.train.item_ratio_mean",
+        "recpo.train.learning_rate",
+        "recpo.train.seconds_per_step",
+        "recpo.train.advantage_std",
+        "recpo.train.reward_rank",
+    ):
         assert len(client.get_metric_history(run.info.run_id, name)) == 2, name
     for name in ("recpo.valid.reasoning.ndcg_at_10", "recpo.valid.direct.ndcg_at_10"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [0, 2], name
@@ -136,10 +191,14 @@ def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
         assert 0 < metrics[split]["recpo"]["reasoning"]["mrr"] <= 1
         ranked = metrics["users"][split]
         assert (metrics[split]["recpo"]["direct"]["users"], metrics[split]["recpo"]["reasoning"]["users"]) == (
-            ranked, min(2, ranked))
+            ranked,
+            min(2, ranked),
+        )
         assert metrics[split]["zero_shot"]["direct"]["users"] == min(2, ranked)
     comparisons = metrics["comparisons"]["test"]
-    assert {"sft.direct-zero_shot.direct", "recpo.direct-sft.direct", "recpo.reasoning-recpo.direct"} <= set(comparisons)
+    assert {"sft.direct-zero_shot.direct", "recpo.direct-sft.direct", "recpo.reasoning-recpo.direct"} <= set(
+        comparisons
+    )
     assert comparisons["recpo.direct-sft.direct"]["ndcg_at_10"]["users"] == 3
     assert comparisons["sft.direct-zero_shot.direct"]["hit_at_10"]["users"] == 2
     low, high = (comparisons["recpo.direct-sft.direct"]["ndcg_at_10"][k] for k in ("low", "high"))
@@ -150,16 +209,26 @@ def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
     assert len(exported) == 3 * 4 + 2 * 4
     raw_items = set(pd.read_parquet(project / "data/03_primary/items.parquet")["raw_item_id"])
     # top_n 4 of a 4-item catalog, the user's history masked: lists are shorter, never hold masked items
-    assert all(set(ids) <= raw_items and len(ids) <= 4 - len(set(h)) for ids, h in
-               zip(exported["topk_item_ids"], exported["history_item_ids"], strict=True))
-    assert all(not set(ids) & set(h) for ids, h in zip(exported["topk_item_ids"], exported["history_item_ids"]))
+    assert all(
+        set(ids) <= raw_items and len(ids) <= 4 - len(set(h))
+        for ids, h in zip(exported["topk_item_ids"], exported["history_item_ids"], strict=True)
+    )
+    assert all(
+        not set(ids) & set(h) for ids, h in zip(exported["topk_item_ids"], exported["history_item_ids"], strict=True)
+    )
     assert set(exported["target_item_id"]) <= raw_items
     assert client.get_metric_history(run.info.run_id, "eval.test.recpo.reasoning.ndcg_at_10")
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     curves = {p.name for p in (project / "data/08_reporting/curves").iterdir()}  # for `dvc plots show`
     assert {"sft_loss.json", "sft_validation.json", "recpo_train.json", "recpo_validation.json"} <= curves
-    assert {"metrics_test.png", "training_curves.png", "reasoning_samples.csv", "rankings_export.parquet",
-            "sasrec_report.json", "registration.json"} <= artifacts
+    assert {
+        "metrics_test.png",
+        "training_curves.png",
+        "reasoning_samples.csv",
+        "rankings_export.parquet",
+        "sasrec_report.json",
+        "registration.json",
+    } <= artifacts
     # Registration: the first version is both challenger and champion
     registration = json.loads((project / "data/08_reporting/registration.json").read_text())
     assert registration["version"] == 1 and registration["aliases"] == ["challenger", "champion"]
@@ -216,9 +285,24 @@ def test_recpo_under_torchrun_trains_on_two_processes_and_writes_once(project: P
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     runs_before = len(mlflow.search_runs(search_all_experiments=True, output_format="list"))
     done = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), "-m", "kedro", "run", "--pipelines", "recpo",
-         "--params", ",".join(f"{key}={value}" for key, value in params.items())],
-        cwd=project, capture_output=True, text=True, timeout=600,
+        [
+            torchrun,
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(free_port()),
+            "-m",
+            "kedro",
+            "run",
+            "--pipelines",
+            "recpo",
+            "--params",
+            ",".join(f"{key}={value}" for key, value in params.items()),
+        ],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads((project / "data/08_reporting/recpo_report.json").read_text())
@@ -263,8 +347,11 @@ def test_ablation_grid_trains_every_variant_as_a_child_run(project: Path):
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["r2ec"], output_format="list")
-    [parent] = [run for run in runs if "ablations.csv" in
-                {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}]
+    [parent] = [
+        run
+        for run in runs
+        if "ablations.csv" in {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
+    ]
     children = [run for run in runs if run.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert sorted(run.info.run_name for run in children) == sorted(ABLATION_VARIANTS)
     by_name = {run.info.run_name: run for run in children}
@@ -288,8 +375,11 @@ def test_cold_start_adds_the_held_out_items_after_training_and_ranks_their_users
     # nothing the cold-start models train on holds the held-out item
     interactions = pd.read_parquet(project / "data/03_primary/cold_start/interactions.parquet")
     assert interactions["item_id"].between(1, len(trained)).all()
-    assert len(interactions) == (pd.read_parquet(project / "data/03_primary/interactions.parquet")["item_id"]
-                                 .isin(items.loc[~items["raw_item_id"].isin(held["raw_item_id"]), "item_id"]).sum())
+    assert len(interactions) == (
+        pd.read_parquet(project / "data/03_primary/interactions.parquet")["item_id"]
+        .isin(items.loc[~items["raw_item_id"].isin(held["raw_item_id"]), "item_id"])
+        .sum()
+    )
 
     test = pd.read_parquet(project / "data/05_model_input/test_samples.parquet")
     users = int(test["target_item_id"].isin(held["item_id"]).sum())
@@ -308,15 +398,22 @@ def test_cold_start_adds_the_held_out_items_after_training_and_ranks_their_users
     # R²ec after the update ranks the new item among the others: it can appear in its top lists
     assert cold.loc[cold["model"] == "recpo", "rank"].between(1, len(items)).all()
     comparisons = report["comparisons"]
-    assert set(comparisons) == {f"cold.recpo.{mode}-{other}" for mode in ("direct", "reasoning")
-                                for other in ("cold.popularity.direct", "cold.sasrec.direct", f"known.recpo.{mode}")}
+    assert set(comparisons) == {
+        f"cold.recpo.{mode}-{other}"
+        for mode in ("direct", "reasoning")
+        for other in ("cold.popularity.direct", "cold.sasrec.direct", f"known.recpo.{mode}")
+    }
     assert all(value["ndcg_at_10"]["users"] == users for value in comparisons.values())
     # the same numbers in the run's MLflow metrics, the report as its artifact
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     client = mlflow.MlflowClient()
-    [run] = [run for run in mlflow.search_runs(experiment_names=["r2ec"], output_format="list")
-             if "cold_start.json" in {a.path for a in client.list_artifacts(run.info.run_id)}]
+    [run] = [
+        run
+        for run in mlflow.search_runs(experiment_names=["r2ec"], output_format="list")
+        if "cold_start.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    ]
     assert run.data.metrics["cold_start.users"] == users
     assert run.data.metrics["cold_start.metrics.cold.recpo.direct.mrr"] == pytest.approx(
-        report["metrics"]["cold"]["recpo"]["direct"]["mrr"])
+        report["metrics"]["cold"]["recpo"]["direct"]["mrr"]
+    )
     assert "cold_start.comparisons.cold.recpo.direct-known.recpo.direct.mrr.low" in run.data.metrics

@@ -34,8 +34,11 @@ def _node_function_files() -> dict[str, set[str]]:
 
 
 def test_no_node_function_calls_mlflow():
-    offenders = {path: sorted(nodes) for path, nodes in _node_function_files().items()
-                 if any(name == "mlflow" or name.startswith("mlflow.") for name in _imported_modules(Path(path)))}
+    offenders = {
+        path: sorted(nodes)
+        for path, nodes in _node_function_files().items()
+        if any(name == "mlflow" or name.startswith("mlflow.") for name in _imported_modules(Path(path)))
+    }
     assert not offenders, f"node code imports mlflow (log through a dataset or a hook instead): {offenders}"
 
 

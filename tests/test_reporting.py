@@ -8,16 +8,29 @@ import pandas as pd
 import pytest
 
 from r2ec_pipeline.reporting import (
-    cold_start_tables, comparisons_table, flatten, lookup, metrics_by_model, paired_comparisons, results_table,
+    cold_start_tables,
+    comparisons_table,
+    flatten,
+    lookup,
+    metrics_by_model,
+    paired_comparisons,
+    results_table,
     training_curves,
 )
 
 
 def _rankings() -> pd.DataFrame:
-    rows = [("test", "sasrec", "direct", 1), ("test", "sasrec", "direct", 11),
-            ("test", "recpo", "direct", 2), ("test", "recpo", "direct", 3),
-            ("test", "recpo", "reasoning", 10), ("test", "recpo", "reasoning", 1),
-            ("valid", "sasrec", "direct", 4), ("valid", "recpo", "direct", 4), ("valid", "recpo", "reasoning", 5)]
+    rows = [
+        ("test", "sasrec", "direct", 1),
+        ("test", "sasrec", "direct", 11),
+        ("test", "recpo", "direct", 2),
+        ("test", "recpo", "direct", 3),
+        ("test", "recpo", "reasoning", 10),
+        ("test", "recpo", "reasoning", 1),
+        ("valid", "sasrec", "direct", 4),
+        ("valid", "recpo", "direct", 4),
+        ("valid", "recpo", "reasoning", 5),
+    ]
     frame = pd.DataFrame(rows, columns=["split", "model", "mode", "rank"])
     frame["user_id"] = frame.groupby(["split", "model", "mode"]).cumcount() + 1
     frame["target_item_id"] = 7
@@ -60,17 +73,25 @@ def test_paired_comparisons_pair_the_same_users_and_pick_the_best_r2ec_row():
 
 
 def test_training_curves_skip_absent_validation():
-    figure = training_curves({"reward_mean_by_step": [0.1, 0.2], "validation_by_step": {"reasoning": {}}},
-                             {"log": [{"epoch": 1, "valid_ndcg_at_10": 0.1}]})
+    figure = training_curves(
+        {"reward_mean_by_step": [0.1, 0.2], "validation_by_step": {"reasoning": {}}},
+        {"log": [{"epoch": 1, "valid_ndcg_at_10": 0.1}]},
+    )
     assert figure.axes[0].get_legend_handles_labels()[1] == []  # no validation at all: an empty panel
     assert figure.axes[1].get_legend_handles_labels()[1] == ["reward"]
     assert len(figure.axes[3].lines) == 1  # SASRec per epoch
 
 
 def test_training_curves_put_recpo_steps_after_the_sft_steps():
-    recpo = {"validation_by_step": {"reasoning": {"0": 0.01, "3": 0.02}, "direct": {"0": 0.03, "3": 0.04}},
-             "curves": {"reward_mean": [0.1, 0.2, 0.3], "reward_rank": [0.1, 0.2, 0.3], "reward_sim": [0.5, 0.5, 0.6],
-                        "completion_length": [30.0, 31.0, 33.0]}}
+    recpo = {
+        "validation_by_step": {"reasoning": {"0": 0.01, "3": 0.02}, "direct": {"0": 0.03, "3": 0.04}},
+        "curves": {
+            "reward_mean": [0.1, 0.2, 0.3],
+            "reward_rank": [0.1, 0.2, 0.3],
+            "reward_sim": [0.5, 0.5, 0.6],
+            "completion_length": [30.0, 31.0, 33.0],
+        },
+    }
     sft = {"validation_by_step": {"0": 0.0, "8": 0.02, "16": 0.03}}
     figure = training_curves(recpo, {"log": []}, sft)
     lines = {line.get_label(): line for line in figure.axes[0].lines}
@@ -83,32 +104,62 @@ def test_training_curves_put_recpo_steps_after_the_sft_steps():
 def test_curve_tables_by_hand():
     from r2ec_pipeline.reporting import curve_tables
 
-    recpo = {"curves": {"reward_mean": [0.1, 0.3], "reward_rank": [0.2, 0.4], "reward_sim": [0.0, 0.1],
-                        "completion_length": [30.0, 12.5]},
-             "validation_by_step": {"reasoning": {"0": 0.01, "2": 0.03}, "direct": {"0": 0.02, "2": 0.02}}}
+    recpo = {
+        "curves": {
+            "reward_mean": [0.1, 0.3],
+            "reward_rank": [0.2, 0.4],
+            "reward_sim": [0.0, 0.1],
+            "completion_length": [30.0, 12.5],
+        },
+        "validation_by_step": {"reasoning": {"0": 0.01, "2": 0.03}, "direct": {"0": 0.02, "2": 0.02}},
+    }
     sft = {"loss_by_step": [3.9, 3.5], "validation_by_step": {"12": 0.014, "0": 0.004}}
     tables = curve_tables(recpo, sft)
     assert tables["sft_loss"] == [{"step": 1, "loss": 3.9}, {"step": 2, "loss": 3.5}]
     assert tables["sft_validation"] == [{"step": 0, "ndcg_at_10": 0.004}, {"step": 12, "ndcg_at_10": 0.014}]
-    assert tables["recpo_train"][1] == {"step": 2, "reward_mean": 0.3, "reward_rank": 0.4, "reward_sim": 0.1,
-                                        "completion_length": 12.5}
-    assert tables["recpo_validation"] == [{"step": 0, "reasoning_ndcg_at_10": 0.01, "direct_ndcg_at_10": 0.02},
-                                          {"step": 2, "reasoning_ndcg_at_10": 0.03, "direct_ndcg_at_10": 0.02}]
+    assert tables["recpo_train"][1] == {
+        "step": 2,
+        "reward_mean": 0.3,
+        "reward_rank": 0.4,
+        "reward_sim": 0.1,
+        "completion_length": 12.5,
+    }
+    assert tables["recpo_validation"] == [
+        {"step": 0, "reasoning_ndcg_at_10": 0.01, "direct_ndcg_at_10": 0.02},
+        {"step": 2, "reasoning_ndcg_at_10": 0.03, "direct_ndcg_at_10": 0.02},
+    ]
     assert set(curve_tables({"validation_by_step": {"reasoning": {}, "direct": {}}})) == set()  # nothing ran
 
 
 def test_cold_start_tables_name_each_setting_and_difference():
     values = {"hit_at_10": 0.5, "ndcg_at_10": 0.25, "mrr": 0.2, "median_rank": 3.0, "users": 2}
     ci = {"difference": 0.1, "low": -0.05, "high": 0.3, "users": 2}
-    report = {"metrics": {"cold": {"recpo": {"direct": values}, "sasrec": {"direct": values}},
-                          "known": {"recpo": {"direct": values}}},
-              "comparisons": {"cold.recpo.direct-cold.sasrec.direct": {"mrr": ci},
-                              "cold.recpo.direct-known.recpo.direct": {"mrr": ci}}}
+    report = {
+        "metrics": {
+            "cold": {"recpo": {"direct": values}, "sasrec": {"direct": values}},
+            "known": {"recpo": {"direct": values}},
+        },
+        "comparisons": {
+            "cold.recpo.direct-cold.sasrec.direct": {"mrr": ci},
+            "cold.recpo.direct-known.recpo.direct": {"mrr": ci},
+        },
+    }
     results, differences = cold_start_tables(report)
     assert list(results["model"]) == ["RecPO (direct)", "SASRec", "RecPO (direct)"]
     assert list(results["held-out items"]) == ["trained without them, added by a catalog update"] * 2 + [
-        "in the catalog at training time"]
-    assert list(results.columns) == ["model", "held-out items", "users", "hit_at_10", "ndcg_at_10", "mrr", "median_rank"]
-    assert list(differences["difference"]) == ["RecPO (direct), cold − SASRec, cold",
-                                               "RecPO (direct), cold − RecPO (direct), known"]
+        "in the catalog at training time"
+    ]
+    assert list(results.columns) == [
+        "model",
+        "held-out items",
+        "users",
+        "hit_at_10",
+        "ndcg_at_10",
+        "mrr",
+        "median_rank",
+    ]
+    assert list(differences["difference"]) == [
+        "RecPO (direct), cold − SASRec, cold",
+        "RecPO (direct), cold − RecPO (direct), known",
+    ]
     assert list(differences["Δ mrr"]) == ["+0.1000 [-0.0500, +0.3000]"] * 2

@@ -4,7 +4,14 @@ from datetime import datetime
 
 import pandas as pd
 
-from r2ec_pipeline.run_tags import data_hash, dataset_name, evaluation_users, git_commit, metric_users, run_name
+from r2ec_pipeline.run_tags import (
+    data_hash,
+    dataset_name,
+    evaluation_users,
+    git_commit,
+    metric_users,
+    run_name,
+)
 
 
 def test_run_name_says_pipelines_profile_and_time():

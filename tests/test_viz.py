@@ -20,8 +20,9 @@ def test_kedro_viz_build_writes_a_static_site_with_every_pipeline_and_the_data_l
     shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path)
     (tmp_path / "conf" / "local").mkdir()
     (tmp_path / "src").mkdir()  # the kedro CLI wants a source folder; the package is installed
-    done = subprocess.run([sys.executable, "-m", "kedro", "viz", "build"], cwd=tmp_path, capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "kedro", "viz", "build"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     site = tmp_path / "build"
     assert (site / "index.html").is_file() and "<html" in (site / "index.html").read_text().lower()

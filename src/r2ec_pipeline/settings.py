@@ -11,7 +11,12 @@ import os
 
 from kedro.config import OmegaConfigLoader
 
-from r2ec_pipeline.hooks import DistributedRunHooks, ParameterValidationHooks, RunTagsHooks, process_rank
+from r2ec_pipeline.hooks import (
+    DistributedRunHooks,
+    ParameterValidationHooks,
+    RunTagsHooks,
+    process_rank,
+)
 
 HOOKS = (ParameterValidationHooks(), DistributedRunHooks(), RunTagsHooks())
 if process_rank() > 0:

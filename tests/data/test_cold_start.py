@@ -5,17 +5,24 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from r2ec_pipeline.data.cold_start import hold_out, id_map, newest_items, remap_interactions, remap_samples
+from r2ec_pipeline.data.cold_start import (
+    hold_out,
+    id_map,
+    newest_items,
+    remap_interactions,
+    remap_samples,
+)
 
 # first interactions: item 1 at 10, item 3 at 20, items 2 and 4 at 30 (a tie: the larger id is newer)
-INTERACTIONS = pd.DataFrame({
-    "user_id": [1, 1, 1, 2, 2, 2],
-    "item_id": [1, 3, 2, 1, 4, 3],
-    "timestamp": [10, 20, 30, 15, 30, 40],
-    "rating": [5.0, 4.0, 3.0, 2.0, 1.0, 5.0],
-})
-ITEMS = pd.DataFrame({"item_id": [1, 2, 3, 4], "raw_item_id": ["a", "b", "c", "d"],
-                      "title": ["A", "B", "C", "D"]})
+INTERACTIONS = pd.DataFrame(
+    {
+        "user_id": [1, 1, 1, 2, 2, 2],
+        "item_id": [1, 3, 2, 1, 4, 3],
+        "timestamp": [10, 20, 30, 15, 30, 40],
+        "rating": [5.0, 4.0, 3.0, 2.0, 1.0, 5.0],
+    }
+)
+ITEMS = pd.DataFrame({"item_id": [1, 2, 3, 4], "raw_item_id": ["a", "b", "c", "d"], "title": ["A", "B", "C", "D"]})
 
 
 @pytest.mark.parametrize(("fraction", "newest"), [(0.25, [4]), (0.5, [2, 4]), (0.6, [2, 3, 4]), (0.01, [4])])
@@ -34,7 +41,11 @@ def test_held_out_items_leave_training_and_the_rest_is_renumbered_in_order():
     assert split.items[["item_id", "raw_item_id"]].values.tolist() == [[1, "a"], [2, "c"]]  # 3 → 2
     assert split.held_out[["item_id", "raw_item_id"]].values.tolist() == [[2, "b"], [4, "d"]]  # original ids
     assert split.interactions[["user_id", "item_id", "timestamp"]].values.tolist() == [
-        [1, 1, 10], [1, 2, 20], [2, 1, 15], [2, 2, 40]]
+        [1, 1, 10],
+        [1, 2, 20],
+        [2, 1, 15],
+        [2, 2, 40],
+    ]
     with pytest.raises(ValueError, match=r"not in the catalog: \[9\]"):
         hold_out(INTERACTIONS, ITEMS, [9])
 

@@ -43,8 +43,16 @@ def test_item_prompt_prefills_the_answer_tag_without_end_of_turn(tiny_tokenizer)
 
 
 def test_item_fields_skip_ids_and_empty_values():
-    item = pd.Series({"item_id": 3, "raw_item_id": "B03", "title": "Tuner", "description": "", "average_rating": 4.5,
-                      "rating_number": 12.0})
+    item = pd.Series(
+        {
+            "item_id": 3,
+            "raw_item_id": "B03",
+            "title": "Tuner",
+            "description": "",
+            "average_rating": 4.5,
+            "rating_number": 12.0,
+        }
+    )
     assert item_fields_text(item) == "Title: Tuner\nAverage rating: 4.5\nNumber of ratings: 12"
 
 

@@ -3,7 +3,12 @@
 import pandas as pd
 import pytest
 
-from r2ec_pipeline.data.samples import assign_splits, build_samples, leave_one_out_split, temporal_split
+from r2ec_pipeline.data.samples import (
+    assign_splits,
+    build_samples,
+    leave_one_out_split,
+    temporal_split,
+)
 
 
 def test_every_interaction_but_the_first_is_a_target(tables):

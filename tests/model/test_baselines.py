@@ -7,9 +7,16 @@ import pandas as pd
 import pytest
 import torch
 
-from r2ec_pipeline.config import SASRecParams
 from r2ec_pipeline.baselines.popularity import Popularity
-from r2ec_pipeline.baselines.sasrec import SASRec, catalog_scores, pad_sequences, sasrec_scores, train_sasrec, training_windows
+from r2ec_pipeline.baselines.sasrec import (
+    SASRec,
+    catalog_scores,
+    pad_sequences,
+    sasrec_scores,
+    train_sasrec,
+    training_windows,
+)
+from r2ec_pipeline.config import SASRecParams
 from r2ec_pipeline.metrics import ndcg_at_k
 from r2ec_pipeline.model.scoring import mask_items, target_ranks
 

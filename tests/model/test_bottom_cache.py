@@ -6,7 +6,11 @@ import torch
 from r2ec_pipeline.config import AdapterParams
 from r2ec_pipeline.model.adapters import attach_adapters
 from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
-from r2ec_pipeline.model.bottom_cache import BottomCache, clear_shared_caches, frozen_depth
+from r2ec_pipeline.model.bottom_cache import (
+    BottomCache,
+    clear_shared_caches,
+    frozen_depth,
+)
 from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel
 from tests.model.conftest import PROMPTS
 
@@ -23,7 +27,9 @@ def top_model(tiny_backbone_dir, tmp_path):
         for name, parameter in lm.named_parameters():
             if "lora_B" in name:
                 parameter.normal_(std=0.1)
-    yield R2ecModel(lm.eval(), load_tokenizer(str(tiny_backbone_dir), tmp_path), DualHeadConfig(backbone=str(tiny_backbone_dir)))
+    yield R2ecModel(
+        lm.eval(), load_tokenizer(str(tiny_backbone_dir), tmp_path), DualHeadConfig(backbone=str(tiny_backbone_dir))
+    )
     clear_shared_caches()
 
 
@@ -37,8 +43,9 @@ def _uncached(model, texts):
 
 def test_the_frozen_depth_is_the_first_adapted_layer(top_model, tiny_backbone_dir, tmp_path):
     assert frozen_depth(top_model.decoder.layers) == 1
-    everywhere = attach_adapters(load_causal_lm(str(tiny_backbone_dir), tmp_path),
-                                 AdapterParams(r=2, alpha=4, top_layers=None))
+    everywhere = attach_adapters(
+        load_causal_lm(str(tiny_backbone_dir), tmp_path), AdapterParams(r=2, alpha=4, top_layers=None)
+    )
     assert frozen_depth(everywhere.get_base_model().get_decoder().layers) == 0
     plain = load_causal_lm(str(tiny_backbone_dir), tmp_path)  # trainable as a whole: nothing is frozen
     assert frozen_depth(plain.get_decoder().layers) == 0
@@ -58,8 +65,12 @@ def test_cached_bottom_gives_the_uncached_states_and_is_reused(top_model):
 def test_a_prefix_run_once_gives_the_uncached_states_on_the_cached_path(top_model):
     expected = _uncached(top_model, ITEMS)
     prefix = top_model.shared_prefix(ITEMS, min_prefix=4)
-    first = torch.cat([top_model.encode_shared_prefix(ITEMS[:2], prefix=prefix),  # fills the cache
-                       top_model.encode_shared_prefix(ITEMS[2:], prefix=prefix)])
+    first = torch.cat(
+        [
+            top_model.encode_shared_prefix(ITEMS[:2], prefix=prefix),  # fills the cache
+            top_model.encode_shared_prefix(ITEMS[2:], prefix=prefix),
+        ]
+    )
     again = top_model.encode_shared_prefix(ITEMS, prefix=prefix)  # served from it
     torch.testing.assert_close(first, expected, atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(again, expected, atol=1e-5, rtol=1e-4)
@@ -67,8 +78,9 @@ def test_a_prefix_run_once_gives_the_uncached_states_on_the_cached_path(top_mode
 
 def test_texts_not_remembered_stay_out_of_the_cache(top_model):
     expected = _uncached(top_model, ITEMS)
-    torch.testing.assert_close(top_model.encode_shared_prefix(ITEMS, min_prefix=4, remember=False), expected,
-                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        top_model.encode_shared_prefix(ITEMS, min_prefix=4, remember=False), expected, atol=1e-5, rtol=1e-4
+    )
     _, store = top_model._bottom_cache()
     assert len(store) == 0
 
@@ -87,8 +99,9 @@ def test_updated_adapters_are_seen_the_bottom_is_not_recomputed(top_model):
         for name, parameter in top_model.lm.named_parameters():
             if "lora_B" in name:
                 parameter.add_(0.3)
-    torch.testing.assert_close(top_model.encode_shared_prefix(ITEMS, min_prefix=4), _uncached(top_model, ITEMS),
-                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        top_model.encode_shared_prefix(ITEMS, min_prefix=4), _uncached(top_model, ITEMS), atol=1e-5, rtol=1e-4
+    )
 
 
 def test_the_cache_stays_within_its_byte_budget_dropping_the_oldest():

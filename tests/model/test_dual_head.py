@@ -6,9 +6,12 @@ import torch
 from r2ec_pipeline.config import AdapterParams
 from r2ec_pipeline.model.adapters import attach_adapters
 from r2ec_pipeline.model.backbone import BackboneError, load_causal_lm, load_tokenizer
-from r2ec_pipeline.model.checkpoint import CheckpointError, load_dual_head, save_dual_head
+from r2ec_pipeline.model.checkpoint import (
+    CheckpointError,
+    load_dual_head,
+    save_dual_head,
+)
 from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel, position_ids
-
 from tests.model.conftest import PROMPTS
 
 
@@ -61,8 +64,9 @@ def test_save_then_load_gives_identical_scores(model, tiny_backbone_dir, tmp_pat
 
 
 def test_checkpoint_from_another_backbone_is_refused(model, tmp_path):
-    from tests.helpers import build_tiny_backbone
     from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tests.helpers import build_tiny_backbone
 
     save_dual_head(model, tmp_path / "ckpt")
     other = build_tiny_backbone(tmp_path / "other")
@@ -79,18 +83,29 @@ def test_missing_backbone_path_is_named(tmp_path):
 
 
 def test_shared_prefix_encoding_equals_plain_encoding(model):
-    texts = [PROMPTS[1] + "Title: Babe<answer>", PROMPTS[1] + "Title: GoldenEye 1995 Action<answer>",
-             PROMPTS[1] + "x<answer>"]
-    torch.testing.assert_close(model.encode_shared_prefix(texts, min_prefix=4), model.encode(texts), atol=1e-5, rtol=1e-4)
+    texts = [
+        PROMPTS[1] + "Title: Babe<answer>",
+        PROMPTS[1] + "Title: GoldenEye 1995 Action<answer>",
+        PROMPTS[1] + "x<answer>",
+    ]
+    torch.testing.assert_close(
+        model.encode_shared_prefix(texts, min_prefix=4), model.encode(texts), atol=1e-5, rtol=1e-4
+    )
 
 
 def test_a_prefix_run_once_serves_every_batch_and_is_left_unchanged(model):
-    texts = [PROMPTS[1] + "Title: Babe<answer>", PROMPTS[1] + "Title: GoldenEye 1995 Action<answer>",
-             PROMPTS[1] + "x<answer>"]
+    texts = [
+        PROMPTS[1] + "Title: Babe<answer>",
+        PROMPTS[1] + "Title: GoldenEye 1995 Action<answer>",
+        PROMPTS[1] + "x<answer>",
+    ]
     prefix = model.shared_prefix(texts, min_prefix=4)
     assert prefix is not None and len(prefix.ids) >= 4
     before = [layer.keys.clone() for layer in prefix.cache.layers]
-    batches = [model.encode_shared_prefix(texts[:2], prefix=prefix), model.encode_shared_prefix(texts[2:], prefix=prefix)]
+    batches = [
+        model.encode_shared_prefix(texts[:2], prefix=prefix),
+        model.encode_shared_prefix(texts[2:], prefix=prefix),
+    ]
     torch.testing.assert_close(torch.cat(batches), model.encode(texts), atol=1e-5, rtol=1e-4)
     assert all(torch.equal(layer.keys, kept) for layer, kept in zip(prefix.cache.layers, before, strict=True))
 
@@ -98,8 +113,9 @@ def test_a_prefix_run_once_serves_every_batch_and_is_left_unchanged(model):
 def test_a_prefix_the_texts_do_not_start_with_is_not_used(model):
     prefix = model.shared_prefix([PROMPTS[0] + "a<answer>", PROMPTS[0] + "b<answer>"], min_prefix=4)
     texts = [PROMPTS[1] + "Title: Babe<answer>", PROMPTS[1] + "x<answer>"]
-    torch.testing.assert_close(model.encode_shared_prefix(texts, min_prefix=4, prefix=prefix), model.encode(texts),
-                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        model.encode_shared_prefix(texts, min_prefix=4, prefix=prefix), model.encode(texts), atol=1e-5, rtol=1e-4
+    )
 
 
 def test_shared_prefix_encoding_passes_gradients_to_the_adapters(model):
@@ -111,11 +127,13 @@ def test_shared_prefix_encoding_passes_gradients_to_the_adapters(model):
 
 
 def test_full_finetune_saves_every_weight_and_reloads_identically(tiny_backbone_dir, tmp_path):
-    lm = attach_adapters(load_causal_lm(str(tiny_backbone_dir), tmp_path),
-                         AdapterParams(full_finetune=True, top_layers=None))
+    lm = attach_adapters(
+        load_causal_lm(str(tiny_backbone_dir), tmp_path), AdapterParams(full_finetune=True, top_layers=None)
+    )
     assert all(p.requires_grad for p in lm.parameters())
-    model = R2ecModel(lm.eval(), load_tokenizer(str(tiny_backbone_dir), tmp_path),
-                      DualHeadConfig(backbone=str(tiny_backbone_dir))).eval()
+    model = R2ecModel(
+        lm.eval(), load_tokenizer(str(tiny_backbone_dir), tmp_path), DualHeadConfig(backbone=str(tiny_backbone_dir))
+    ).eval()
     model.build_item_table([1, 2], [PROMPTS[0] + "<answer>", PROMPTS[1] + "<answer>"], progress=False)
     path = save_dual_head(model, tmp_path / "full")
     assert (path / "backbone" / "model.safetensors").is_file() and not (path / "adapter").exists()

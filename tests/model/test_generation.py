@@ -6,7 +6,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from r2ec_pipeline.model.generation import closing_ids, end_of_turn_ids, generate_reasoning, partial_tag_length
+from r2ec_pipeline.model.generation import (
+    closing_ids,
+    end_of_turn_ids,
+    generate_reasoning,
+    partial_tag_length,
+)
 from tests.model.conftest import PROMPTS
 
 TAG = "<answer>"
@@ -49,21 +54,28 @@ def _teacher_forced(lm, prompt_ids, tokens):
     """Log-probs of ``tokens`` and the last hidden state after prompt + tokens, in one plain forward."""
     ids = torch.tensor([prompt_ids + tokens])
     out = lm(input_ids=ids, output_hidden_states=True)
-    logits = out.logits[0, -len(tokens) - 1:-1].float()
+    logits = out.logits[0, -len(tokens) - 1 : -1].float()
     logprobs = F.log_softmax(logits, dim=-1).gather(1, torch.tensor(tokens).view(-1, 1)).squeeze(1)
     return logprobs, out.hidden_states[-1][0, -1]
 
 
 def test_sampled_paths_end_with_the_canonical_tag_and_logprobs_match_teacher_forcing(model):
-    result = generate_reasoning(model, PROMPTS, max_new_tokens=12, do_sample=True, temperature=1.5, top_k=50,
-                                generator=torch.Generator().manual_seed(0))
+    result = generate_reasoning(
+        model,
+        PROMPTS,
+        max_new_tokens=12,
+        do_sample=True,
+        temperature=1.5,
+        top_k=50,
+        generator=torch.Generator().manual_seed(0),
+    )
     tag_ids = _ids(model, TAG)
     for row, prompt in enumerate(PROMPTS):
         tokens = result.token_ids[row]
-        assert tokens[-len(tag_ids):] == tag_ids and result.texts[row].endswith(TAG)
+        assert tokens[-len(tag_ids) :] == tag_ids and result.texts[row].endswith(TAG)
         assert result.texts[row].count(TAG) == 1 and len(result.logprobs[row]) == len(tokens)
         ids = torch.tensor([model.tokenize([prompt])["input_ids"][0].tolist() + tokens])
-        logits = model.lm(input_ids=ids).logits[0, -len(tokens) - 1:-1].float() / 1.5
+        logits = model.lm(input_ids=ids).logits[0, -len(tokens) - 1 : -1].float() / 1.5
         expected = F.log_softmax(logits, dim=-1).gather(1, torch.tensor(tokens).view(-1, 1)).squeeze(1)
         torch.testing.assert_close(result.logprobs[row], expected, atol=1e-4, rtol=1e-4)
         # the final hidden state is the user state of prompt + reasoning: no second forward needed
@@ -77,8 +89,9 @@ def test_grouped_generation_equals_repeated_prompts_and_rows_ignore_their_batch(
 
     kwargs = dict(max_new_tokens=6, do_sample=True, temperature=1.5, top_k=50)
     grouped = generate_reasoning(model, PROMPTS, group=2, generator=streams([1, 2, 3, 4]), **kwargs)
-    repeated = generate_reasoning(model, [p for p in PROMPTS for _ in range(2)], generator=streams([1, 2, 3, 4]),
-                                  **kwargs)
+    repeated = generate_reasoning(
+        model, [p for p in PROMPTS for _ in range(2)], generator=streams([1, 2, 3, 4]), **kwargs
+    )
     alone = generate_reasoning(model, PROMPTS[1:], group=2, generator=streams([3, 4]), **kwargs)
     assert grouped.token_ids == repeated.token_ids and grouped.token_ids[2:] == alone.token_ids
     for got, expected in zip(grouped.logprobs[2:], alone.logprobs, strict=True):
@@ -98,13 +111,18 @@ def _scripted_run(model, script, max_new_tokens=50):
 STOP_CASES = {
     "canonical tag": (lambda m: _ids(m, "step by step") + _ids(m, TAG), "tag", False),
     "space-prefixed tag": (lambda m: _ids(m, "step by step") + _ids(m, " " + TAG), "tag", True),
-    "tag in another split": (lambda m: _ids(m, "step by step") + _ids(m, "<") + _ids(m, "ans") + _ids(m, "wer>"),
-                             "tag", True),
+    "tag in another split": (
+        lambda m: _ids(m, "step by step") + _ids(m, "<") + _ids(m, "ans") + _ids(m, "wer>"),
+        "tag",
+        True,
+    ),
     "end of turn": (lambda m: _ids(m, "step by step") + [m.tokenizer.eos_token_id], "end_of_turn", False),
-    "end of turn after a space": (lambda m: _ids(m, "step by step ") + [m.tokenizer.eos_token_id], "end_of_turn",
-                                  True),
-    "end of turn after half a tag": (lambda m: _ids(m, "step by step<answ") + [m.tokenizer.eos_token_id],
-                                     "end_of_turn", True),
+    "end of turn after a space": (lambda m: _ids(m, "step by step ") + [m.tokenizer.eos_token_id], "end_of_turn", True),
+    "end of turn after half a tag": (
+        lambda m: _ids(m, "step by step<answ") + [m.tokenizer.eos_token_id],
+        "end_of_turn",
+        True,
+    ),
 }
 
 
@@ -189,8 +207,9 @@ def test_the_device_stop_filter_gives_the_tokens_of_checking_every_row_every_ste
             if "lora_B" in name:
                 parameter.normal_(std=0.5)
     fast = generate_reasoning(model, prompts, generator=torch.Generator().manual_seed(1), **kwargs)
-    candidates = generation.stop_candidates(model.tokenizer, TAG, model.lm.config.vocab_size,
-                                            frozenset(end_of_turn_ids(model)))
+    candidates = generation.stop_candidates(
+        model.tokenizer, TAG, model.lm.config.vocab_size, frozenset(end_of_turn_ids(model))
+    )
     assert 0 < int(candidates.sum()) < len(candidates) // 2  # the filter lets most tokens through unchecked
     monkeypatch.setattr(generation, "stop_candidates", lambda *args: torch.ones_like(candidates))
     every = generate_reasoning(model, prompts, generator=torch.Generator().manual_seed(1), **kwargs)
@@ -202,10 +221,14 @@ def test_the_device_stop_filter_gives_the_tokens_of_checking_every_row_every_ste
 
 
 def test_a_prompt_prefix_shared_by_the_batch_is_run_once_with_the_same_paths_and_states(model, monkeypatch):
-    instruction = ("<|im_start|>system\nYou recommend films.<|im_end|>\n<|im_start|>user\nHere is a user's "
-                   "history of rated items, oldest first. Analyse it step by step.\n")
-    prompts = [instruction + history + "<|im_end|>\n<|im_start|>assistant\n"
-               for history in ("Toy Story (1995), 5", "Heat (1995), 4\nFargo (1996), 2\nAlien (1979), 5", "Up")]
+    instruction = (
+        "<|im_start|>system\nYou recommend films.<|im_end|>\n<|im_start|>user\nHere is a user's "
+        "history of rated items, oldest first. Analyse it step by step.\n"
+    )
+    prompts = [
+        instruction + history + "<|im_end|>\n<|im_start|>assistant\n"
+        for history in ("Toy Story (1995), 5", "Heat (1995), 4\nFargo (1996), 2\nAlien (1979), 5", "Up")
+    ]
     with torch.no_grad():
         for name, parameter in model.lm.named_parameters():
             if "lora_B" in name:

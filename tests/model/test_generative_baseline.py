@@ -25,7 +25,7 @@ def _title_logprob(model, title: str) -> float:
     prompt = model.tokenizer(PROMPT, add_special_tokens=False)["input_ids"]
     tokens = model.tokenizer(title + "</answer>", add_special_tokens=False)["input_ids"]
     with torch.no_grad():
-        logits = model.lm(input_ids=torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1:-1]
+        logits = model.lm(input_ids=torch.tensor([prompt + tokens])).logits[0, len(prompt) - 1 : -1]
     return float(F.log_softmax(logits.float(), -1).gather(1, torch.tensor(tokens)[:, None]).sum())
 
 

@@ -6,7 +6,11 @@ import pytest
 import torch
 
 from r2ec_pipeline.metrics import ranking_metrics
-from r2ec_pipeline.model.losses import catalog_infonce, catalog_target_logprobs, in_batch_infonce
+from r2ec_pipeline.model.losses import (
+    catalog_infonce,
+    catalog_target_logprobs,
+    in_batch_infonce,
+)
 
 
 def test_infonce_matches_a_hand_computed_softmax():

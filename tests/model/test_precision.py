@@ -34,8 +34,10 @@ def test_bf16_backbone_keeps_float32_adapters_and_scores_like_float32(tiny_backb
     assert table.dtype == torch.float32
     batch = toy_batch()
     with torch.no_grad():
-        states, expected = model.encode(model.user_texts(batch.prompts)), reference.encode(
-            reference.user_texts(batch.prompts))
+        states, expected = (
+            model.encode(model.user_texts(batch.prompts)),
+            reference.encode(reference.user_texts(batch.prompts)),
+        )
         assert states.dtype == torch.bfloat16
         scores = model.score(states)
     assert scores.dtype == torch.float32
@@ -53,7 +55,13 @@ def test_bf16_generation_recpo_and_sft_run_and_move_the_adapters(tiny_backbone_d
     assert metrics["skipped"] == 0.0 and all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
     assert any(not torch.equal(p, before[n]) for n, p in model.lm.named_parameters() if p.requires_grad)
     batch = toy_batch((1, 2, 3, 4))
-    result = train_sft(model, batch.prompts, batch.targets, item_prompts(), None,
-                       SFTParams(steps=2, batch_size=4, negatives=2, item_chunk_size=2))
+    result = train_sft(
+        model,
+        batch.prompts,
+        batch.targets,
+        item_prompts(),
+        None,
+        SFTParams(steps=2, batch_size=4, negatives=2, item_chunk_size=2),
+    )
     assert all(torch.isfinite(torch.tensor(p["value"])) for p in result.history["train.loss"])
     assert {p.dtype for n, p in model.lm.named_parameters() if p.requires_grad} == {torch.float32}

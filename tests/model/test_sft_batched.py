@@ -9,12 +9,21 @@ from r2ec_pipeline.config import SFTParams
 from r2ec_pipeline.model.losses import catalog_infonce, in_batch_infonce
 from r2ec_pipeline.model.sft import chunked_item_backward, train_sft
 from r2ec_pipeline.model.sft_batched import (
-    HistoryIndex, MasterWeights, SFTData, batched_loss_backward, full_catalog_infonce, length_batches,
+    HistoryIndex,
+    MasterWeights,
+    SFTData,
+    batched_loss_backward,
+    full_catalog_infonce,
+    length_batches,
 )
 
-ITEMS = {1: "<|im_start|>user\nTitle: A<|im_end|>\n", 2: "<|im_start|>user\nTitle: B Comedy<|im_end|>\n",
-         3: "<|im_start|>user\nTitle: C<|im_end|>\n", 4: "<|im_start|>user\nTitle: Toy Story 1995<|im_end|>\n",
-         5: "<|im_start|>user\nTitle: E Drama<|im_end|>\n"}
+ITEMS = {
+    1: "<|im_start|>user\nTitle: A<|im_end|>\n",
+    2: "<|im_start|>user\nTitle: B Comedy<|im_end|>\n",
+    3: "<|im_start|>user\nTitle: C<|im_end|>\n",
+    4: "<|im_start|>user\nTitle: Toy Story 1995<|im_end|>\n",
+    5: "<|im_start|>user\nTitle: E Drama<|im_end|>\n",
+}
 USERS = ["history: A", "history: B Comedy Drama", "history: C", "history: A B"]
 TARGETS = [1, 2, 3, 4]
 HISTORIES = [[2], [1, 5], [], [1, 2, 3]]
@@ -38,12 +47,18 @@ def test_sampled_softmax_matches_the_prefix_cache_engine(model, chunk):
     negatives = np.array([5, 2])
     columns = torch.tensor(TARGETS + negatives.tolist())
     users = model.encode_shared_prefix(model.user_texts(USERS), remember=False)
-    old = chunked_item_backward(model, users, [ITEMS[int(i)] for i in columns], chunk,
-                                lambda u, v: in_batch_infonce(u, v, columns[:4], 0.02, columns))
+    old = chunked_item_backward(
+        model,
+        users,
+        [ITEMS[int(i)] for i in columns],
+        chunk,
+        lambda u, v: in_batch_infonce(u, v, columns[:4], 0.02, columns),
+    )
     expected = _gradients(model)
     data = SFTData.build(model, USERS, TARGETS, ITEMS, None)
-    new = batched_loss_backward(model, data, np.arange(4), SFTParams(engine="batched", item_chunk_size=chunk),
-                                negatives)
+    new = batched_loss_backward(
+        model, data, np.arange(4), SFTParams(engine="batched", item_chunk_size=chunk), negatives
+    )
     torch.testing.assert_close(new, old, atol=1e-6, rtol=1e-5)
     _assert_same(expected, _gradients(model))
 
@@ -58,8 +73,9 @@ def test_full_softmax_equals_the_catalog_loss_and_takes_every_items_gradient(mod
         model.build_item_table(ids, [ITEMS[i] for i in ids], progress=False)
         model.lm.train()
         users = model.encode(model.user_texts(USERS))
-        bank = catalog_infonce(users, model.encode([ITEMS[t] for t in TARGETS]), torch.tensor(TARGETS),
-                               model.item_table, 0.02, HISTORIES)
+        bank = catalog_infonce(
+            users, model.encode([ITEMS[t] for t in TARGETS]), torch.tensor(TARGETS), model.item_table, 0.02, HISTORIES
+        )
     users = model.encode(model.user_texts(USERS))
     items = model.encode([ITEMS[i] for i in ids])  # every row with gradient
     logits = F.normalize(users, dim=-1) @ F.normalize(items, dim=-1).T / 0.02
@@ -70,8 +86,9 @@ def test_full_softmax_equals_the_catalog_loss_and_takes_every_items_gradient(mod
     reference.backward()
     expected = _gradients(model)
     data = SFTData.build(model, USERS, TARGETS, ITEMS, HISTORIES)
-    new = batched_loss_backward(model, data, np.arange(4),
-                                SFTParams(engine="batched", softmax="full", item_chunk_size=chunk))
+    new = batched_loss_backward(
+        model, data, np.arange(4), SFTParams(engine="batched", softmax="full", item_chunk_size=chunk)
+    )
     torch.testing.assert_close(new, bank, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(new, reference.detach(), atol=1e-5, rtol=1e-5)
     _assert_same(expected, _gradients(model))
@@ -83,8 +100,13 @@ def test_history_mask_marks_each_rows_earlier_items_but_never_lets_the_target_go
     mask = index.mask(np.array([3, 1, 2]), 5)
     assert mask.tolist() == [[True, True, True, False, False], [True, False, False, False, True], [False] * 5]
     # the target is never excluded, even when it is among the earlier items
-    loss = full_catalog_infonce(torch.eye(2, 3), torch.eye(3), torch.tensor([0, 1]), 1.0,
-                                torch.tensor([[True, True, False], [False, True, False]]))
+    loss = full_catalog_infonce(
+        torch.eye(2, 3),
+        torch.eye(3),
+        torch.tensor([0, 1]),
+        1.0,
+        torch.tensor([[True, True, False], [False, True, False]]),
+    )
     by_hand = -np.mean([np.log(np.e / (np.e + 1)), np.log(np.e / (np.e + 2))])
     assert loss.item() == pytest.approx(by_hand, abs=1e-6)
 
@@ -116,8 +138,15 @@ def test_master_weights_update_in_float32_and_compute_in_bfloat16():
 
 def test_batched_engine_trains_whole_epochs_and_keeps_the_best_validated_weights(model):
     values = iter([0.1, 0.5, 0.2, 0.3])
-    settings = SFTParams(engine="batched", softmax="full", batch_size=3, epochs=2, eval_every=2,
-                         learning_rate=1e-2, adapter_dtype="bfloat16")
+    settings = SFTParams(
+        engine="batched",
+        softmax="full",
+        batch_size=3,
+        epochs=2,
+        eval_every=2,
+        learning_rate=1e-2,
+        adapter_dtype="bfloat16",
+    )
     result = train_sft(model, USERS, TARGETS, ITEMS, lambda m: {"ndcg_at_10": next(values)}, settings, HISTORIES)
     assert result.steps_run == 4 and result.best_step == 2  # 2 epochs of ceil(4 / 3) batches
     assert [p["step"] for p in result.history["train.loss"]] == [1, 2, 3, 4]
@@ -134,17 +163,19 @@ def test_full_softmax_needs_the_batched_engine():
 def test_a_shared_prefix_runs_once_and_gives_the_full_passes_states_and_gradients(model):
     from r2ec_pipeline.model.sft_batched import TokenTable, encode_rows
 
-    texts = [f"<|im_start|>user\nHere is a user's history of rated items, oldest first.\n{tail}<|im_end|>\n"
-             for tail in ("A", "B Comedy Drama", "Toy Story 1995", "C")]
+    texts = [
+        f"<|im_start|>user\nHere is a user's history of rated items, oldest first.\n{tail}<|im_end|>\n"
+        for tail in ("A", "B Comedy Drama", "Toy Story 1995", "C")
+    ]
     table = TokenTable.of(model, texts)
     assert len(table.prefix) >= 8 and table.lengths.min() >= 1
     model.lm.train()
     rows = np.array([2, 0, 3])
     shared = encode_rows(model, table, rows)
-    (shared ** 2).sum().backward()
+    (shared**2).sum().backward()
     expected_grads = _gradients(model)
     full = model.encode([texts[i] for i in rows])
-    (full ** 2).sum().backward()
+    (full**2).sum().backward()
     torch.testing.assert_close(shared, full, atol=1e-5, rtol=1e-4)
     _assert_same(_gradients(model), expected_grads)
     plain = TokenTable.of(model, texts, share_prefix=False)

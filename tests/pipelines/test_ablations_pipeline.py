@@ -11,7 +11,7 @@ from tests.conftest import PROJECT_ROOT
 def test_each_variant_finishes_before_the_next_one_starts():
     order = [node.name for node in create_pipeline().nodes]
     variants = list(ABLATION_VARIANTS)
-    for earlier, later in zip(variants, variants[1:]):
+    for earlier, later in zip(variants, variants[1:], strict=False):
         last_of_earlier = max(i for i, name in enumerate(order) if name.startswith(f"{earlier}."))
         assert last_of_earlier < order.index(f"{later}.start_policy"), (earlier, later)
 

@@ -10,7 +10,12 @@ import pytest
 from kedro.io import DatasetError
 
 from r2ec_pipeline.config import AmazonParams
-from r2ec_pipeline.data.amazon import clean_title, item_drop_reason, months_before, parse_price
+from r2ec_pipeline.data.amazon import (
+    clean_title,
+    item_drop_reason,
+    months_before,
+    parse_price,
+)
 from r2ec_pipeline.data.samples import dataset_statistics, table5_line
 from r2ec_pipeline.datasets.raw_sources import AmazonReviews2023Dataset
 from r2ec_pipeline.pipelines.data_ingestion.nodes import amazon_tables, ingest
@@ -20,8 +25,9 @@ AMAZON = FIXTURES / "amazon"
 
 
 def _raw(suffix: str = ".jsonl.gz"):
-    return AmazonReviews2023Dataset(reviews_path=str(AMAZON / f"Rule_Cases{suffix}"),
-                                    meta_path=str(AMAZON / "meta_Rule_Cases.jsonl.gz")).load()
+    return AmazonReviews2023Dataset(
+        reviews_path=str(AMAZON / f"Rule_Cases{suffix}"), meta_path=str(AMAZON / "meta_Rule_Cases.jsonl.gz")
+    ).load()
 
 
 def test_titles_are_unescaped_stripped_of_tags_and_non_ascii():
@@ -31,26 +37,35 @@ def test_titles_are_unescaped_stripped_of_tags_and_non_ascii():
     assert clean_title(None) == ""
 
 
-@pytest.mark.parametrize(("price", "parsed"), [(9.99, 9.99), ("12.50", 12.5), (3, 3.0), ("None", None),
-                                               (None, None), ("", None), ("$5", None), (True, None)])
+@pytest.mark.parametrize(
+    ("price", "parsed"),
+    [(9.99, 9.99), ("12.50", 12.5), (3, 3.0), ("None", None), (None, None), ("", None), ("$5", None), (True, None)],
+)
 def test_price_parses_numbers_and_numeric_strings_only(price, parsed):
     assert parse_price(price) == parsed
 
 
-@pytest.mark.parametrize(("title", "price", "reason"), [
-    ("Guitar Strings", 9.99, None),
-    ("", 9.99, "no_title"),
-    ('<span id="deal">Deal</span> Mic', 5, "title_marker"),
-    ("&lt;span id=&quot;x&quot;&gt;Mic", 5, "title_marker"),  # escaped marker counts too
-    ("X", 5, "title_too_short"),
-    (" ".join(["word"] * 21), 5, "title_too_long"),
-    (" ".join(["word"] * 20), 5, None),
-    ("Strap", "None", "price_unparsable"),
-    ("Cable", None, "price_unparsable"),
-])
+@pytest.mark.parametrize(
+    ("title", "price", "reason"),
+    [
+        ("Guitar Strings", 9.99, None),
+        ("", 9.99, "no_title"),
+        ('<span id="deal">Deal</span> Mic', 5, "title_marker"),
+        ("&lt;span id=&quot;x&quot;&gt;Mic", 5, "title_marker"),  # escaped marker counts too
+        ("X", 5, "title_too_short"),
+        (" ".join(["word"] * 21), 5, "title_too_long"),
+        (" ".join(["word"] * 20), 5, None),
+        ("Strap", "None", "price_unparsable"),
+        ("Cable", None, "price_unparsable"),
+    ],
+)
 def test_each_item_rule(title, price, reason):
-    assert item_drop_reason(title, price, max_title_words=20, min_title_chars=2, title_markers=("<span id",),
-                            require_price=True) == reason
+    assert (
+        item_drop_reason(
+            title, price, max_title_words=20, min_title_chars=2, title_markers=("<span id",), require_price=True
+        )
+        == reason
+    )
 
 
 def test_the_window_moves_back_three_calendar_months_at_a_time():
@@ -61,11 +76,23 @@ def test_the_window_moves_back_three_calendar_months_at_a_time():
 
 def test_the_report_counts_every_drop_by_reason():
     interactions, items, report = amazon_tables(_raw()(), AmazonParams(min_items=5))
-    assert report["items"] == {"read": 12, "kept": 5, "dropped": {
-        "duplicate_item": 1, "no_title": 1, "title_marker": 1, "title_too_short": 1, "title_too_long": 1,
-        "price_unparsable": 2}}
-    assert report["reviews"] == {"read": 18, "kept": 9, "dropped": {
-        "item_without_metadata": 1, "item_dropped": 6, "outside_window": 1, "duplicate_review": 1}}
+    assert report["items"] == {
+        "read": 12,
+        "kept": 5,
+        "dropped": {
+            "duplicate_item": 1,
+            "no_title": 1,
+            "title_marker": 1,
+            "title_too_short": 1,
+            "title_too_long": 1,
+            "price_unparsable": 2,
+        },
+    }
+    assert report["reviews"] == {
+        "read": 18,
+        "kept": 9,
+        "dropped": {"item_without_metadata": 1, "item_dropped": 6, "outside_window": 1, "duplicate_review": 1},
+    }
     assert report["window"]["start"] == "2022-10-01"  # 5 items in the first window: it does not move
     assert sorted(items["raw_item_id"]) == ["P01", "P02", "P03", "P04", "P13"]
     titles = items.set_index("raw_item_id")["title"]
@@ -107,6 +134,14 @@ def test_a_csv_without_the_5core_columns_is_named(tmp_path):
 def test_table5_statistics_by_hand():
     interactions = pd.DataFrame({"user_id": [1, 1, 2, 2, 3, 3, 3, 3], "item_id": [1, 2, 3, 4, 5, 1, 2, 3]})
     statistics = dataset_statistics(interactions, 5, {"train": 3, "valid": 1, "test": 1})
-    assert statistics == {"users": 3, "items": 5, "interactions": 8, "density": 8 / 15, "samples": 5,
-                          "train": 3, "valid": 1, "test": 1}
+    assert statistics == {
+        "users": 3,
+        "items": 5,
+        "interactions": 8,
+        "density": 8 / 15,
+        "samples": 5,
+        "train": 3,
+        "valid": 1,
+        "test": 1,
+    }
     assert table5_line(statistics) == "users 3 | items 5 | density 53.3333% | samples 5 (3 / 1 / 1)"

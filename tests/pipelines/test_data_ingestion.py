@@ -8,7 +8,10 @@ import pytest
 from kedro.io import DatasetError
 
 from r2ec_pipeline.config import AmazonParams
-from r2ec_pipeline.datasets.raw_sources import AmazonReviews2023Dataset, RecboleWheelDataset
+from r2ec_pipeline.datasets.raw_sources import (
+    AmazonReviews2023Dataset,
+    RecboleWheelDataset,
+)
 from r2ec_pipeline.pipelines.data_ingestion.nodes import (
     DataFormatError,
     amazon_tables,
@@ -35,8 +38,11 @@ def movielens_wheel(tmp_path):
     return _fake_wheel(
         tmp_path / "recbole.whl",
         ["10\t2\t3\t881250949\n", "10\t1\t5\t881250950\n", "7\t2\t1\t881250000\n", "7\t1\t4\t881250001\n"],
-        ["1\tToy Story\t1995\tAnimation Children's Comedy\n", "2\tGoldenEye\t1995\tAction Adventure Thriller\n",
-         "3\tNever Rated\t1996\tDrama\n"],
+        [
+            "1\tToy Story\t1995\tAnimation Children's Comedy\n",
+            "2\tGoldenEye\t1995\tAction Adventure Thriller\n",
+            "3\tNever Rated\t1996\tDrama\n",
+        ],
     )
 
 
@@ -52,8 +58,12 @@ def test_movielens_from_the_wheel_keeps_every_rating(movielens_wheel):
     raw = RecboleWheelDataset(filepath=str(movielens_wheel)).load()()
     interactions, items = movielens_tables(raw)
     assert len(interactions) == 4 and interactions["rating"].tolist() == [3.0, 5.0, 1.0, 4.0]
-    assert items.loc[0].to_dict() == {"raw_item_id": "1", "title": "Toy Story", "year": "1995",
-                                      "genres": "Animation, Children's, Comedy"}
+    assert items.loc[0].to_dict() == {
+        "raw_item_id": "1",
+        "title": "Toy Story",
+        "year": "1995",
+        "genres": "Animation, Children's, Comedy",
+    }
 
 
 def test_ingest_reads_only_the_selected_source(movielens_wheel):
@@ -61,7 +71,7 @@ def test_ingest_reads_only_the_selected_source(movielens_wheel):
     interactions, items, report = ingest(source, _unused, {"source": "movielens_100k"})
     # contiguous ids from 1 in raw-id order; 0 is never used; unrated items leave the catalog
     assert sorted(interactions["user_id"].unique()) == [1, 2]
-    assert dict(zip(interactions["raw_user_id"], interactions["user_id"])) == {"7": 1, "10": 2}
+    assert dict(zip(interactions["raw_user_id"], interactions["user_id"], strict=True)) == {"7": 1, "10": 2}
     assert items["item_id"].tolist() == [1, 2] and items["raw_item_id"].tolist() == ["1", "2"]
     assert list(interactions.columns) == ["user_id", "item_id", "rating", "timestamp", "raw_user_id", "raw_item_id"]
     assert report["source"] == "movielens_100k" and report["users"] == 2 and report["catalog_items"] == 2
@@ -82,8 +92,14 @@ def test_corrupt_wheel_is_reported(tmp_path):
 
 
 def test_unknown_item_in_interactions_is_kept_outside_the_catalog():
-    interactions = pd.DataFrame({"raw_user_id": ["a", "a", "b", "b"], "raw_item_id": ["x", "zz", "x", "y"],
-                                 "rating": [1.0, 2.0, 3.0, 4.0], "timestamp": [1, 2, 3, 4]})
+    interactions = pd.DataFrame(
+        {
+            "raw_user_id": ["a", "a", "b", "b"],
+            "raw_item_id": ["x", "zz", "x", "y"],
+            "rating": [1.0, 2.0, 3.0, 4.0],
+            "timestamp": [1, 2, 3, 4],
+        }
+    )
     items = pd.DataFrame({"raw_item_id": ["x", "y"], "title": ["X", "Y"]})
     canonical, catalog = canonicalize(interactions, items, min_user_interactions=2)
     assert catalog["item_id"].tolist() == [1, 2]

@@ -10,8 +10,14 @@ from r2ec_pipeline.pipelines.data_validation.nodes import validate_tables
 from r2ec_pipeline.pipelines.data_validation.pipeline import create_pipeline
 from tests.helpers import memory_catalog
 
-PARAMS = {"rating_min": 1.0, "rating_max": 5.0, "timestamp_min": 0, "timestamp_max": 4102444800,
-          "min_user_interactions": 2, "example_rows": 3}
+PARAMS = {
+    "rating_min": 1.0,
+    "rating_max": 5.0,
+    "timestamp_min": 0,
+    "timestamp_max": 4102444800,
+    "min_user_interactions": 2,
+    "example_rows": 3,
+}
 
 
 def _catalog(interactions, items):

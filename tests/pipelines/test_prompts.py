@@ -11,8 +11,12 @@ OUTPUTS = ["train_samples", "valid_samples", "test_samples", "item_prompts", "pr
 def _run(tables, tokenizer, **params):
     interactions, items = tables
     catalog = memory_catalog(
-        {"validated_interactions": interactions, "validated_items": items, "backbone_tokenizer": tokenizer,
-         "params:prompts": params},
+        {
+            "validated_interactions": interactions,
+            "validated_items": items,
+            "backbone_tokenizer": tokenizer,
+            "params:prompts": params,
+        },
         OUTPUTS,
     )
     SequentialRunner().run(create_pipeline(), catalog)
@@ -40,13 +44,24 @@ def test_item_prompts_and_summary(tables, tiny_tokenizer):
     assert items["prompt"].str.endswith("<answer>").all()
     assert "Title: Babe\nYear: 1995\nGenres: Drama" in items.loc[5, "prompt"]
     summary, metrics = out["prompt_summary"], out["prompt_metrics"]
-    assert {split: summary[split]["samples"] for split in ("train", "valid", "test")} == {"train": 1, "valid": 3, "test": 4}
+    assert {split: summary[split]["samples"] for split in ("train", "valid", "test")} == {
+        "train": 1,
+        "valid": 3,
+        "test": 4,
+    }
     assert summary["items"]["items"] == 6
     interactions = tables[0]
     users = interactions["user_id"].nunique()
-    assert summary["dataset"] == {"users": users, "items": 6, "interactions": len(interactions),
-                                  "density": len(interactions) / (users * 6), "samples": 8,
-                                  "train": 1, "valid": 3, "test": 4}  # the paper's Table 5 row
+    assert summary["dataset"] == {
+        "users": users,
+        "items": 6,
+        "interactions": len(interactions),
+        "density": len(interactions) / (users * 6),
+        "samples": 8,
+        "train": 1,
+        "valid": 3,
+        "test": 4,
+    }  # the paper's Table 5 row
     assert metrics["test.samples"] == {"value": 4.0, "step": 0}
     assert metrics["items.item_prompt_tokens.max"]["value"] == float(items["prompt_tokens"].max())
 

@@ -15,11 +15,15 @@ SFT = {"steps": 3, "batch_size": 2, "negatives": 2, "eval_every": 2, "eval_users
 def _prompts(tables, tokenizer):
     interactions, items = tables
     outputs = ["train_samples", "valid_samples", "test_samples", "item_prompts"]
-    catalog = memory_catalog({"validated_interactions": interactions, "validated_items": items,
-                              "backbone_tokenizer": tokenizer,
-                              "params:prompts": {"window_size": 3, "split": "temporal",
-                                                 "temporal_ratios": [0.5, 0.25, 0.25]}},
-                             outputs + ["prompt_summary", "prompt_metrics"])
+    catalog = memory_catalog(
+        {
+            "validated_interactions": interactions,
+            "validated_items": items,
+            "backbone_tokenizer": tokenizer,
+            "params:prompts": {"window_size": 3, "split": "temporal", "temporal_ratios": [0.5, 0.25, 0.25]},
+        },
+        outputs + ["prompt_summary", "prompt_metrics"],
+    )
     SequentialRunner().run(prompts_pipeline(), catalog)
     return {name: catalog.load(name) for name in outputs}
 
@@ -29,9 +33,15 @@ def test_sft_trains_the_adapters_and_reports_zero_shot_and_sft(tables, tiny_back
     data = _prompts(tables, load_tokenizer(str(tiny_backbone_dir), tmp_path))
     lm = load_causal_lm(str(tiny_backbone_dir), tmp_path)
     catalog = memory_catalog(
-        {"backbone_lm": lm, "backbone_tokenizer": load_tokenizer(str(tiny_backbone_dir), tmp_path),
-         "params:model": {**MODEL, "backbone": str(tiny_backbone_dir)}, "params:prompts": {}, "params:sft": SFT,
-         "validated_interactions": tables[0], **{k: v for k, v in data.items() if k != "test_samples"}},
+        {
+            "backbone_lm": lm,
+            "backbone_tokenizer": load_tokenizer(str(tiny_backbone_dir), tmp_path),
+            "params:model": {**MODEL, "backbone": str(tiny_backbone_dir)},
+            "params:prompts": {},
+            "params:sft": SFT,
+            "validated_interactions": tables[0],
+            **{k: v for k, v in data.items() if k != "test_samples"},
+        },
         ["sft_model", "sft_history", "sft_report", "zero_shot_model", "sft_eval_samples"],
     )
     SequentialRunner().run(sft_pipeline(), catalog)
@@ -51,11 +61,15 @@ def test_catalog_softmax_trains_against_every_item_and_reports_its_curve(tables,
     torch.manual_seed(0)
     data = _prompts(tables, load_tokenizer(str(tiny_backbone_dir), tmp_path))
     catalog = memory_catalog(
-        {"backbone_lm": load_causal_lm(str(tiny_backbone_dir), tmp_path),
-         "backbone_tokenizer": load_tokenizer(str(tiny_backbone_dir), tmp_path),
-         "params:model": {**MODEL, "backbone": str(tiny_backbone_dir)}, "params:prompts": {},
-         "params:sft": {**SFT, "softmax": "catalog", "table_refresh_every": 2, "negatives": 0},
-         "validated_interactions": tables[0], **{k: v for k, v in data.items() if k != "test_samples"}},
+        {
+            "backbone_lm": load_causal_lm(str(tiny_backbone_dir), tmp_path),
+            "backbone_tokenizer": load_tokenizer(str(tiny_backbone_dir), tmp_path),
+            "params:model": {**MODEL, "backbone": str(tiny_backbone_dir)},
+            "params:prompts": {},
+            "params:sft": {**SFT, "softmax": "catalog", "table_refresh_every": 2, "negatives": 0},
+            "validated_interactions": tables[0],
+            **{k: v for k, v in data.items() if k != "test_samples"},
+        },
         ["sft_model", "sft_history", "sft_report", "zero_shot_model", "sft_eval_samples"],
     )
     SequentialRunner().run(sft_pipeline(), catalog)

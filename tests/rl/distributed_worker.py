@@ -27,8 +27,13 @@ def main(backbone: str, out: str) -> None:
     collective = Collective()
     with tempfile.TemporaryDirectory() as cache:
         model = toy_model(Path(backbone), Path(cache))
-        settings = SETTINGS.model_copy(update={"per_device_train_batch_size": GLOBAL_BATCH // collective.world_size,
-                                               "max_steps": 2, "learning_rate": 1e-2})
+        settings = SETTINGS.model_copy(
+            update={
+                "per_device_train_batch_size": GLOBAL_BATCH // collective.world_size,
+                "max_steps": 2,
+                "learning_rate": 1e-2,
+            }
+        )
         result = train_recpo(model, toy_data(), settings, collective=collective)
     if collective.is_main:
         Path(out).write_text(json.dumps({"world_size": collective.world_size, "history": result.history}))

@@ -13,8 +13,16 @@ import pytest
 from tests.conftest import PROJECT_ROOT
 from tests.helpers import free_port
 
-COMPARED = ["train.loss", "train.token_loss", "train.item_loss", "train.reward_mean", "train.reward_std",
-            "train.clip_fraction", "train.completion_length", "train.grad_norm"]
+COMPARED = [
+    "train.loss",
+    "train.token_loss",
+    "train.item_loss",
+    "train.reward_mean",
+    "train.reward_std",
+    "train.clip_fraction",
+    "train.completion_length",
+    "train.grad_norm",
+]
 
 
 def _run(command: list[str], out: Path) -> dict:
@@ -28,8 +36,10 @@ def test_two_processes_match_one_process_on_the_same_global_batch(tiny_backbone_
     worker = ["-m", "tests.rl.distributed_worker", str(tiny_backbone_dir)]
     single = _run([sys.executable, *worker, str(tmp_path / "one.json")], tmp_path / "one.json")
     torchrun = str(Path(sys.executable).with_name("torchrun"))
-    double = _run([torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), *worker,
-                   str(tmp_path / "two.json")], tmp_path / "two.json")
+    double = _run(
+        [torchrun, "--nproc_per_node", "2", "--master_port", str(free_port()), *worker, str(tmp_path / "two.json")],
+        tmp_path / "two.json",
+    )
     assert (single["world_size"], double["world_size"]) == (1, 2)
     for name in COMPARED:
         one = [point["value"] for point in single["history"][name]]

@@ -14,9 +14,20 @@ def test_parameters_change_after_one_step(tiny_backbone_dir, tmp_path):
     metrics, paths = recpo_step(model, optimizer, toy_batch(), SETTINGS, torch.Generator().manual_seed(0))
     changed = [n for n, p in model.lm.named_parameters() if p.requires_grad and not torch.equal(p, before[n])]
     assert changed and metrics["skipped"] == 0.0
-    assert set(metrics) >= {"reward_mean", "reward_std", "token_loss", "item_loss", "clip_fraction",
-                            "item_clip_fraction", "item_ratio_mean", "completion_length", "stop_tag_share",
-                            "stop_end_of_turn_share", "stop_length_share", "advantage_std"}
+    assert set(metrics) >= {
+        "reward_mean",
+        "reward_std",
+        "token_loss",
+        "item_loss",
+        "clip_fraction",
+        "item_clip_fraction",
+        "item_ratio_mean",
+        "completion_length",
+        "stop_tag_share",
+        "stop_end_of_turn_share",
+        "stop_length_share",
+        "advantage_std",
+    }
     stop_shares = [metrics[f"stop_{reason}_share"] for reason in ("tag", "end_of_turn", "length")]
     assert sum(stop_shares) == pytest.approx(1.0)
     assert metrics["stop_length_share"] == pytest.approx(paths.stop_reasons.count("length") / len(paths.stop_reasons))
@@ -48,8 +59,9 @@ def test_policy_forward_reproduces_the_rollout_policy(tiny_backbone_dir, tmp_pat
     batch = toy_batch()
     paths = rollout(model, batch, SETTINGS, torch.Generator().manual_seed(0))
     with torch.no_grad():
-        logprobs, states = policy_forward(model, batch.prompts, paths.token_ids, SETTINGS.num_generations,
-                                          SETTINGS.temperature)
+        logprobs, states = policy_forward(
+            model, batch.prompts, paths.token_ids, SETTINGS.num_generations, SETTINGS.temperature
+        )
     torch.testing.assert_close(logprobs * paths.mask, paths.old_logprobs, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(states, paths.states, atol=1e-4, rtol=1e-3)  # the h that was scored
     assert paths.mask.sum(dim=1).tolist() == [float(len(t)) for t in paths.token_ids]
@@ -95,4 +107,5 @@ def test_item_loss_reads_the_current_user_state_not_the_rollout_ones(tiny_backbo
         gradients.append({n: p.grad.clone() for n, p in model.lm.named_parameters() if p.grad is not None})
     assert results[0]["item_loss"] != 0.0 and results[1]["item_loss"] == results[0]["item_loss"]
     assert gradients[0].keys() == gradients[1].keys() and all(
-        torch.equal(gradients[0][n], gradients[1][n]) for n in gradients[0])
+        torch.equal(gradients[0][n], gradients[1][n]) for n in gradients[0]
+    )

@@ -91,9 +91,12 @@ def _token_loss_at(ratio: float, advantage: float):
 @pytest.mark.parametrize(
     ("ratio", "advantage", "clipped"),
     [
-        (1.27, 1.0, False), (1.29, 1.0, True),     # upper bound 1 + ε_high = 1.28 binds for A > 0
-        (0.81, -1.0, False), (0.79, -1.0, True),   # lower bound 1 − ε_low = 0.8 binds for A < 0
-        (0.5, 1.0, False), (2.0, -1.0, False),     # the other side is never clipped (min keeps r·A)
+        (1.27, 1.0, False),
+        (1.29, 1.0, True),  # upper bound 1 + ε_high = 1.28 binds for A > 0
+        (0.81, -1.0, False),
+        (0.79, -1.0, True),  # lower bound 1 − ε_low = 0.8 binds for A < 0
+        (0.5, 1.0, False),
+        (2.0, -1.0, False),  # the other side is never clipped (min keeps r·A)
     ],
 )
 def test_clipping_engages_exactly_beyond_the_bounds(ratio, advantage, clipped):
@@ -122,8 +125,12 @@ def test_halves_with_the_global_denominator_add_up_to_the_whole_batch(loss_type)
     advantages = torch.tensor([1.0, -0.5, 2.0, -1.0])
     whole, _ = clipped_token_loss(logprobs, old, advantages, mask, loss_type=loss_type)
     count = mask.sum() if loss_type == "token_mean" else 4.0
-    halves = [clipped_token_loss(logprobs[rows], old[rows], advantages[rows], mask[rows], loss_type=loss_type,
-                                 denominator=count)[0] for rows in (slice(0, 2), slice(2, 4))]
+    halves = [
+        clipped_token_loss(
+            logprobs[rows], old[rows], advantages[rows], mask[rows], loss_type=loss_type, denominator=count
+        )[0]
+        for rows in (slice(0, 2), slice(2, 4))
+    ]
     assert (halves[0] + halves[1]).item() == pytest.approx(whole.item())
 
 
@@ -133,8 +140,8 @@ def test_token_mean_and_sequence_mean_differ_on_ragged_lengths():
     zeros, advantages = torch.zeros(2, 3), torch.tensor([1.0, 2.0])
     token_mean, _ = clipped_token_loss(zeros, zeros, advantages, mask, loss_type="token_mean")
     sequence_mean, _ = clipped_token_loss(zeros, zeros, advantages, mask, loss_type="sequence_mean")
-    assert token_mean.item() == pytest.approx(-(1 + 2 * 3) / 4)   # −7/4
-    assert sequence_mean.item() == pytest.approx(-(1 + 2) / 2)    # −3/2
+    assert token_mean.item() == pytest.approx(-(1 + 2 * 3) / 4)  # −7/4
+    assert sequence_mean.item() == pytest.approx(-(1 + 2) / 2)  # −3/2
 
 
 def test_zero_advantage_group_gives_no_gradient():

@@ -10,8 +10,14 @@ MODEL = {"similarity_temperature": 0.1, "adapters": {"r": 2, "alpha": 4, "top_la
 
 def test_without_sft_the_policy_is_built_from_the_backbone_folder(tiny_backbone_dir: Path, tmp_path: Path):
     tokenizer = load_tokenizer(str(tiny_backbone_dir), tmp_path)
-    model = start_policy(None, tiny_backbone_dir, tokenizer, {**MODEL, "backbone": str(tiny_backbone_dir)},
-                         {"answer_tag": "<rec>"}, {"similarity_temperature": 0.05})
+    model = start_policy(
+        None,
+        tiny_backbone_dir,
+        tokenizer,
+        {**MODEL, "backbone": str(tiny_backbone_dir)},
+        {"answer_tag": "<rec>"},
+        {"similarity_temperature": 0.05},
+    )
     assert model.config.similarity_temperature == 0.05
     assert model.config.answer_tag == "<rec>"  # the prompts' tag, not a default of its own
     assert any(p.requires_grad for p in model.lm.parameters())

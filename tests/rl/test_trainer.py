@@ -13,8 +13,9 @@ from r2ec_pipeline.rl.checkpointing import CheckpointStore, ResumeError
 from r2ec_pipeline.rl.trainer import batch_indices, total_steps, train_recpo
 from tests.rl.toy_task import SETTINGS, toy_data, toy_model
 
-TRAINER = SETTINGS.model_copy(update={"per_device_train_batch_size": 2, "max_steps": 4, "learning_rate": 1e-2,
-                                      "save_steps": 2, "seed": 0})
+TRAINER = SETTINGS.model_copy(
+    update={"per_device_train_batch_size": 2, "max_steps": 4, "learning_rate": 1e-2, "save_steps": 2, "seed": 0}
+)
 
 
 def _train(backbone, tmp_path, store=None, resume=None, trainer=TRAINER, evaluate=None):
@@ -32,11 +33,15 @@ def test_each_epoch_visits_every_full_batch_once_in_a_seeded_order():
     assert sorted(epoch.tolist()) != list(range(7)) and len(set(epoch.tolist())) == 6  # 7th sample dropped
     assert np.array_equal(batch_indices(7, 3, 3, seed=1), batch_indices(7, 3, 3, seed=1))
     assert not np.array_equal(batch_indices(7, 3, 1, seed=1), batch_indices(7, 3, 3, seed=1))  # new epoch order
-    by_epochs = SETTINGS.model_copy(update={"per_device_train_batch_size": 3, "max_steps": None, "num_train_epochs": 1.5})
+    by_epochs = SETTINGS.model_copy(
+        update={"per_device_train_batch_size": 3, "max_steps": None, "num_train_epochs": 1.5}
+    )
     assert total_steps(7, by_epochs) == 3
 
 
-def test_killed_after_step_k_and_resumed_gives_the_uninterrupted_step_k_plus_1(tiny_backbone_dir, tmp_path, monkeypatch):
+def test_killed_after_step_k_and_resumed_gives_the_uninterrupted_step_k_plus_1(
+    tiny_backbone_dir, tmp_path, monkeypatch
+):
     _, uninterrupted = _train(tiny_backbone_dir, tmp_path / "a", CheckpointStore(tmp_path / "a" / "ckpt"))
 
     store = CheckpointStore(tmp_path / "b" / "ckpt")
@@ -67,20 +72,25 @@ def test_resuming_under_other_settings_is_refused(tiny_backbone_dir, tmp_path):
     store = CheckpointStore(tmp_path / "ckpt")
     _train(tiny_backbone_dir, tmp_path, store, trainer=TRAINER.model_copy(update={"max_steps": 2}))
     with pytest.raises(ResumeError, match="learning_rate"):
-        _train(tiny_backbone_dir, tmp_path, store, resume=True,
-               trainer=TRAINER.model_copy(update={"learning_rate": 0.5}))
+        _train(
+            tiny_backbone_dir, tmp_path, store, resume=True, trainer=TRAINER.model_copy(update={"learning_rate": 0.5})
+        )
     with pytest.raises(ResumeError, match="not a RecPO checkpoint"):
         _train(tiny_backbone_dir, tmp_path, store, resume=str(tmp_path / "nowhere"))
     # how an update is cut into micro-batches and log-prob chunks may change (same gradient): resumed
-    _, resumed = _train(tiny_backbone_dir, tmp_path, store, resume=True, trainer=TRAINER.model_copy(
-        update={"max_steps": 3, "policy_micro_batch": 1, "logprob_chunk_tokens": 2}))
+    _, resumed = _train(
+        tiny_backbone_dir,
+        tmp_path,
+        store,
+        resume=True,
+        trainer=TRAINER.model_copy(update={"max_steps": 3, "policy_micro_batch": 1, "logprob_chunk_tokens": 2}),
+    )
     assert resumed.resumed_from == 2 and resumed.steps == 3
 
 
 def test_old_checkpoints_are_pruned(tiny_backbone_dir, tmp_path):
     store = CheckpointStore(tmp_path / "ckpt", keep=2)
-    _train(tiny_backbone_dir, tmp_path, store, trainer=TRAINER.model_copy(update={"max_steps": 5,
-                                                                           "save_steps": 1}))
+    _train(tiny_backbone_dir, tmp_path, store, trainer=TRAINER.model_copy(update={"max_steps": 5, "save_steps": 1}))
     assert [p.name for p in store.checkpoints()] == ["checkpoint-4", "checkpoint-5"]
 
 
@@ -91,8 +101,9 @@ def test_validation_runs_before_during_and_after_and_logs_every_step(tiny_backbo
         calls.append(model.item_table.clone())
         return {"reasoning.ndcg_at_10": float(len(calls))}
 
-    trainer = SETTINGS.model_copy(update={"per_device_train_batch_size": 3, "max_steps": 24, "learning_rate": 2e-2,
-                                         "eval_steps": 12})
+    trainer = SETTINGS.model_copy(
+        update={"per_device_train_batch_size": 3, "max_steps": 24, "learning_rate": 2e-2, "eval_steps": 12}
+    )
     _, result = _train(tiny_backbone_dir, tmp_path, trainer=trainer, evaluate=evaluate)
     assert sorted(result.evaluations) == [0, 12, 24] and result.final_metrics == {"reasoning.ndcg_at_10": 3.0}
     assert result.selected_step == 24 and result.selected_metrics == result.final_metrics

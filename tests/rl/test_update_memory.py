@@ -62,8 +62,9 @@ def test_gradient_checkpointing_gives_the_same_logprobs_states_and_gradient(tiny
         current.set_gradient_checkpointing(checkpointing)
         current.lm.train()
         assert current.recomputes_activations == checkpointing
-        logprobs, states = policy_forward(current, batch.prompts, paths.token_ids, SETTINGS.num_generations,
-                                          SETTINGS.temperature)
+        logprobs, states = policy_forward(
+            current, batch.prompts, paths.token_ids, SETTINGS.num_generations, SETTINGS.temperature
+        )
         items = current.encode_shared_prefix(batch.target_prompts)
         ((logprobs * paths.mask).sum() + states.sum() + items.sum()).backward()
         grads = {n: p.grad for n, p in current.lm.named_parameters() if p.requires_grad}

@@ -15,15 +15,20 @@ from tests.serving.conftest import BASIS, RUN_TAGS, log_and_register
 
 
 def test_registration_writes_its_report_and_tags_the_version_with_the_runs_profile_and_commit(
-        mlflow_store, tiny_checkpoint, tiny_backbone_dir):
+    mlflow_store, tiny_checkpoint, tiny_backbone_dir
+):
     report = log_and_register(tiny_checkpoint, tiny_backbone_dir, 0.1)
     assert json.loads(Path("registration.json").read_text()) == report
     tags = MlflowClient().get_model_version("r2ec", str(report["version"])).tags
     assert {key: tags[key] for key in ("profile", "git_commit", "evaluation_users")} == {
-        key: RUN_TAGS[key] for key in ("profile", "git_commit", "evaluation_users")}
+        key: RUN_TAGS[key] for key in ("profile", "git_commit", "evaluation_users")
+    }
     assert "unrelated" not in tags and {key: tags[key] for key in BASIS} == BASIS
-    [run] = [run for run in mlflow.search_runs(output_format="list", search_all_experiments=True)
-             if run.data.tags.get("git_commit") == RUN_TAGS["git_commit"]]  # the registering run
+    [run] = [
+        run
+        for run in mlflow.search_runs(output_format="list", search_all_experiments=True)
+        if run.data.tags.get("git_commit") == RUN_TAGS["git_commit"]
+    ]  # the registering run
     assert "registration.json" in {a.path for a in MlflowClient().list_artifacts(run.info.run_id)}
 
 
@@ -33,9 +38,15 @@ def test_a_report_not_written_yet_is_named(tmp_path):
 
 
 def _variant(reward_type: str) -> dict:
-    return {"test": {"direct": {"ndcg_at_10": 0.25}}, "mlflow_run": {
-        "tags": {"ablation.variant": reward_type}, "params": {"recpo.reward_type": reward_type},
-        "metrics": {"test": {"direct": {"ndcg_at_10": 0.25}}}, "curves": {"train.reward_mean": [0.1, 0.3]}}}
+    return {
+        "test": {"direct": {"ndcg_at_10": 0.25}},
+        "mlflow_run": {
+            "tags": {"ablation.variant": reward_type},
+            "params": {"recpo.reward_type": reward_type},
+            "metrics": {"test": {"direct": {"ndcg_at_10": 0.25}}},
+            "curves": {"train.reward_mean": [0.1, 0.3]},
+        },
+    }
 
 
 def test_each_variant_becomes_a_nested_run_with_its_params_metrics_and_curve(mlflow_store, tmp_path):

@@ -36,12 +36,29 @@ def server(mlflow_store, tiny_checkpoint, tiny_backbone_dir, tmp_path: Path):
     mlflow_cli = str(Path(sys.executable).with_name("mlflow"))
     log = (tmp_path / "server.log").open("w")
     process = subprocess.Popen(
-        [mlflow_cli, "models", "serve", "-m", "models:/r2ec@champion", "--env-manager", "local",
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        [
+            mlflow_cli,
+            "models",
+            "serve",
+            "-m",
+            "models:/r2ec@champion",
+            "--env-manager",
+            "local",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
         # the venv's bin first: `mlflow models serve` execs `uvicorn` from PATH (pytest run outside make)
-        env={**os.environ, "MLFLOW_TRACKING_URI": mlflow_store,
-             "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])},
-        stdout=log, stderr=subprocess.STDOUT,
+        env={
+            **os.environ,
+            "MLFLOW_TRACKING_URI": mlflow_store,
+            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        },
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
@@ -66,16 +83,20 @@ def server(mlflow_store, tiny_checkpoint, tiny_backbone_dir, tmp_path: Path):
 
 
 def test_served_champion_answers_a_good_request_and_rejects_bad_ones_with_400(server):
-    status, body = _post(server, [{"history_item_ids": ["B01", "B02"], "history_ratings": [5.0, 2.0],
-                                   "history_timestamps": [100, 200], "k": 2}])
+    status, body = _post(
+        server,
+        [{"history_item_ids": ["B01", "B02"], "history_ratings": [5.0, 2.0], "history_timestamps": [100, 200], "k": 2}],
+    )
     assert status == 200, body
     [answer] = body["predictions"]
     assert len(answer["item_ids"]) == 2 and not set(answer["item_ids"]) & {"B01", "B02"}
     assert len(answer["titles"]) == len(answer["scores"]) == 2 and "reasoning" in answer
 
-    for record, message in (({"history_item_ids": ["B01", "NOPE"]}, "unknown item ids ['NOPE']"),
-                            ({"history_item_ids": []}, "history_item_ids is empty"),
-                            ({"history_item_ids": ["B01"], "k": 0}, "k must be an integer in 1..3")):
+    for record, message in (
+        ({"history_item_ids": ["B01", "NOPE"]}, "unknown item ids ['NOPE']"),
+        ({"history_item_ids": []}, "history_item_ids is empty"),
+        ({"history_item_ids": ["B01"], "k": 0}, "k must be an integer in 1..3"),
+    ):
         status, body = _post(server, [record])
         assert status == 400, (record, body)
         assert message in body["message"], body

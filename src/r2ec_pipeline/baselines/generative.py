@@ -24,7 +24,9 @@ class TrieNode:
     items: list[int] = field(default_factory=list)  # items whose token sequence ends here
 
 
-def build_title_trie(model: R2ecModel, item_ids: Sequence[int], titles: Sequence[str], end: str = "</answer>") -> TrieNode:
+def build_title_trie(
+    model: R2ecModel, item_ids: Sequence[int], titles: Sequence[str], end: str = "</answer>"
+) -> TrieNode:
     """A trie over ``title + end`` token sequences; items with the same title share a leaf."""
     root = TrieNode()
     token_lists = model.tokenizer([title + end for title in titles], add_special_tokens=False)["input_ids"]
@@ -40,13 +42,14 @@ def build_title_trie(model: R2ecModel, item_ids: Sequence[int], titles: Sequence
 class _Beam:
     score: float
     node: TrieNode
-    parent: int     # row of the beam it extends in the previous step's cache
+    parent: int  # row of the beam it extends in the previous step's cache
     token: int
 
 
 @torch.no_grad()
-def constrained_beam_search(model: R2ecModel, prompt: str, trie: TrieNode, beams: int = 10,
-                            top: int = 10) -> list[tuple[int, float]]:
+def constrained_beam_search(
+    model: R2ecModel, prompt: str, trie: TrieNode, beams: int = 10, top: int = 10
+) -> list[tuple[int, float]]:
     """The ``top`` items (id, title log-probability) found by beam search with ``beams`` beams, best first."""
     batch = model.tokenize([prompt])
     out = model.lm(**batch, use_cache=True, logits_to_keep=1)
@@ -56,8 +59,11 @@ def constrained_beam_search(model: R2ecModel, prompt: str, trie: TrieNode, beams
     finished: list[tuple[float, int]] = []
     while live:
         logprobs = F.log_softmax(logits, dim=-1).cpu()
-        candidates = [_Beam(beam.score + float(logprobs[row, token]), child, row, token)
-                      for row, beam in enumerate(live) for token, child in beam.node.children.items()]
+        candidates = [
+            _Beam(beam.score + float(logprobs[row, token]), child, row, token)
+            for row, beam in enumerate(live)
+            for token, child in beam.node.children.items()
+        ]
         candidates.sort(key=lambda beam: beam.score, reverse=True)
         live = []
         for candidate in candidates[:beams]:
@@ -69,8 +75,9 @@ def constrained_beam_search(model: R2ecModel, prompt: str, trie: TrieNode, beams
             break  # scores only fall as a beam grows: no live beam can still enter the top list
         cache.reorder_cache(torch.tensor([beam.parent for beam in live], device=model.device))
         tokens = torch.tensor([[beam.token] for beam in live], device=model.device)
-        out = model.lm(input_ids=tokens, position_ids=torch.full_like(tokens, position), **with_cache(cache),
-                       use_cache=True)
+        out = model.lm(
+            input_ids=tokens, position_ids=torch.full_like(tokens, position), **with_cache(cache), use_cache=True
+        )
         cache, logits = cache_of(out), out.logits[:, -1].float()
         position += 1
     return [(item, score) for score, item in finished[:top]]

@@ -29,7 +29,7 @@ def pad_sequences(histories: Sequence[Sequence[int]], max_length: int) -> torch.
     for index, history in enumerate(histories):
         kept = list(history)[-max_length:]
         if kept:
-            rows[index, max_length - len(kept):] = torch.as_tensor(kept, dtype=torch.long)
+            rows[index, max_length - len(kept) :] = torch.as_tensor(kept, dtype=torch.long)
     return rows
 
 
@@ -42,8 +42,9 @@ class SASRec(nn.Module):
         size = settings.hidden_size
         self.items = nn.Embedding(num_items + 1, size, padding_idx=0)
         self.positions = nn.Embedding(settings.max_length, size)
-        block = nn.TransformerEncoderLayer(size, settings.num_heads, size, settings.dropout, batch_first=True,
-                                           norm_first=True)
+        block = nn.TransformerEncoderLayer(
+            size, settings.num_heads, size, settings.dropout, batch_first=True, norm_first=True
+        )
         self.blocks = nn.TransformerEncoder(block, settings.num_blocks, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(size)
         self.dropout = nn.Dropout(settings.dropout)
@@ -85,8 +86,8 @@ def training_windows(sequences: Sequence[Sequence[int]], max_length: int) -> tup
         end = len(sequence)
         while end >= 2:
             start = max(0, end - max_length - 1)
-            inputs.append(sequence[start:end - 1])
-            labels.append(sequence[start + 1:end])
+            inputs.append(sequence[start : end - 1])
+            labels.append(sequence[start + 1 : end])
             end = start + 1 if start > 0 else 0
     return pad_sequences(inputs, max_length), pad_sequences(labels, max_length)
 

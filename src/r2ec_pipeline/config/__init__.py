@@ -34,13 +34,39 @@ from r2ec_pipeline.config.release import (
     RegistrationParams,
     SASRecParams,
 )
-from r2ec_pipeline.config.training import METRIC_NAMES, AdapterParams, ModelParams, RecPOParams, SFTParams
+from r2ec_pipeline.config.training import (
+    METRIC_NAMES,
+    AdapterParams,
+    ModelParams,
+    RecPOParams,
+    SFTParams,
+)
 
 __all__ = [
-    "ABLATION_VARIANTS", "DEFAULT_ITEM_INSTRUCTION", "DEFAULT_USER_INSTRUCTION", "EVALUATED_MODELS", "METRIC_NAMES",
-    "PARAMETER_MODELS", "R2EC_MODELS", "AblationParams", "AdapterParams", "AmazonParams", "BaselinesParams",
-    "CatalogUpdateParams", "ColdStartParams", "ConfigError", "EvaluationParams", "IngestionParams", "ModelParams", "PromptParams",
-    "RecPOParams", "RegistrationParams", "SASRecParams", "SFTParams", "ValidationParams", "parse_block",
+    "ABLATION_VARIANTS",
+    "DEFAULT_ITEM_INSTRUCTION",
+    "DEFAULT_USER_INSTRUCTION",
+    "EVALUATED_MODELS",
+    "METRIC_NAMES",
+    "PARAMETER_MODELS",
+    "R2EC_MODELS",
+    "AblationParams",
+    "AdapterParams",
+    "AmazonParams",
+    "BaselinesParams",
+    "CatalogUpdateParams",
+    "ColdStartParams",
+    "ConfigError",
+    "EvaluationParams",
+    "IngestionParams",
+    "ModelParams",
+    "PromptParams",
+    "RecPOParams",
+    "RegistrationParams",
+    "SASRecParams",
+    "SFTParams",
+    "ValidationParams",
+    "parse_block",
     "validate_parameters",
 ]
 

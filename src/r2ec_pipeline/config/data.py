@@ -75,8 +75,10 @@ class PromptParams(_Params):
     """Samples, splits and prompts (method §1–2)."""
 
     window_size: int = Field(
-        5, ge=1, description="History items kept per sample, latest first (method §1: 20, conf/paper; the CPU "
-        "profile keeps 5: prompts ~4.5x cheaper to encode)."
+        5,
+        ge=1,
+        description="History items kept per sample, latest first (method §1: 20, conf/paper; the CPU "
+        "profile keeps 5: prompts ~4.5x cheaper to encode).",
     )
     split: Literal["temporal", "leave_one_out"] = Field(
         "leave_one_out", description="temporal: 80/10/10 by target time (paper); leave_one_out: RecBole's."

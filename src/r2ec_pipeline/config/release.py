@@ -52,20 +52,26 @@ class EvaluationParams(_Params):
         32, ge=1, description="Seeded validation users ranked by every model in direct mode (null: every user)."
     )
     reasoning_users: int | None = Field(
-        32, ge=1, description="Of those, per split, the first ones in the seeded order that the R²ec models also "
-        "rank with greedy reasoning (null: all of them)."
+        32,
+        ge=1,
+        description="Of those, per split, the first ones in the seeded order that the R²ec models also "
+        "rank with greedy reasoning (null: all of them).",
     )
     recpo_reasoning_users: int | None = Field(
-        200, ge=1, description="The RecPO model's greedy-reasoning users per split, the first ones in the seeded "
-        "order (null: all of them); its reasoning − direct comparison needs more users than the others'."
+        200,
+        ge=1,
+        description="The RecPO model's greedy-reasoning users per split, the first ones in the seeded "
+        "order (null: all of them); its reasoning − direct comparison needs more users than the others'.",
     )
     zero_shot_users: int | None = Field(
         None, ge=1, description="The zero-shot model ranks only the first ones per split (null: all of them)."
     )
     reasoning_tokens: int = Field(32, ge=1, description="Greedy reasoning tokens before <answer> is forced.")
     reasoning_batch_size: int = Field(
-        16, ge=1, description="Users per batch when generating greedy reasoning (16 was 1.4x faster per user "
-        "than 8 on 2 cores: benchmarks/evaluation_speed.py; direct mode uses model.encode_batch_size)."
+        16,
+        ge=1,
+        description="Users per batch when generating greedy reasoning (16 was 1.4x faster per user "
+        "than 8 on 2 cores: benchmarks/evaluation_speed.py; direct mode uses model.encode_batch_size).",
     )
     ks: list[int] = Field([5, 10, 20], min_length=1, description="Cutoffs of Hit@K and NDCG@K.")
     top_n: int = Field(50, ge=1, description="Items per sample in the rankings export.")
@@ -89,8 +95,10 @@ class RegistrationParams(_Params):
     def _metric_is_qualified(self) -> RegistrationParams:
         parts = self.promotion_metric.split(".")
         if len(parts) != 4 or parts[0] not in ("valid", "test") or parts[1] not in EVALUATED_MODELS:
-            raise ValueError(f"promotion_metric {self.promotion_metric!r} must read split.model.mode.metric, "
-                             f"e.g. 'valid.recpo.reasoning.ndcg_at_10'")
+            raise ValueError(
+                f"promotion_metric {self.promotion_metric!r} must read split.model.mode.metric, "
+                f"e.g. 'valid.recpo.reasoning.ndcg_at_10'"
+            )
         if self.default_k > self.max_k:
             raise ValueError(f"default_k {self.default_k} > max_k {self.max_k}")
         return self
@@ -114,8 +122,9 @@ class CatalogUpdateParams(_Params):
     """
 
     allow_updates: bool = Field(
-        False, description="A row whose raw id the catalog already has replaces that item's text (its row is "
-        "re-encoded); false: such a row stops the update (rule raw_item_id_not_in_catalog)."
+        False,
+        description="A row whose raw id the catalog already has replaces that item's text (its row is "
+        "re-encoded); false: such a row stops the update (rule raw_item_id_not_in_catalog).",
     )
 
 
@@ -138,8 +147,10 @@ class AblationParams(_Params):
     @model_validator(mode="after")
     def _variants_are_valid_recpo_blocks(self) -> AblationParams:
         if set(self.variants) != set(ABLATION_VARIANTS):
-            raise ValueError(f"variants must be exactly {list(ABLATION_VARIANTS)} (the pipeline's namespaces); "
-                             f"got {sorted(self.variants)}")
+            raise ValueError(
+                f"variants must be exactly {list(ABLATION_VARIANTS)} (the pipeline's namespaces); "
+                f"got {sorted(self.variants)}"
+            )
         return self
 
     def recpo_block(self, base: dict[str, Any], variant: str) -> dict[str, Any]:

@@ -18,14 +18,14 @@ class AdapterParams(_Params):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
     top_layers: int | None = Field(
-        8, ge=1, description="Adapters on the top N layers only (null: all, the paper's setting, conf/paper). "
-        "On a CPU this makes a training step ~3x cheaper, since backward stops at the lowest adapted layer."
+        8,
+        ge=1,
+        description="Adapters on the top N layers only (null: all, the paper's setting, conf/paper). "
+        "On a CPU this makes a training step ~3x cheaper, since backward stops at the lowest adapted layer.",
     )
 
 
-METRIC_NAMES = Literal[
-    "hit_at_5", "ndcg_at_5", "hit_at_10", "ndcg_at_10", "hit_at_20", "ndcg_at_20", "mrr"
-]
+METRIC_NAMES = Literal["hit_at_5", "ndcg_at_5", "hit_at_10", "ndcg_at_10", "hit_at_20", "ndcg_at_20", "mrr"]
 
 
 class ModelParams(_Params):
@@ -44,12 +44,14 @@ class ModelParams(_Params):
         "auto", description="Where the model runs (auto: this process's CUDA device when there is one, else the CPU)."
     )
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Precision of the frozen backbone weights (auto: bfloat16 on CUDA, float32 on the CPU); "
-        "trainable weights and the rec head's math (cosine/τ, softmax, rewards, log-probs) stay float32."
+        "auto",
+        description="Precision of the frozen backbone weights (auto: bfloat16 on CUDA, float32 on the CPU); "
+        "trainable weights and the rec head's math (cosine/τ, softmax, rewards, log-probs) stay float32.",
     )
     gradient_checkpointing: bool = Field(
-        False, description="Recompute each layer's activations in backward (HF's switch) in SFT and RecPO: less "
-        "memory for ~30% more compute; the prompt's KV cache is then not shared across a user's paths."
+        False,
+        description="Recompute each layer's activations in backward (HF's switch) in SFT and RecPO: less "
+        "memory for ~30% more compute; the prompt's KV cache is then not shared across a user's paths.",
     )
 
     @property
@@ -68,52 +70,67 @@ class SFTParams(_Params):
     weight_decay: float = Field(0.0, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     negatives: int = Field(
-        32, ge=0, description="Uniform catalog negatives added to the in-batch softmax (in-batch negatives "
-        "alone cancel the popularity signal)."
+        32,
+        ge=0,
+        description="Uniform catalog negatives added to the in-batch softmax (in-batch negatives "
+        "alone cancel the popularity signal).",
     )
     engine: Literal["prefix_cache", "batched"] = Field(
-        "prefix_cache", description="prefix_cache: the prompt prefix every text shares run once per batch and the "
+        "prefix_cache",
+        description="prefix_cache: the prompt prefix every text shares run once per batch and the "
         "frozen bottom cached (cheapest on a CPU); batched: texts tokenized and length-bucketed once, plain padded "
-        "passes, no host sync inside a step (the accelerator engine, model/sft_batched.py)."
+        "passes, no host sync inside a step (the accelerator engine, model/sft_batched.py).",
     )
     softmax: Literal["sampled", "catalog", "full"] = Field(
-        "sampled", description="sampled: each target against the batch's targets and the sampled negatives; "
+        "sampled",
+        description="sampled: each target against the batch's targets and the sampled negatives; "
         "catalog: against every item (the item table as a memory bank, the targets' rows encoded fresh), as "
-        "evaluation ranks; full (engine batched): against every item, all encoded with gradient every step."
+        "evaluation ranks; full (engine batched): against every item, all encoded with gradient every step.",
     )
     epochs: float | None = Field(
         None, gt=0, description="engine batched: passes over the training samples (null: ``steps`` batches)."
     )
     adapter_dtype: Literal["float32", "bfloat16"] = Field(
-        "float32", description="engine batched: precision the adapters compute in; bfloat16 keeps float32 master "
-        "weights for AdamW (no per-projection cast on a bfloat16 backbone)."
+        "float32",
+        description="engine batched: precision the adapters compute in; bfloat16 keeps float32 master "
+        "weights for AdamW (no per-projection cast on a bfloat16 backbone).",
     )
     table_refresh_every: int = Field(16, ge=1, description="softmax: catalog: steps between item-table refreshes.")
     item_chunk_size: int | None = Field(
-        8, ge=1, description="softmax sampled (engine batched: full): item columns whose activations are held at once (the gradient-cache "
-        "trick: same gradient, one extra forward of the adapted layers); null: all in one graph."
+        8,
+        ge=1,
+        description="softmax sampled (engine batched: full): item columns whose activations are held at once (the gradient-cache "
+        "trick: same gradient, one extra forward of the adapted layers); null: all in one graph.",
     )
     eval_every: int = Field(20, ge=1, description="Steps between validation runs (and at the last step).")
     early_stopping_patience: int | None = Field(
-        None, ge=1, description="Stop after this many validations without a better selection metric (null: "
-        "train all steps); the best weights are kept either way."
+        None,
+        ge=1,
+        description="Stop after this many validations without a better selection metric (null: "
+        "train all steps); the best weights are kept either way.",
     )
     eval_users: int | None = Field(
-        0, ge=0, description="Seeded subset of validation users (null: all; 0: no validation, keep the last "
-        "weights); full ranking either way."
+        0,
+        ge=0,
+        description="Seeded subset of validation users (null: all; 0: no validation, keep the last "
+        "weights); full ranking either way.",
     )
     selection_metric: METRIC_NAMES = Field("ndcg_at_10", description="Validation metric that picks the kept weights.")
     max_seconds: float | None = Field(
-        None, gt=0, description="Stop once the training steps have taken this long (null: no limit; validation not "
-        "counted); the best weights are kept either way."
+        None,
+        gt=0,
+        description="Stop once the training steps have taken this long (null: no limit; validation not "
+        "counted); the best weights are kept either way.",
     )
     seed: int = 0
 
     @model_validator(mode="after")
     def _softmax_fits_engine(self) -> SFTParams:
         if (self.softmax == "full") != (self.engine == "batched") and self.softmax != "sampled":
-            raise ValueError(f"softmax {self.softmax!r} needs engine "
-                             f"{'batched' if self.softmax == 'full' else 'prefix_cache'}, got {self.engine!r}")
+            raise ValueError(
+                f"softmax {self.softmax!r} needs engine "
+                f"{'batched' if self.softmax == 'full' else 'prefix_cache'}, got {self.engine!r}"
+            )
         return self
 
 
@@ -153,9 +170,10 @@ class RecPOParams(_Params):
     )
     log_completions_steps: int = Field(1, ge=0, description="Keep sampled reasoning texts every N steps (0: never).")
     metric_for_best_model: str | None = Field(
-        "reasoning.mrr", description="Validation metric '<mode>.<metric>' whose best value selects the weights "
+        "reasoning.mrr",
+        description="Validation metric '<mode>.<metric>' whose best value selects the weights "
         "kept (method §5: validation N@10, conf/paper; the CPU profile's few users mostly tie at N@10 = 0, MRR "
-        "separates them; null: keep the last weights)."
+        "separates them; null: keep the last weights).",
     )
     early_stopping_patience: int | None = Field(
         None, ge=1, description="Stop after this many validations without a better metric_for_best_model."
@@ -174,18 +192,23 @@ class RecPOParams(_Params):
         None, ge=1, description="Re-encode the whole item table every N steps (targets' rows: every step)."
     )
     merged_rollouts: bool = Field(
-        False, description="Decode rollouts from a copy of the backbone with the adapters merged into its weights "
+        False,
+        description="Decode rollouts from a copy of the backbone with the adapters merged into its weights "
         "(model/merged.py), refreshed after every step: the same paths without the adapters' extra kernels "
-        "(an accelerator's decoding is bound by kernel launches; on a CPU the copy only costs memory)."
+        "(an accelerator's decoding is bound by kernel launches; on a CPU the copy only costs memory).",
     )
     # memory of the policy update (same gradient whatever the values)
     policy_micro_batch: int | None = Field(
-        None, ge=1, description="Users per forward/backward of the policy update (null: all of the process's users "
-        "at once); gradients are summed over the micro-batches, so the update is the same, for 1/N of the activations."
+        None,
+        ge=1,
+        description="Users per forward/backward of the policy update (null: all of the process's users "
+        "at once); gradients are summed over the micro-batches, so the update is the same, for 1/N of the activations.",
     )
     logprob_chunk_tokens: int = Field(
-        4096, ge=1, description="Completion tokens whose vocabulary logits exist at once when taking log-probs "
-        "(recomputed in backward): never a float32 vocabulary copy of the whole batch."
+        4096,
+        ge=1,
+        description="Completion tokens whose vocabulary logits exist at once when taking log-probs "
+        "(recomputed in backward): never a float32 vocabulary copy of the whole batch.",
     )
 
     @model_validator(mode="after")
@@ -194,8 +217,10 @@ class RecPOParams(_Params):
         if metric is not None:
             mode, _, name = metric.partition(".")
             if mode not in ("reasoning", "direct") or name not in get_args(METRIC_NAMES):
-                raise ValueError(f"metric_for_best_model {metric!r} is not '<reasoning|direct>.<metric>' with a "
-                                 f"metric among {list(get_args(METRIC_NAMES))}")
+                raise ValueError(
+                    f"metric_for_best_model {metric!r} is not '<reasoning|direct>.<metric>' with a "
+                    f"metric among {list(get_args(METRIC_NAMES))}"
+                )
         return self
 
     @model_validator(mode="after")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 import re
 from collections import Counter
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pandas as pd
@@ -44,8 +44,14 @@ def parse_price(value: Any) -> float | None:
     return None if pd.isna(number) else number
 
 
-def item_drop_reason(title: Any, price: Any, max_title_words: int, min_title_chars: int,
-                     title_markers: tuple[str, ...], require_price: bool) -> str | None:
+def item_drop_reason(
+    title: Any,
+    price: Any,
+    max_title_words: int,
+    min_title_chars: int,
+    title_markers: tuple[str, ...],
+    require_price: bool,
+) -> str | None:
     """Why an item is dropped (the first rule it breaks), or None if it is kept."""
     raw = "" if title is None or (isinstance(title, float) and pd.isna(title)) else str(title)
     if not raw.strip():
@@ -62,15 +68,18 @@ def item_drop_reason(title: Any, price: Any, max_title_words: int, min_title_cha
     return None
 
 
-def filter_items(meta: pd.DataFrame, max_title_words: int, min_title_chars: int, title_markers: tuple[str, ...],
-                 require_price: bool) -> tuple[pd.DataFrame, dict[str, int]]:
+def filter_items(
+    meta: pd.DataFrame, max_title_words: int, min_title_chars: int, title_markers: tuple[str, ...], require_price: bool
+) -> tuple[pd.DataFrame, dict[str, int]]:
     """Kept metadata rows with cleaned titles, and the number dropped per reason."""
     drops: Counter[str] = Counter()
     duplicate = meta["parent_asin"].duplicated()
     drops["duplicate_item"] = int(duplicate.sum())
     meta = meta[~duplicate]
-    reasons = [item_drop_reason(title, price, max_title_words, min_title_chars, title_markers, require_price)
-               for title, price in zip(meta["title"], meta["price"], strict=True)]
+    reasons = [
+        item_drop_reason(title, price, max_title_words, min_title_chars, title_markers, require_price)
+        for title, price in zip(meta["title"], meta["price"], strict=True)
+    ]
     drops.update(reason for reason in reasons if reason)
     kept = meta[[reason is None for reason in reasons]]
     return kept.assign(title=kept["title"].map(clean_title)), {reason: n for reason, n in drops.items() if n}
@@ -86,20 +95,23 @@ def description_text(value: Any) -> str:
 def meta_items(meta: pd.DataFrame) -> pd.DataFrame:
     """Metadata rows (``parent_asin``, ``title``, ...) in the project's item schema: raw_item_id, title and
     the text fields item prompts show. Titles are taken as they are (``filter_items`` cleans them)."""
+
     def column(name: str) -> pd.Series:
         return meta[name] if name in meta.columns else pd.Series([None] * len(meta), index=meta.index)
 
-    return pd.DataFrame({
-        "raw_item_id": meta["parent_asin"].astype(str),
-        "title": meta["title"],
-        "description": column("description").map(description_text),
-        "average_rating": column("average_rating"),
-        "rating_number": column("rating_number"),
-    })
+    return pd.DataFrame(
+        {
+            "raw_item_id": meta["parent_asin"].astype(str),
+            "title": meta["title"],
+            "description": column("description").map(description_text),
+            "average_rating": column("average_rating"),
+            "rating_number": column("rating_number"),
+        }
+    )
 
 
 def to_unix(day: date) -> int:
-    return int(datetime(day.year, day.month, day.day, tzinfo=timezone.utc).timestamp())
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
 
 
 def months_before(day: date, months: int) -> date:
@@ -111,8 +123,9 @@ def months_before(day: date, months: int) -> date:
     return date(year, month, min(day.day, last))
 
 
-def window_start(seconds: pd.Series, items: pd.Series, start: date, end: date, min_items: int,
-                 step_months: int) -> date:
+def window_start(
+    seconds: pd.Series, items: pd.Series, start: date, end: date, min_items: int, step_months: int
+) -> date:
     """Move ``start`` back ``step_months`` at a time until [start, end) holds ``min_items`` items (or all data)."""
     earliest = int(seconds.min()) if len(seconds) else to_unix(start)
     while True:

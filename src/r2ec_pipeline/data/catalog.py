@@ -13,7 +13,7 @@ import pandas as pd
 
 from r2ec_pipeline.data.amazon import clean_title, meta_items
 
-CATALOG_COLUMNS = ["item_id", "raw_item_id", "title"]   # what a registered version's items.parquet holds
+CATALOG_COLUMNS = ["item_id", "raw_item_id", "title"]  # what a registered version's items.parquet holds
 READERS = {".parquet": "parquet", ".csv": "csv", ".csv.gz": "csv", ".jsonl": "jsonl", ".jsonl.gz": "jsonl"}
 
 
@@ -49,8 +49,10 @@ def read_item_rows(path: Path) -> pd.DataFrame:
         frame = meta_items(frame).assign(title=frame["title"].map(clean_title))
     missing = [column for column in ("raw_item_id", "title") if column not in frame.columns]
     if missing:
-        raise CatalogUpdateError(f"{path}: missing column(s) {missing}; it has {list(frame.columns)} (expected "
-                                 "raw_item_id, title and optional text fields, or Amazon 2023 metadata)")
+        raise CatalogUpdateError(
+            f"{path}: missing column(s) {missing}; it has {list(frame.columns)} (expected "
+            "raw_item_id, title and optional text fields, or Amazon 2023 metadata)"
+        )
     frame = frame.drop(columns=["item_id"], errors="ignore").reset_index(drop=True)
     return frame.assign(raw_item_id=frame["raw_item_id"].map(_raw_id))
 
@@ -63,10 +65,10 @@ def match_catalog(rows: pd.DataFrame, catalog: pd.DataFrame) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class CatalogUpdate:
-    catalog: pd.DataFrame        # the whole updated catalog (CATALOG_COLUMNS), by item id
-    rows: pd.DataFrame           # the rows to encode: item_id, raw_item_id, title and their text fields
-    added: list[int]             # ids given to new items
-    updated: list[int]           # ids of catalog items whose text the update replaces
+    catalog: pd.DataFrame  # the whole updated catalog (CATALOG_COLUMNS), by item id
+    rows: pd.DataFrame  # the rows to encode: item_id, raw_item_id, title and their text fields
+    added: list[int]  # ids given to new items
+    updated: list[int]  # ids of catalog items whose text the update replaces
 
 
 def plan_update(catalog: pd.DataFrame, matched: pd.DataFrame) -> CatalogUpdate:
@@ -78,8 +80,13 @@ def plan_update(catalog: pd.DataFrame, matched: pd.DataFrame) -> CatalogUpdate:
     ids[new] = range(start, start + int(new.sum()))
     rows = matched.drop(columns="existing_item_id").assign(item_id=ids.astype("int64"))
     titles = dict(zip(rows["item_id"], rows["title"].astype(str), strict=True))
-    kept = catalog[CATALOG_COLUMNS].assign(title=catalog["item_id"].map(lambda i: titles.get(int(i)))
-                                           .fillna(catalog["title"]))
+    kept = catalog[CATALOG_COLUMNS].assign(
+        title=catalog["item_id"].map(lambda i: titles.get(int(i))).fillna(catalog["title"])
+    )
     merged = pd.concat([kept, rows.loc[new, CATALOG_COLUMNS]], ignore_index=True)
-    return CatalogUpdate(catalog=merged.sort_values("item_id").reset_index(drop=True), rows=rows,
-                         added=rows.loc[new, "item_id"].tolist(), updated=rows.loc[~new, "item_id"].tolist())
+    return CatalogUpdate(
+        catalog=merged.sort_values("item_id").reset_index(drop=True),
+        rows=rows,
+        added=rows.loc[new, "item_id"].tolist(),
+        updated=rows.loc[~new, "item_id"].tolist(),
+    )

@@ -17,9 +17,9 @@ import pandas as pd
 
 @dataclass(frozen=True)
 class HeldOut:
-    interactions: pd.DataFrame   # every interaction but the held-out items', their item ids re-numbered
-    items: pd.DataFrame          # the catalog without the held-out items, re-numbered 1..N' in the old order
-    held_out: pd.DataFrame       # the held-out items' catalog rows, with their original ids
+    interactions: pd.DataFrame  # every interaction but the held-out items', their item ids re-numbered
+    items: pd.DataFrame  # the catalog without the held-out items, re-numbered 1..N' in the old order
+    held_out: pd.DataFrame  # the held-out items' catalog rows, with their original ids
 
 
 def newest_items(interactions: pd.DataFrame, fraction: float) -> list[int]:

@@ -56,16 +56,22 @@ def history_lines(
     ratings = [None] * len(item_ids) if ratings is None else ratings
     timestamps = [None] * len(item_ids) if timestamps is None or target_time is None else timestamps
     if not len(item_ids) == len(ratings) == len(timestamps):
-        raise PromptError(f"history lengths differ: {len(item_ids)} items, {len(ratings)} ratings, "
-                          f"{len(timestamps)} timestamps")
+        raise PromptError(
+            f"history lengths differ: {len(item_ids)} items, {len(ratings)} ratings, {len(timestamps)} timestamps"
+        )
     unknown = sorted({int(item) for item in item_ids if int(item) not in titles})
     if unknown:
-        raise PromptError(f"unknown item ids in history: {unknown[:10]} (catalog has {len(titles)} items, "
-                          f"ids {min(titles)}..{max(titles)})")
+        raise PromptError(
+            f"unknown item ids in history: {unknown[:10]} (catalog has {len(titles)} items, "
+            f"ids {min(titles)}..{max(titles)})"
+        )
     return [
-        history_line(None if stamp is None else target_time - int(stamp), titles[int(item)],
-                     None if rating is None else float(rating))
-        for item, rating, stamp in zip(item_ids, ratings, timestamps)
+        history_line(
+            None if stamp is None else target_time - int(stamp),
+            titles[int(item)],
+            None if rating is None else float(rating),
+        )
+        for item, rating, stamp in zip(item_ids, ratings, timestamps, strict=True)
     ]
 
 
@@ -100,7 +106,7 @@ def fit_user_prompt(
     best: tuple[str, int, int] | None = None
     while lo <= hi:
         keep = (lo + hi) // 2
-        text = render_user_prompt(tokenizer, instruction, lines[len(lines) - keep:])
+        text = render_user_prompt(tokenizer, instruction, lines[len(lines) - keep :])
         n_tokens = count_tokens(tokenizer, [text])[0]
         if n_tokens <= max_tokens:
             best, lo = (text, n_tokens, keep), keep + 1

@@ -46,9 +46,14 @@ def build_samples(interactions: pd.DataFrame, window_size: int) -> pd.DataFrame:
             start = max(0, position - window_size)
             rows.append(
                 (
-                    int(user_id), position, int(items[position]), float(ratings[position]),
-                    int(stamps[position]), items[start:position].tolist(),
-                    ratings[start:position].tolist(), stamps[start:position].tolist(),
+                    int(user_id),
+                    position,
+                    int(items[position]),
+                    float(ratings[position]),
+                    int(stamps[position]),
+                    items[start:position].tolist(),
+                    ratings[start:position].tolist(),
+                    stamps[start:position].tolist(),
                 )
             )
     return pd.DataFrame.from_records(rows, columns=SAMPLE_COLUMNS)
@@ -101,8 +106,9 @@ class EarlierItems(Sequence[list[int]]):
             self._windows = samples["history_item_ids"].tolist()
             return
         ordered = interactions.sort_values(["user_id", "timestamp"], kind="stable")
-        self._by_user = {int(user): group["item_id"].astype(int).tolist()
-                         for user, group in ordered.groupby("user_id", sort=False)}
+        self._by_user = {
+            int(user): group["item_id"].astype(int).tolist() for user, group in ordered.groupby("user_id", sort=False)
+        }
         self._keys = list(zip(samples["user_id"].astype(int), samples["position"].astype(int), strict=True))
 
     def __len__(self) -> int:
@@ -138,14 +144,19 @@ def dataset_statistics(interactions: pd.DataFrame, items: int, split_sizes: dict
     """The paper's Table 5 row: users, items, interactions, density, samples and their split."""
     users = int(interactions["user_id"].nunique())
     return {
-        "users": users, "items": items, "interactions": len(interactions),
+        "users": users,
+        "items": items,
+        "interactions": len(interactions),
         "density": len(interactions) / (users * items) if users and items else 0.0,
-        "samples": sum(split_sizes.values()), **split_sizes,
+        "samples": sum(split_sizes.values()),
+        **split_sizes,
     }
 
 
 def table5_line(statistics: dict[str, Any]) -> str:
     """``statistics`` as the paper prints it: #Users #Items Density #Samples (train / valid / test)."""
-    return (f"users {statistics['users']:,} | items {statistics['items']:,} | density {statistics['density']:.4%} | "
-            f"samples {statistics['samples']:,} ({statistics['train']:,} / {statistics['valid']:,} / "
-            f"{statistics['test']:,})")
+    return (
+        f"users {statistics['users']:,} | items {statistics['items']:,} | density {statistics['density']:.4%} | "
+        f"samples {statistics['samples']:,} ({statistics['train']:,} / {statistics['valid']:,} / "
+        f"{statistics['test']:,})"
+    )

@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 DATA_DOCS_SITE = "r2ec"
 OVERVIEW_PAGE = "overview.html"  # beside GX's index.html: every rule's outcome, readable offline
 
+
 def interaction_rules(catalog_item_ids: list[int], params: ValidationParams) -> gx.ExpectationSuite:
     """Rules on ``interactions``: ids present, items known, ratings in scale, valid times, no duplicates."""
     return gx.ExpectationSuite(
@@ -40,12 +41,16 @@ def interaction_rules(catalog_item_ids: list[int], params: ValidationParams) -> 
             ),
             gxe.ExpectColumnValuesToNotBeNull(column="rating", description="rating_not_null"),
             gxe.ExpectColumnValuesToBeBetween(
-                column="rating", min_value=params.rating_min, max_value=params.rating_max,
+                column="rating",
+                min_value=params.rating_min,
+                max_value=params.rating_max,
                 description="rating_within_scale",
             ),
             gxe.ExpectColumnValuesToNotBeNull(column="timestamp", description="timestamp_not_null"),
             gxe.ExpectColumnValuesToBeBetween(
-                column="timestamp", min_value=params.timestamp_min, max_value=params.timestamp_max,
+                column="timestamp",
+                min_value=params.timestamp_min,
+                max_value=params.timestamp_max,
                 description="timestamp_valid",
             ),
             gxe.ExpectCompoundColumnsToBeUnique(
@@ -80,8 +85,9 @@ def new_item_rules(allow_updates: bool) -> gx.ExpectationSuite:
         gxe.ExpectColumnValuesToNotMatchRegex(column="title", regex=r"^\s*$", description="title_not_empty"),
     ]
     if not allow_updates:
-        expectations.append(gxe.ExpectColumnValuesToBeNull(
-            column="existing_item_id", description="raw_item_id_not_in_catalog"))
+        expectations.append(
+            gxe.ExpectColumnValuesToBeNull(column="existing_item_id", description="raw_item_id_not_in_catalog")
+        )
     return gx.ExpectationSuite(name="new_items", expectations=expectations)
 
 
@@ -91,7 +97,8 @@ def user_activity_rules(params: ValidationParams) -> gx.ExpectationSuite:
         name="user_activity",
         expectations=[
             gxe.ExpectColumnValuesToBeBetween(
-                column="n_interactions", min_value=params.min_user_interactions,
+                column="n_interactions",
+                min_value=params.min_user_interactions,
                 description="user_has_min_interactions",
             ),
         ],
@@ -124,12 +131,19 @@ def _run_suite(
     """Validate ``frame`` against ``suite`` through a checkpoint that also renders the result into the
     context's Data Docs site; return one report entry per expectation."""
     asset = context.data_sources.add_pandas(f"{table}_source").add_dataframe_asset(table)
-    definition = context.validation_definitions.add(gx.ValidationDefinition(
-        name=table, data=asset.add_batch_definition_whole_dataframe("whole"), suite=context.suites.add(suite)))
-    checkpoint = context.checkpoints.add(gx.Checkpoint(
-        name=f"{table}_checkpoint", validation_definitions=[definition],
-        actions=[UpdateDataDocsAction(name="data_docs")],
-        result_format={"result_format": "COMPLETE", "partial_unexpected_count": limit}))
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(
+            name=table, data=asset.add_batch_definition_whole_dataframe("whole"), suite=context.suites.add(suite)
+        )
+    )
+    checkpoint = context.checkpoints.add(
+        gx.Checkpoint(
+            name=f"{table}_checkpoint",
+            validation_definitions=[definition],
+            actions=[UpdateDataDocsAction(name="data_docs")],
+            result_format={"result_format": "COMPLETE", "partial_unexpected_count": limit},
+        )
+    )
     [result] = checkpoint.run(batch_parameters={"dataframe": frame}).run_results.values()
     entries = []
     for outcome in result.results:
@@ -152,7 +166,9 @@ def _run_suite(
 
 
 def _site_files(folder: Path) -> dict[str, bytes]:
-    return {path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()
+    }
 
 
 def validate_frames(
@@ -163,11 +179,19 @@ def validate_frames(
     with tempfile.TemporaryDirectory() as site:
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = ProgressBarsConfig(globally=False)
-        context.add_data_docs_site(site_name=DATA_DOCS_SITE, site_config={
-            "class_name": "SiteBuilder", "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": site}})
-        results = [entry for table, (frame, suite) in tables.items()
-                   for entry in _run_suite(context, table, frame, suite, example_rows)]
+        context.add_data_docs_site(
+            site_name=DATA_DOCS_SITE,
+            site_config={
+                "class_name": "SiteBuilder",
+                "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": site},
+            },
+        )
+        results = [
+            entry
+            for table, (frame, suite) in tables.items()
+            for entry in _run_suite(context, table, frame, suite, example_rows)
+        ]
         files = _site_files(Path(site))
     failed = [entry["rule"] for entry in results if not entry["success"]]
     report = {
@@ -186,15 +210,23 @@ def _overview(report: dict[str, Any], files: dict[str, bytes]) -> bytes:
     rows = []
     for entry in report["results"]:
         page = next((path for path in sorted(files) if path.startswith(f"validations/{entry['table']}/")), None)
-        table = f'<a href="{html.escape(page)}">{html.escape(entry["table"])}</a>' if page else html.escape(entry["table"])
-        outcome = "passed" if entry["success"] else f"FAILED: {entry['unexpected_count']} of {entry['element_count']} rows"
-        rows.append(f"<tr><td>{table}</td><td>{html.escape(str(entry['rule']))}</td>"
-                    f"<td>{html.escape(entry['expectation'])}</td><td>{html.escape(outcome)}</td></tr>")
+        table = (
+            f'<a href="{html.escape(page)}">{html.escape(entry["table"])}</a>' if page else html.escape(entry["table"])
+        )
+        outcome = (
+            "passed" if entry["success"] else f"FAILED: {entry['unexpected_count']} of {entry['element_count']} rows"
+        )
+        rows.append(
+            f"<tr><td>{table}</td><td>{html.escape(str(entry['rule']))}</td>"
+            f"<td>{html.escape(entry['expectation'])}</td><td>{html.escape(outcome)}</td></tr>"
+        )
     status = "every rule held" if report["success"] else f"failed: {', '.join(report['failed_rules'])}"
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Data validation</title></head><body>"
-            f"<h1>Data validation: {html.escape(status)}</h1><p>Full GX Data Docs: <a href='index.html'>index.html</a>"
-            f"</p><table border='1' cellpadding='4'><tr><th>table</th><th>rule</th><th>expectation</th>"
-            f"<th>outcome</th></tr>{''.join(rows)}</table></body></html>").encode()
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>Data validation</title></head><body>"
+        f"<h1>Data validation: {html.escape(status)}</h1><p>Full GX Data Docs: <a href='index.html'>index.html</a>"
+        f"</p><table border='1' cellpadding='4'><tr><th>table</th><th>rule</th><th>expectation</th>"
+        f"<th>outcome</th></tr>{''.join(rows)}</table></body></html>"
+    ).encode()
 
 
 def describe_failures(report: dict[str, Any]) -> str:
@@ -219,6 +251,5 @@ def enforce(report: dict[str, Any], data_docs: str, report_path: str) -> None:
         raise DataValidationError(
             f"data validation failed ({len(report['failed_rules'])} rule(s): "
             f"{', '.join(report['failed_rules'])}); see {data_docs}/{OVERVIEW_PAGE} (each rule, readable offline), "
-            f"{data_docs}/index.html (GX Data Docs) and {report_path}\n"
-            + describe_failures(report)
+            f"{data_docs}/index.html (GX Data Docs) and {report_path}\n" + describe_failures(report)
         )

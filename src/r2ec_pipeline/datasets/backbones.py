@@ -55,8 +55,10 @@ class FolderDataset(AbstractDataset[None, Path]):
 
     def load(self) -> Path:
         if not self._exists():
-            raise DatasetError(f"{self._path} is missing{f' or has no {self._marker}' if self._marker else ''}: "
-                               "run the pipeline that writes it first")
+            raise DatasetError(
+                f"{self._path} is missing{f' or has no {self._marker}' if self._marker else ''}: "
+                "run the pipeline that writes it first"
+            )
         return self._path
 
     def save(self, data: None) -> None:

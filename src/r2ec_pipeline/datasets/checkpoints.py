@@ -21,7 +21,12 @@ class DualHeadModelDataset(AbstractDataset[R2ecModel, R2ecModel | None]):
     def __init__(
         self, filepath: str, cache_dir: str, missing_ok: bool = False, metadata: dict[str, Any] | None = None
     ) -> None:
-        self._filepath, self._cache_dir, self._missing_ok, self.metadata = Path(filepath), cache_dir, missing_ok, metadata
+        self._filepath, self._cache_dir, self._missing_ok, self.metadata = (
+            Path(filepath),
+            cache_dir,
+            missing_ok,
+            metadata,
+        )
 
     def load(self) -> R2ecModel | None:
         if self._missing_ok and not self._exists():

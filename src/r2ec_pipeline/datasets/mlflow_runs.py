@@ -19,7 +19,12 @@ import mlflow
 from kedro.io import AbstractDataset, DatasetError
 
 from r2ec_pipeline.reporting import flatten
-from r2ec_pipeline.serving.registry import Registration, RegisteredVersion, download_version, register
+from r2ec_pipeline.serving.registry import (
+    RegisteredVersion,
+    Registration,
+    download_version,
+    register,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +119,13 @@ class RegisteredVersionDataset(AbstractDataset[None, RegisteredVersion]):
     def load(self) -> RegisteredVersion:
         if self._loaded is None:
             self._loaded = download_version(self._model_uri, self._download_dir)
-            logger.info("loaded %s: %s version %d, %d items", self._model_uri, self._loaded.name,
-                        self._loaded.version, len(self._loaded.items))
+            logger.info(
+                "loaded %s: %s version %d, %d items",
+                self._model_uri,
+                self._loaded.name,
+                self._loaded.version,
+                len(self._loaded.items),
+            )
         return self._loaded
 
     def save(self, data: None) -> None:

@@ -21,7 +21,11 @@ from typing import Any, TextIO
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
-from r2ec_pipeline.data.atomic_files import ML100K_MEMBERS, AtomicFileError, read_wheel_tables
+from r2ec_pipeline.data.atomic_files import (
+    ML100K_MEMBERS,
+    AtomicFileError,
+    read_wheel_tables,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +72,19 @@ class RecboleWheelDataset(_ReadOnlyDataset):
             return self._filepath
         self._filepath.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=self._filepath.parent) as staging:
-            command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                       "--disable-pip-version-check", "-q", "-d", staging, self._requirement]
+            command = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                "-q",
+                "-d",
+                staging,
+                self._requirement,
+            ]
             logger.info("fetching %s into %s", self._requirement, self._filepath.parent)
             done = subprocess.run(command, capture_output=True, text=True, check=False)
             wheels = list(Path(staging).glob("*.whl"))
@@ -148,8 +163,10 @@ def _five_core_csv(path: Path) -> pd.DataFrame:
     frame = pd.read_csv(path, dtype={"user_id": str, "parent_asin": str})
     missing = [column for column in REVIEW_FIELDS if column not in frame.columns]
     if missing:
-        raise DatasetError(f"{path}: missing column(s) {missing}; it has {list(frame.columns)} "
-                           f"(expected the 5-core rating_only format: {list(REVIEW_FIELDS)})")
+        raise DatasetError(
+            f"{path}: missing column(s) {missing}; it has {list(frame.columns)} "
+            f"(expected the 5-core rating_only format: {list(REVIEW_FIELDS)})"
+        )
     return frame[list(REVIEW_FIELDS)]
 
 
@@ -172,4 +189,3 @@ def _records(path: Path, fields: tuple[str, ...], required: tuple[str, ...]) -> 
             if missing:
                 raise DatasetError(f"{path}:{number}: missing field(s) {missing}")
             yield tuple(row.get(field) for field in fields)
-

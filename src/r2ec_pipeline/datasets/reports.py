@@ -18,8 +18,9 @@ class SiteDataset(AbstractDataset[dict[str, bytes], Path]):
     and an active MLflow run, the folder is also logged as that run's artifacts under that path.
     """
 
-    def __init__(self, path: str, mlflow_artifact_path: str | None = None,
-                 metadata: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, path: str, mlflow_artifact_path: str | None = None, metadata: dict[str, Any] | None = None
+    ) -> None:
         self._path, self._artifact_path, self.metadata = Path(path), mlflow_artifact_path, metadata
 
     def load(self) -> Path:

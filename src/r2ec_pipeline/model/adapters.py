@@ -20,8 +20,12 @@ def attach_adapters(lm: PreTrainedModel, settings: AdapterParams) -> PreTrainedM
             raise ValueError(f"top_layers must be in 1..{depth} for this backbone, got {settings.top_layers}")
         layers = list(range(depth - settings.top_layers, depth))
     config = LoraConfig(
-        r=settings.r, lora_alpha=settings.alpha, lora_dropout=settings.dropout,
-        target_modules=list(settings.target_modules), layers_to_transform=layers, task_type="CAUSAL_LM",
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=list(settings.target_modules),
+        layers_to_transform=layers,
+        task_type="CAUSAL_LM",
     )
     return get_peft_model(lm, config)
 

@@ -43,7 +43,7 @@ class BottomCache:
             return None
         self._entries.move_to_end(text)
         self.hits += 1
-        return entry[1][start - entry[0]:]
+        return entry[1][start - entry[0] :]
 
     def put(self, text: str, start: int, states: torch.Tensor) -> None:
         """Keep the states of tokens ``start:`` of ``text`` (a copy on the CPU), evicting the oldest beyond the budget."""

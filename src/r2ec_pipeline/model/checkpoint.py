@@ -22,7 +22,11 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from r2ec_pipeline.model.backbone import load_causal_lm
-from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel, backbone_fingerprint
+from r2ec_pipeline.model.dual_head import (
+    DualHeadConfig,
+    R2ecModel,
+    backbone_fingerprint,
+)
 
 CONFIG_FILE = "r2ec_config.json"
 ITEM_TABLE_KEY = "__item_table__"  # the item table's name beside the weights in a trainable_state
@@ -38,8 +42,9 @@ def trainable_state(model: R2ecModel) -> dict[str, torch.Tensor]:
     That is everything training changes: a snapshot to restore the selected weights from, and what a
     training checkpoint stores.
     """
-    state = {name: p.detach().to("cpu", copy=True).contiguous() for name, p in model.lm.named_parameters()
-             if p.requires_grad}
+    state = {
+        name: p.detach().to("cpu", copy=True).contiguous() for name, p in model.lm.named_parameters() if p.requires_grad
+    }
     state[ITEM_TABLE_KEY] = model.item_table.detach().float().to("cpu", copy=True).contiguous()
     return state
 
@@ -68,8 +73,9 @@ def save_dual_head(model: R2ecModel, directory: str | os.PathLike[str]) -> Path:
         (staging / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
         weights = "adapter" if isinstance(model.lm, PeftModel) else "backbone"
         model.lm.save_pretrained(staging / weights, safe_serialization=True)
-        save_file({"item_table": model.item_table.detach().float().cpu().contiguous()},
-                  staging / "item_table.safetensors")
+        save_file(
+            {"item_table": model.item_table.detach().float().cpu().contiguous()}, staging / "item_table.safetensors"
+        )
         model.tokenizer.save_pretrained(staging / "tokenizer")
         if target.exists():
             old = target.with_name(f".{target.name}-old")
@@ -98,7 +104,9 @@ def load_dual_head(
         lm = load_causal_lm(backbone or config.backbone, cache_root)
         found = backbone_fingerprint(lm)
         if found != config.fingerprint:
-            diff = {k: (config.fingerprint.get(k), found.get(k)) for k in found if config.fingerprint.get(k) != found[k]}
+            diff = {
+                k: (config.fingerprint.get(k), found.get(k)) for k in found if config.fingerprint.get(k) != found[k]
+            }
             raise CheckpointError(
                 f"checkpoint {folder} was trained on another backbone: (checkpoint, backbone) differ in {diff}"
             )

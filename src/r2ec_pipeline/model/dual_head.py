@@ -19,10 +19,15 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers import Cache, PreTrainedModel, PreTrainedTokenizerBase
 
-from r2ec_pipeline.model.bottom_cache import (
-    DEFAULT_BUDGET_MB, BottomCache, decoder_layers, frozen_depth, inject, shared_cache,
-)
 from r2ec_pipeline.config import ModelParams, PromptParams
+from r2ec_pipeline.model.bottom_cache import (
+    DEFAULT_BUDGET_MB,
+    BottomCache,
+    decoder_layers,
+    frozen_depth,
+    inject,
+    shared_cache,
+)
 from r2ec_pipeline.model.hf_compat import cache_of, with_cache
 from r2ec_pipeline.model.scoring import cosine_scores, mask_items
 
@@ -159,7 +164,9 @@ class R2ecModel(nn.Module):
     def last_hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Last-layer hidden state at each row's last real token (B×d)."""
         out = self.decoder(  # the body only: no vocabulary logits, no per-layer states kept
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids(attention_mask),
             use_cache=False,
         )
         states = out.last_hidden_state
@@ -205,8 +212,9 @@ class R2ecModel(nn.Module):
         if self.recomputes_activations:  # HF drops caches under checkpointing: no prefix to share
             return self.encode(texts)
         token_lists = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-        if prefix is None or not all(ids[:len(prefix.ids)] == prefix.ids and len(ids) > len(prefix.ids)
-                                     for ids in token_lists):
+        if prefix is None or not all(
+            ids[: len(prefix.ids)] == prefix.ids and len(ids) > len(prefix.ids) for ids in token_lists
+        ):
             common = common_prefix_length(token_lists)
             if common < min_prefix:
                 return self.encode(texts)
@@ -222,15 +230,21 @@ class R2ecModel(nn.Module):
         positions = (common + torch.arange(width, device=self.device)).expand(len(suffixes), -1)
         bottom = self._bottom_cache()
         if bottom is None:
-            out = self.decoder(input_ids=suffix_ids, attention_mask=mask, position_ids=positions,
-                               **with_cache(cache), use_cache=True)
+            out = self.decoder(
+                input_ids=suffix_ids, attention_mask=mask, position_ids=positions, **with_cache(cache), use_cache=True
+            )
         else:  # only the adapted layers run, on the frozen bottom's cached output
             depth, store = bottom
             states = self._bottom_states(texts, token_lists, prefix, depth, store, remember)
             states = states.to(self.device, self.decoder.embed_tokens.weight.dtype)
             with decoder_layers(self.decoder, inject(states, self.decoder.layers[depth:])):
-                out = self.decoder(inputs_embeds=states, attention_mask=mask, position_ids=positions,
-                                   **with_cache(cache), use_cache=True)
+                out = self.decoder(
+                    inputs_embeds=states,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    **with_cache(cache),
+                    use_cache=True,
+                )
         states = out.last_hidden_state
         rows = torch.arange(len(suffixes), device=self.device)
         return states[rows, suffix_mask.sum(dim=1) - 1]
@@ -245,8 +259,13 @@ class R2ecModel(nn.Module):
 
     @torch.no_grad()
     def _bottom_states(
-        self, texts: Sequence[str], token_lists: Sequence[list[int]], prefix: SharedPrefix, depth: int,
-        store: BottomCache, remember: bool = True,
+        self,
+        texts: Sequence[str],
+        token_lists: Sequence[list[int]],
+        prefix: SharedPrefix,
+        depth: int,
+        store: BottomCache,
+        remember: bool = True,
     ) -> torch.Tensor:
         """The frozen bottom's output for each text's tokens after the prefix (right-padded), computing the missing.
 
@@ -260,18 +279,21 @@ class R2ecModel(nn.Module):
             pad = self.tokenizer.pad_token_id
             suffixes = [token_lists[row][common:] for row in missing]
             width = max(len(ids) for ids in suffixes)
-            suffix_mask = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids in suffixes],
-                                       device=self.device)
+            suffix_mask = torch.tensor(
+                [[1] * len(ids) + [0] * (width - len(ids)) for ids in suffixes], device=self.device
+            )
             with decoder_layers(self.decoder, self.decoder.layers[:depth], final_norm=False):
                 out = self.decoder(
                     input_ids=torch.tensor([ids + [pad] * (width - len(ids)) for ids in suffixes], device=self.device),
-                    attention_mask=torch.cat([torch.ones(len(missing), common, dtype=torch.long, device=self.device),
-                                              suffix_mask], 1),
+                    attention_mask=torch.cat(
+                        [torch.ones(len(missing), common, dtype=torch.long, device=self.device), suffix_mask], 1
+                    ),
                     position_ids=(common + torch.arange(width, device=self.device)).expand(len(missing), -1),
-                    **with_cache(prefix.for_batch(len(missing))), use_cache=True,
+                    **with_cache(prefix.for_batch(len(missing))),
+                    use_cache=True,
                 )
             for index, row in enumerate(missing):
-                found[row] = out.last_hidden_state[index, :len(suffixes[index])]
+                found[row] = out.last_hidden_state[index, : len(suffixes[index])]
                 if remember:
                     store.put(texts[row], common, found[row])
         width = max(len(states) for states in found)
@@ -303,20 +325,22 @@ class R2ecModel(nn.Module):
         _check_item_ids(item_ids, prompts)
         old = self.item_table.detach()
         table = torch.zeros(max(old.shape[0], max(item_ids) + 1), old.shape[1], dtype=old.dtype, device=self.device)
-        table[:old.shape[0]] = old.to(self.device)
+        table[: old.shape[0]] = old.to(self.device)
         self.item_table = self._encode_rows(table, item_ids, prompts, batch_size, progress)
         return self.item_table
 
-    def _encode_rows(self, table: torch.Tensor, item_ids: Sequence[int], prompts: Sequence[str], batch_size: int,
-                     progress: bool) -> torch.Tensor:
+    def _encode_rows(
+        self, table: torch.Tensor, item_ids: Sequence[int], prompts: Sequence[str], batch_size: int, progress: bool
+    ) -> torch.Tensor:
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))  # similar lengths share a batch
         was_training = self.lm.training
         self.lm.eval()
         prefix = self.shared_prefix(prompts)  # the instruction up to the item's own text: run once, not per batch
         for start in tqdm(range(0, len(order), batch_size), desc="item table", disable=not progress, leave=False):
-            chunk = order[start:start + batch_size]
-            table[[item_ids[i] for i in chunk]] = self.encode_shared_prefix([prompts[i] for i in chunk],
-                                                                            prefix=prefix).float()
+            chunk = order[start : start + batch_size]
+            table[[item_ids[i] for i in chunk]] = self.encode_shared_prefix(
+                [prompts[i] for i in chunk], prefix=prefix
+            ).float()
         self.lm.train(was_training)
         return table
 

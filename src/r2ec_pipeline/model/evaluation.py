@@ -25,9 +25,9 @@ MODES = ("direct", "reasoning")
 class Ranking:
     """Per sample: the target's 1-based rank over the whole catalog and the best ``top_n`` items."""
 
-    ranks: np.ndarray        # (n,)
-    top_ids: np.ndarray      # (n, top_n) item ids, best first
-    top_scores: np.ndarray   # (n, top_n)
+    ranks: np.ndarray  # (n,)
+    top_ids: np.ndarray  # (n, top_n) item ids, best first
+    top_scores: np.ndarray  # (n, top_n)
 
     @classmethod
     def from_scores(cls, scores: torch.Tensor, targets: Sequence[int], top_n: int) -> Ranking:
@@ -72,7 +72,7 @@ def _rank_in_batches(
     parts: dict[str, list[Ranking]] = {}
     try:
         for start in _batches(len(order), batch_size, "ranking", progress):
-            rows = order[start:start + batch_size]
+            rows = order[start : start + batch_size]
             states = user_states([prompts[i] for i in rows])
             for mode, mode_states in states.items():
                 scores = model.score(mode_states, [histories[i] for i in rows])
@@ -98,9 +98,15 @@ def rank_without_reasoning(
     prefix = model.shared_prefix(model.user_texts(prompts)) if prompts else None
     model.lm.train(was_training)
     rankings = _rank_in_batches(
-        model, prompts, targets, histories,
+        model,
+        prompts,
+        targets,
+        histories,
         lambda batch: {"direct": model.encode_shared_prefix(model.user_texts(batch), prefix=prefix)},
-        batch_size, top_n, progress)
+        batch_size,
+        top_n,
+        progress,
+    )
     return rankings.get("direct", Ranking.concat([], top_n))
 
 
@@ -119,7 +125,7 @@ def rank_both_modes(
 
     def both(batch: Sequence[str]) -> dict[str, torch.Tensor]:
         generation = generate_reasoning(model, batch, max_new_tokens, direct=True, logprobs=False)
-        texts.update(zip(batch, generation.texts))
+        texts.update(zip(batch, generation.texts, strict=True))
         return {"direct": generation.direct_hidden, "reasoning": generation.final_hidden}
 
     rankings = _rank_in_batches(model, prompts, targets, histories, both, batch_size, top_n, progress)
@@ -159,6 +165,8 @@ def evaluate_both_modes(
 ) -> dict[str, float]:
     """Metrics with greedy reasoning (``reasoning.*``) and without (``direct.*``), on the current table."""
     rankings, texts = rank_both_modes(model, prompts, targets, histories, max_new_tokens, batch_size)
-    metrics = {f"{mode}.{name}": value for mode in MODES for name, value in ranking_metrics(rankings[mode].ranks, ks).items()}
+    metrics = {
+        f"{mode}.{name}": value for mode in MODES for name, value in ranking_metrics(rankings[mode].ranks, ks).items()
+    }
     metrics["reasoning.length"] = reasoning_length(model, texts)
     return metrics

@@ -34,8 +34,9 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return DTYPES[name]
 
 
-def place_model(model: R2ecModel, device: torch.device, dtype: torch.dtype, gradient_checkpointing: bool = False
-                ) -> R2ecModel:
+def place_model(
+    model: R2ecModel, device: torch.device, dtype: torch.dtype, gradient_checkpointing: bool = False
+) -> R2ecModel:
     """Move ``model`` to ``device``; frozen weights in ``dtype``, trainable ones (LoRA) kept in float32.
 
     peft casts the adapters' input to their dtype and their output back to the layer's, so a bfloat16
@@ -63,7 +64,9 @@ def place_for_params(model: R2ecModel, model_params: dict[str, Any]) -> R2ecMode
 
 
 def build_dual_head(
-    backbone_lm: PreTrainedModel, backbone_tokenizer: PreTrainedTokenizerBase, model_params: dict[str, Any],
+    backbone_lm: PreTrainedModel,
+    backbone_tokenizer: PreTrainedTokenizerBase,
+    model_params: dict[str, Any],
     prompts_params: dict[str, Any],
 ) -> R2ecModel:
     """Backbone + fresh adapters (or full fine-tuning) + tokenizer: the zero-shot R²ec model, placed.
@@ -75,7 +78,9 @@ def build_dual_head(
     torch.manual_seed(config.seed)  # LoRA's A matrices are random: seed them, or reruns differ
     lm = attach_adapters(backbone_lm, config.adapters)
     head = DualHeadConfig(
-        backbone=config.backbone, answer_tag=parse_block("prompts", prompts_params).answer_tag,
-        similarity_temperature=config.similarity_temperature, history_mask=config.history_mask,
+        backbone=config.backbone,
+        answer_tag=parse_block("prompts", prompts_params).answer_tag,
+        similarity_temperature=config.similarity_temperature,
+        history_mask=config.history_mask,
     )
     return place_for_params(R2ecModel(lm, backbone_tokenizer, head), model_params)

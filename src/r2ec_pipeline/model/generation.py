@@ -33,7 +33,6 @@ from transformers import Cache, PreTrainedTokenizerBase
 from r2ec_pipeline.model.dual_head import R2ecModel, common_prefix_length, position_ids
 from r2ec_pipeline.model.hf_compat import cache_of, with_cache
 
-
 StopReason = Literal["tag", "end_of_turn", "length"]
 STOP_REASONS: tuple[StopReason, ...] = ("tag", "end_of_turn", "length")
 MIN_SHARED_PREFIX = 8  # tokens: a shorter common prefix is not worth a pass of its own
@@ -46,13 +45,13 @@ END_OF_TURN_MARKERS = ("<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<end_of_t
 class Generation:
     """One reasoning path per prompt."""
 
-    token_ids: list[list[int]]       # generated tokens, ending with the answer tag's canonical ids
-    logprobs: list[torch.Tensor]     # one log-probability per generated token
-    texts: list[str]                 # decoded generated text, ending with the answer tag
-    stop_reasons: list[StopReason]   # what ended each path: the tag, end of turn, or the length cap
-    final_hidden: torch.Tensor       # B×d hidden state at the tag's last token (the user state h)
+    token_ids: list[list[int]]  # generated tokens, ending with the answer tag's canonical ids
+    logprobs: list[torch.Tensor]  # one log-probability per generated token
+    texts: list[str]  # decoded generated text, ending with the answer tag
+    stop_reasons: list[StopReason]  # what ended each path: the tag, end of turn, or the length cap
+    final_hidden: torch.Tensor  # B×d hidden state at the tag's last token (the user state h)
     direct_hidden: torch.Tensor | None = None  # B×d state of prompt + tag, no reasoning (``direct=True``)
-    decode_steps: int = 0            # forward passes of one token per row (the batch's longest path, cuts included)
+    decode_steps: int = 0  # forward passes of one token per row (the batch's longest path, cuts included)
 
 
 Generators = torch.Generator | Sequence[torch.Generator] | None
@@ -69,8 +68,9 @@ def end_of_turn_ids(model: R2ecModel) -> set[int]:
 
 
 @functools.lru_cache(maxsize=8)
-def stop_candidates(tokenizer: PreTrainedTokenizerBase, tag: str, vocab_size: int, end_of_turn: frozenset[int]
-                    ) -> torch.Tensor:
+def stop_candidates(
+    tokenizer: PreTrainedTokenizerBase, tag: str, vocab_size: int, end_of_turn: frozenset[int]
+) -> torch.Tensor:
     """Vocabulary mask of the tokens that may stop a path: end of turn, or text holding the tag's last character.
 
     A tag becomes part of the text only with the token that writes its last character, so every
@@ -81,7 +81,9 @@ def stop_candidates(tokenizer: PreTrainedTokenizerBase, tag: str, vocab_size: in
     pieces = tokenizer.convert_ids_to_tokens(list(range(known)))
     texts = tokenizer.batch_decode([[i] for i in range(known)])
     mask = torch.ones(max(vocab_size, known), dtype=torch.bool)
-    mask[:known] = torch.tensor([tag[-1] in (piece or "") or tag[-1] in text for piece, text in zip(pieces, texts)])
+    mask[:known] = torch.tensor(
+        [tag[-1] in (piece or "") or tag[-1] in text for piece, text in zip(pieces, texts, strict=True)]
+    )
     mask[[i for i in end_of_turn if i < len(mask)]] = True
     return mask
 
@@ -91,7 +93,9 @@ def partial_tag_length(text: str, tag: str) -> int:
     return next((size for size in range(len(tag) - 1, 0, -1) if text.endswith(tag[:size])), 0)
 
 
-def closing_ids(tokenizer: PreTrainedTokenizerBase, tokens: Sequence[int], end: int, tag_ids: Sequence[int]) -> list[int]:
+def closing_ids(
+    tokenizer: PreTrainedTokenizerBase, tokens: Sequence[int], end: int, tag_ids: Sequence[int]
+) -> list[int]:
     """The canonical token sequence of a path whose reasoning is the decoded ``tokens`` cut at character ``end``.
 
     Reasoning = decode(tokens)[:end] without trailing whitespace. The sampled tokens are kept as long
@@ -106,13 +110,13 @@ def closing_ids(tokenizer: PreTrainedTokenizerBase, tokens: Sequence[int], end: 
         if reasoning.startswith(prefix):
             break
         kept -= 1
-    rest = reasoning[len(prefix) if kept else 0:]
+    rest = reasoning[len(prefix) if kept else 0 :]
     rest_ids = tokenizer(rest, add_special_tokens=False)["input_ids"] if rest else []
     return [*tokens[:kept], *rest_ids, *tag_ids]
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
 def _next_tokens(logits: torch.Tensor, do_sample: bool, top_k: int | None, generator: Generators) -> torch.Tensor:
@@ -130,8 +134,9 @@ def _next_tokens(logits: torch.Tensor, do_sample: bool, top_k: int | None, gener
     return torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, generator, strict=True)])
 
 
-def _prompt_pass(model: R2ecModel, prompts: Sequence[str], share_prefix: bool
-                 ) -> tuple[Cache, torch.Tensor, torch.Tensor, torch.Tensor]:
+def _prompt_pass(
+    model: R2ecModel, prompts: Sequence[str], share_prefix: bool
+) -> tuple[Cache, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The prompts through the model with a KV cache: (cache, next-token logits, attention mask, each row's
     last prompt token); every row's last column is its last prompt token.
 
@@ -152,8 +157,14 @@ def _prompt_pass(model: R2ecModel, prompts: Sequence[str], share_prefix: bool
     ids = torch.tensor([[pad] * (width - len(row)) + row for row in own], device=model.device)
     own_mask = torch.tensor([[0] * (width - len(row)) + [1] * len(row) for row in own], device=model.device)
     mask = torch.cat([torch.ones(len(own), common, dtype=own_mask.dtype, device=model.device), own_mask], dim=1)
-    out = model.lm(input_ids=ids, attention_mask=mask, position_ids=position_ids(mask)[:, common:],
-                   **with_cache(cache), use_cache=True, logits_to_keep=1)
+    out = model.lm(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=position_ids(mask)[:, common:],
+        **with_cache(cache),
+        use_cache=True,
+        logits_to_keep=1,
+    )
     return cache_of(out), out.logits[:, -1], mask, ids[:, -1]
 
 
@@ -164,9 +175,11 @@ def _direct_states(
     rows, width = mask.shape[0], len(tag_ids)
     tag = torch.tensor(tag_ids, device=mask.device).expand(rows, -1)
     out = model.decoder(
-        input_ids=tag, attention_mask=torch.cat([mask, torch.ones_like(tag)], dim=1),
+        input_ids=tag,
+        attention_mask=torch.cat([mask, torch.ones_like(tag)], dim=1),
         position_ids=next_position.unsqueeze(1) + torch.arange(width, device=mask.device),
-        **with_cache(cache), use_cache=True,
+        **with_cache(cache),
+        use_cache=True,
     )
     cache.crop(-width)
     return out.last_hidden_state[:, -1].float()
@@ -186,17 +199,19 @@ class _StopRule:
         """None if the path goes on with ``token``; else why it stops and the whole path it must become."""
         if token in self.end_of_turn:  # the turn is closed: the marker is dropped, the tag goes right there
             text = self.tokenizer.decode(tokens)
-            return "end_of_turn", closing_ids(self.tokenizer, tokens, len(text) - partial_tag_length(text, self.tag),
-                                              self.tag_ids)
+            return "end_of_turn", closing_ids(
+                self.tokenizer, tokens, len(text) - partial_tag_length(text, self.tag), self.tag_ids
+            )
         candidate = [*tokens, token]
-        tail = self.tokenizer.decode(candidate[-(len(self.tag) + 1):])  # a tag spelled one character a token too
+        tail = self.tokenizer.decode(candidate[-(len(self.tag) + 1) :])  # a tag spelled one character a token too
         if self.tag in tail:
             text = self.tokenizer.decode(candidate)
             return "tag", closing_ids(self.tokenizer, candidate, text.index(self.tag), self.tag_ids)
         if len(candidate) >= self.max_new_tokens:
             text = self.tokenizer.decode(candidate)
-            return "length", closing_ids(self.tokenizer, candidate, len(text) - partial_tag_length(text, self.tag),
-                                         self.tag_ids)
+            return "length", closing_ids(
+                self.tokenizer, candidate, len(text) - partial_tag_length(text, self.tag), self.tag_ids
+            )
         return None
 
 
@@ -204,13 +219,13 @@ class _StopRule:
 class _Path:
     """One row's generation state: its tokens, their KV-cache columns, and what it still must be fed."""
 
-    position: int            # position id of the next token fed
-    context_token: int       # the last token before the generated ones (re-fed when a stop cuts them all)
-    context_column: int      # its column in the attention mask
+    position: int  # position id of the next token fed
+    context_token: int  # the last token before the generated ones (re-fed when a stop cuts them all)
+    context_column: int  # its column in the attention mask
     tokens: list[int] = field(default_factory=list)
-    steps: list[int] = field(default_factory=list)     # the step each token was fed at (its log-prob's row)
-    columns: list[int] = field(default_factory=list)   # mask column of each generated token
-    forced: list[int] = field(default_factory=list)    # tokens still to feed before the path ends
+    steps: list[int] = field(default_factory=list)  # the step each token was fed at (its log-prob's row)
+    columns: list[int] = field(default_factory=list)  # mask column of each generated token
+    forced: list[int] = field(default_factory=list)  # tokens still to feed before the path ends
     stop_reason: StopReason | None = None
     finished: bool = False
 
@@ -240,8 +255,9 @@ class _Path:
         self.position += 1
         return token, self.position - 1, False
 
-    def advance(self, sampled: int, step: int, column: int, stops: _StopRule,
-                mask: torch.Tensor) -> tuple[int, int, bool]:
+    def advance(
+        self, sampled: int, step: int, column: int, stops: _StopRule, mask: torch.Tensor
+    ) -> tuple[int, int, bool]:
         """This step's (input token, its position, whether the path ends with it); ``mask`` is the row's."""
         if self.stop_reason is not None:
             return self.feed(self.forced.pop(0), step, column)
@@ -302,8 +318,10 @@ def generate_reasoning(
     size = len(prompts) * group
     stops = _StopRule(tokenizer, tag_ids, tag, max_new_tokens, end_of_turn_ids(model))
     may_stop = stop_candidates(tokenizer, tag, logits.shape[-1], frozenset(stops.end_of_turn)).to(model.device)
-    paths = [_Path(position=int(p), context_token=t, context_column=mask.shape[1] - 1)
-             for p, t in zip(next_position.tolist(), last_prompt_tokens.repeat_interleave(group).tolist(), strict=True)]
+    paths = [
+        _Path(position=int(p), context_token=t, context_column=mask.shape[1] - 1)
+        for p, t in zip(next_position.tolist(), last_prompt_tokens.repeat_interleave(group).tolist(), strict=True)
+    ]
     final_hidden = torch.zeros(size, model.lm.config.hidden_size, device=model.device)
     pad = tokenizer.pad_token_id
     live = torch.ones(size, dtype=torch.bool, device=model.device)
@@ -334,15 +352,20 @@ def generate_reasoning(
             else:  # the common case: the token cannot stop the path, so no text check and nothing to send back
                 inputs[row] = path.feed(sampled_list[row], step, column)
         if slow:  # a stop, a forced token or a rewind: this step's inputs come from the host
-            tokens, feed_positions = (torch.tensor(values, device=model.device) for values in list(zip(*inputs))[:2])
+            tokens, feed_positions = (
+                torch.tensor(values, device=model.device) for values in list(zip(*inputs, strict=True))[:2]
+            )
         if logprobs:
             step_logprobs.append(F.log_softmax(logits, dim=-1).gather(1, tokens.view(-1, 1)).squeeze(1))
         steps_run += 1
         mask[:, width] = live
         width += 1
         out = model.decoder(  # the body, then lm_head on its one new position: no per-layer states kept
-            input_ids=tokens.unsqueeze(1), attention_mask=mask[:, :width], position_ids=feed_positions.unsqueeze(1),
-            **with_cache(cache), use_cache=True,
+            input_ids=tokens.unsqueeze(1),
+            attention_mask=mask[:, :width],
+            position_ids=feed_positions.unsqueeze(1),
+            **with_cache(cache),
+            use_cache=True,
         )
         hidden = out.last_hidden_state[:, -1]
         cache, logits = cache_of(out), head(hidden)

@@ -33,10 +33,9 @@ def token_logprobs(
         return _chunk_logprobs(hidden, ids, head, temperature)
     parts = []
     for start in range(0, width, step):
-        piece = (hidden[:, start:start + step], ids[:, start:start + step])
+        piece = (hidden[:, start : start + step], ids[:, start : start + step])
         if torch.is_grad_enabled() and hidden.requires_grad:
             parts.append(checkpoint(_chunk_logprobs, *piece, head, temperature, use_reentrant=False))
         else:
             parts.append(_chunk_logprobs(*piece, head, temperature))
     return torch.cat(parts, dim=1)
-

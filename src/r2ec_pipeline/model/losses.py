@@ -7,7 +7,10 @@ import torch.nn.functional as F
 
 
 def in_batch_target_logprobs(
-    user_states: torch.Tensor, item_states: torch.Tensor, own_columns: torch.Tensor, column_ids: torch.Tensor,
+    user_states: torch.Tensor,
+    item_states: torch.Tensor,
+    own_columns: torch.Tensor,
+    column_ids: torch.Tensor,
     temperature: float,
 ) -> torch.Tensor:
     """log p of each row's own column under softmax_j(cos(h_i, e_j) / τ) over the batch's item columns.
@@ -16,7 +19,11 @@ def in_batch_target_logprobs(
     target in the batch, or a sampled negative that happens to be it) is masked for that row.
     """
     assert user_states.shape[0] == len(own_columns) and item_states.shape[0] == len(column_ids), (
-        user_states.shape, item_states.shape, len(own_columns), len(column_ids))
+        user_states.shape,
+        item_states.shape,
+        len(own_columns),
+        len(column_ids),
+    )
     logits = F.normalize(user_states.float(), dim=-1) @ F.normalize(item_states.float(), dim=-1).T / temperature
     columns = torch.arange(len(column_ids), device=logits.device)
     same_item = column_ids[own_columns].view(-1, 1) == column_ids.view(1, -1)
@@ -26,7 +33,10 @@ def in_batch_target_logprobs(
 
 
 def in_batch_infonce(
-    user_states: torch.Tensor, item_states: torch.Tensor, target_ids: torch.Tensor, temperature: float,
+    user_states: torch.Tensor,
+    item_states: torch.Tensor,
+    target_ids: torch.Tensor,
+    temperature: float,
     column_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """InfoNCE of each user's target against the batch's other targets (and any sampled negatives).
@@ -41,8 +51,12 @@ def in_batch_infonce(
 
 
 def catalog_target_logprobs(
-    user_states: torch.Tensor, target_states: torch.Tensor, target_ids: torch.Tensor, table: torch.Tensor,
-    temperature: float, masks: list[list[int]] | None = None,
+    user_states: torch.Tensor,
+    target_states: torch.Tensor,
+    target_ids: torch.Tensor,
+    table: torch.Tensor,
+    temperature: float,
+    masks: list[list[int]] | None = None,
 ) -> torch.Tensor:
     """log p of each row's target under softmax over the whole catalog, as evaluation ranks it.
 
@@ -54,7 +68,10 @@ def catalog_target_logprobs(
     earlier history, masked at evaluation too) are left out; a target never is.
     """
     assert user_states.shape[0] == target_states.shape[0] == len(target_ids), (
-        user_states.shape, target_states.shape, len(target_ids))
+        user_states.shape,
+        target_states.shape,
+        len(target_ids),
+    )
     users = F.normalize(user_states.float(), dim=-1)
     bank = users @ F.normalize(table.detach().float().to(users.device), dim=-1).T / temperature
     fresh = users.detach() @ F.normalize(target_states.float(), dim=-1).T / temperature
@@ -70,8 +87,12 @@ def catalog_target_logprobs(
 
 
 def catalog_infonce(
-    user_states: torch.Tensor, target_states: torch.Tensor, target_ids: torch.Tensor, table: torch.Tensor,
-    temperature: float, masks: list[list[int]] | None = None,
+    user_states: torch.Tensor,
+    target_states: torch.Tensor,
+    target_ids: torch.Tensor,
+    table: torch.Tensor,
+    temperature: float,
+    masks: list[list[int]] | None = None,
 ) -> torch.Tensor:
     """−mean log p(target) over the whole catalog (``catalog_target_logprobs``): SFT's ``softmax: catalog``."""
     return -catalog_target_logprobs(user_states, target_states, target_ids, table, temperature, masks).mean()

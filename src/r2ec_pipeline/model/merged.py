@@ -35,8 +35,11 @@ class MergedCopy:
         self.model = R2ecModel(lm, policy.tokenizer, policy.config)
         self.model.bottom_cache_mb = 0  # its weights change with every refresh: nothing of it may be cached
         targets = dict(lm.named_modules())
-        self.pairs = [(module, targets[name.removeprefix(PEFT_PREFIX)])
-                      for name, module in policy.lm.named_modules() if isinstance(module, LoraLayer)]
+        self.pairs = [
+            (module, targets[name.removeprefix(PEFT_PREFIX)])
+            for name, module in policy.lm.named_modules()
+            if isinstance(module, LoraLayer)
+        ]
         self.refresh()
 
     @torch.no_grad()

@@ -16,7 +16,11 @@ import torch
 from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.data.samples import mask_lists
 from r2ec_pipeline.model.dual_head import R2ecModel
-from r2ec_pipeline.model.evaluation import Ranking, rank_both_modes, rank_without_reasoning
+from r2ec_pipeline.model.evaluation import (
+    Ranking,
+    rank_both_modes,
+    rank_without_reasoning,
+)
 from r2ec_pipeline.model.factory import place_for_params
 from r2ec_pipeline.model.scoring import mask_items
 
@@ -26,29 +30,45 @@ def first_in_order(samples: pd.DataFrame, count: int | None) -> pd.DataFrame:
     return samples if count is None else samples[samples["order"] < count]
 
 
-def ranking_rows(model: str, mode: str, samples: pd.DataFrame, ranking: Ranking, reasoning: list[str] | None) -> pd.DataFrame:
+def ranking_rows(
+    model: str, mode: str, samples: pd.DataFrame, ranking: Ranking, reasoning: list[str] | None
+) -> pd.DataFrame:
     """One row per sample; masked items (score −inf) never appear in a top list, so lists may be shorter."""
     finite = np.isfinite(ranking.top_scores)
-    return pd.DataFrame({
-        "model": model, "mode": mode, "split": samples["split"].to_numpy(),
-        "user_id": samples["user_id"].astype(int).to_numpy(),
-        "target_item_id": samples["target_item_id"].astype(int).to_numpy(),
-        "rank": ranking.ranks.astype(int),
-        "topk_item_ids": [ids[keep] for ids, keep in zip(ranking.top_ids.astype(int), finite, strict=True)],
-        "topk_scores": [values[keep] for values, keep in zip(ranking.top_scores.astype(float), finite, strict=True)],
-        "reasoning": reasoning if reasoning is not None else [None] * len(samples),
-    })
+    return pd.DataFrame(
+        {
+            "model": model,
+            "mode": mode,
+            "split": samples["split"].to_numpy(),
+            "user_id": samples["user_id"].astype(int).to_numpy(),
+            "target_item_id": samples["target_item_id"].astype(int).to_numpy(),
+            "rank": ranking.ranks.astype(int),
+            "topk_item_ids": [ids[keep] for ids, keep in zip(ranking.top_ids.astype(int), finite, strict=True)],
+            "topk_scores": [
+                values[keep] for values, keep in zip(ranking.top_scores.astype(float), finite, strict=True)
+            ],
+            "reasoning": reasoning if reasoning is not None else [None] * len(samples),
+        }
+    )
 
 
-def rank_scores(model: str, scores: torch.Tensor, samples: pd.DataFrame, masks: Sequence[Sequence[int]],
-                top_n: int) -> pd.DataFrame:
+def rank_scores(
+    model: str, scores: torch.Tensor, samples: pd.DataFrame, masks: Sequence[Sequence[int]], top_n: int
+) -> pd.DataFrame:
     """Rows of a model that scores the catalog in one pass (Pop, SASRec): ``masks`` set to −inf first."""
     ranking = Ranking.from_scores(mask_items(scores, masks), samples["target_item_id"].astype(int).tolist(), top_n)
     return ranking_rows(model, "direct", samples, ranking, None)
 
 
-def rank_r2ec(name: str, model: R2ecModel, samples: pd.DataFrame, interactions: pd.DataFrame,
-              model_params: dict[str, Any], params: dict[str, Any], reasoning_users: int | None) -> pd.DataFrame:
+def rank_r2ec(
+    name: str,
+    model: R2ecModel,
+    samples: pd.DataFrame,
+    interactions: pd.DataFrame,
+    model_params: dict[str, Any],
+    params: dict[str, Any],
+    reasoning_users: int | None,
+) -> pd.DataFrame:
     """Direct mode on every sample; greedy reasoning too on the first ``reasoning_users`` per split (null: all).
 
     Both modes come from one prompt pass for those users.
@@ -58,14 +78,27 @@ def rank_r2ec(name: str, model: R2ecModel, samples: pd.DataFrame, interactions: 
     both = first_in_order(samples, reasoning_users)
     rest = samples.drop(both.index)
     batch = model_config.encode_batch_size
-    rankings, texts = rank_both_modes(model, both["prompt"].tolist(), both["target_item_id"].astype(int).tolist(),
-                                      mask_lists(both, interactions, model_config.history_mask),
-                                      config.reasoning_tokens, config.reasoning_batch_size, top_n=config.top_n)
-    parts = [ranking_rows(name, "direct", both, rankings["direct"], None),
-             ranking_rows(name, "reasoning", both, rankings["reasoning"], texts)]
+    rankings, texts = rank_both_modes(
+        model,
+        both["prompt"].tolist(),
+        both["target_item_id"].astype(int).tolist(),
+        mask_lists(both, interactions, model_config.history_mask),
+        config.reasoning_tokens,
+        config.reasoning_batch_size,
+        top_n=config.top_n,
+    )
+    parts = [
+        ranking_rows(name, "direct", both, rankings["direct"], None),
+        ranking_rows(name, "reasoning", both, rankings["reasoning"], texts),
+    ]
     if len(rest):
-        direct = rank_without_reasoning(model, rest["prompt"].tolist(), rest["target_item_id"].astype(int).tolist(),
-                                        mask_lists(rest, interactions, model_config.history_mask), batch,
-                                        top_n=config.top_n)
+        direct = rank_without_reasoning(
+            model,
+            rest["prompt"].tolist(),
+            rest["target_item_id"].astype(int).tolist(),
+            mask_lists(rest, interactions, model_config.history_mask),
+            batch,
+            top_n=config.top_n,
+        )
         parts.insert(1, ranking_rows(name, "direct", rest, direct, None))
     return pd.concat(parts, ignore_index=True)

@@ -28,7 +28,10 @@ logger = logging.getLogger(__name__)
 
 
 def chunked_item_backward(
-    model: R2ecModel, user_states: torch.Tensor, item_texts: Sequence[str], chunk_size: int | None,
+    model: R2ecModel,
+    user_states: torch.Tensor,
+    item_texts: Sequence[str],
+    chunk_size: int | None,
     loss_of: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> torch.Tensor:
     """Backpropagate ``loss_of(user_states, item states)`` holding one chunk of items' activations at a time.
@@ -52,8 +55,8 @@ def chunked_item_backward(
     for start in range(0, len(item_texts), chunk_size):
         # with a graph (its keys and values depend on the adapters); no cache to share under checkpointing
         prefix = model.run_prefix(ids) if ids and not model.recomputes_activations else None
-        chunk = model.encode_shared_prefix(item_texts[start:start + chunk_size], prefix=prefix)
-        chunk.backward(items.grad[start:start + chunk_size])
+        chunk = model.encode_shared_prefix(item_texts[start : start + chunk_size], prefix=prefix)
+        chunk.backward(items.grad[start : start + chunk_size])
     return loss.detach()
 
 
@@ -105,18 +108,24 @@ def train_sft(
                 model.build_item_table(list(catalog), [item_prompt[int(i)] for i in catalog], progress=False)
             loss = catalog_infonce(
                 model.encode_shared_prefix([texts[i] for i in batch], remember=False),
-                model.encode_shared_prefix([item_prompt[int(i)] for i in targets]), targets.to(model.device),
-                model.item_table, model.config.similarity_temperature,
-                [list(histories[i]) for i in batch] if histories is not None else None)
+                model.encode_shared_prefix([item_prompt[int(i)] for i in targets]),
+                targets.to(model.device),
+                model.item_table,
+                model.config.similarity_temperature,
+                [list(histories[i]) for i in batch] if histories is not None else None,
+            )
             loss.backward()
         else:
             negatives = generator.choice(catalog, size=settings.negatives, replace=False) if settings.negatives else []
             columns = torch.cat([targets, torch.as_tensor(negatives, dtype=torch.long)]).to(model.device)
+            own, tau = targets.to(model.device), model.config.similarity_temperature
             loss = chunked_item_backward(
-                model, model.encode_shared_prefix([texts[i] for i in batch], remember=False),
-                [item_prompt[int(i)] for i in columns], settings.item_chunk_size,
-                lambda users, items, own=targets.to(model.device), ids=columns: in_batch_infonce(
-                    users, items, own, model.config.similarity_temperature, ids))
+                model,
+                model.encode_shared_prefix([texts[i] for i in batch], remember=False),
+                [item_prompt[int(i)] for i in columns],
+                settings.item_chunk_size,
+                lambda users, items: in_batch_infonce(users, items, own, tau, columns),  # noqa: B023 (called at once)
+            )
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
         optimizer.step()
         train_seconds += time.perf_counter() - started
@@ -126,16 +135,25 @@ def train_sft(
         if evaluate and (step % settings.eval_every == 0 or step == settings.steps):
             metrics = evaluations[step] = evaluate(model)
             record_metrics(history, metrics, step, "valid.")
-            logger.info("sft step %d: loss %.4f, valid %s %.4f", step, loss.item(),
-                        settings.selection_metric, metrics[settings.selection_metric])
+            logger.info(
+                "sft step %d: loss %.4f, valid %s %.4f",
+                step,
+                loss.item(),
+                settings.selection_metric,
+                metrics[settings.selection_metric],
+            )
             if metrics[settings.selection_metric] > best_value:
                 best_value, best_step, stale = metrics[settings.selection_metric], step, 0
                 best_state = trainable_state(model)
             else:
                 stale += 1
             if settings.early_stopping_patience is not None and stale >= settings.early_stopping_patience:
-                logger.info("sft: no better validation %s in %d validations, stopped at step %d",
-                            settings.selection_metric, stale, step)
+                logger.info(
+                    "sft: no better validation %s in %d validations, stopped at step %d",
+                    settings.selection_metric,
+                    stale,
+                    step,
+                )
                 break
             model.lm.train()
         if settings.max_seconds is not None and train_seconds >= settings.max_seconds:
@@ -145,5 +163,6 @@ def train_sft(
         model.build_item_table(list(catalog), [item_prompt[int(i)] for i in catalog])
         return SFTResult(history, {}, {}, steps_run, train_seconds / max(steps_run, 1), steps_run)
     restore_trainable(model, best_state)
-    return SFTResult(history, evaluations[0], evaluations[best_step], best_step, train_seconds / max(steps_run, 1),
-                     steps_run)
+    return SFTResult(
+        history, evaluations[0], evaluations[best_step], best_step, train_seconds / max(steps_run, 1), steps_run
+    )

@@ -47,9 +47,9 @@ class TokenTable:
     ``MIN_SHARED_PREFIX`` common tokens) ``prefix`` is empty and ``ids`` holds whole texts.
     """
 
-    prefix: list[int]             # token ids every text starts with (each text keeps at least one own token)
-    ids: torch.Tensor             # texts × longest own part, right-padded with the pad id
-    lengths: np.ndarray           # own tokens per text (host copy: batch widths need no device sync)
+    prefix: list[int]  # token ids every text starts with (each text keeps at least one own token)
+    ids: torch.Tensor  # texts × longest own part, right-padded with the pad id
+    lengths: np.ndarray  # own tokens per text (host copy: batch widths need no device sync)
     device_lengths: torch.Tensor  # the same on the device (attention masks, last-token rows)
 
     @classmethod
@@ -64,7 +64,7 @@ class TokenTable:
         lengths = np.array([len(ids) for ids in own], dtype=np.int64)
         ids = torch.full((len(own), int(lengths.max())), model.tokenizer.pad_token_id, dtype=torch.long)
         for row, tokens in enumerate(own):
-            ids[row, :len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+            ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
         return cls(lists[0][:common], ids.to(model.device), lengths, torch.as_tensor(lengths, device=model.device))
 
     def batch(self, rows: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -82,7 +82,7 @@ def length_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generato
     """
     shuffled = rng.permutation(len(lengths))
     ordered = shuffled[np.argsort(lengths[shuffled], kind="stable")]
-    batches = [ordered[start:start + batch_size] for start in range(0, len(ordered), batch_size)]
+    batches = [ordered[start : start + batch_size] for start in range(0, len(ordered), batch_size)]
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
@@ -104,8 +104,9 @@ def encode_rows(model: R2ecModel, table: TokenTable, rows: np.ndarray) -> torch.
         cache = model.run_prefix(table.prefix).for_batch(len(rows))
         full_mask = torch.cat([torch.ones(len(rows), common, dtype=mask.dtype, device=mask.device), mask], dim=1)
         positions = (common + torch.arange(width, device=ids.device)).expand(len(rows), -1)
-        out = model.decoder(input_ids=ids, attention_mask=full_mask, position_ids=positions, **with_cache(cache),
-                            use_cache=True)
+        out = model.decoder(
+            input_ids=ids, attention_mask=full_mask, position_ids=positions, **with_cache(cache), use_cache=True
+        )
     return out.last_hidden_state[torch.arange(len(rows), device=ids.device), last]
 
 
@@ -113,9 +114,9 @@ def encode_rows(model: R2ecModel, table: TokenTable, rows: np.ndarray) -> torch.
 class HistoryIndex:
     """Each sample's earlier items as CSR on the device, to mask them in the catalog softmax."""
 
-    offsets: torch.Tensor   # samples + 1
-    columns: torch.Tensor   # flat catalog columns
-    counts: np.ndarray      # items per sample (host copy: the mask's size needs no device sync)
+    offsets: torch.Tensor  # samples + 1
+    columns: torch.Tensor  # flat catalog columns
+    counts: np.ndarray  # items per sample (host copy: the mask's size needs no device sync)
 
     @classmethod
     def of(cls, histories: Sequence[Sequence[int]], column_of: torch.Tensor) -> HistoryIndex:
@@ -140,7 +141,10 @@ class HistoryIndex:
 
 
 def full_catalog_infonce(
-    user_states: torch.Tensor, item_states: torch.Tensor, target_columns: torch.Tensor, temperature: float,
+    user_states: torch.Tensor,
+    item_states: torch.Tensor,
+    target_columns: torch.Tensor,
+    temperature: float,
     excluded: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """−mean log p(target) under softmax over every catalog item, each encoded fresh (gradient everywhere).
@@ -202,24 +206,34 @@ class SFTData:
     """What batched SFT trains on, tokenized once: users, their targets and histories, the catalog."""
 
     users: TokenTable
-    target_ids: np.ndarray        # item id per sample
-    items: TokenTable             # catalog item prompts, in ``item_ids`` order
-    item_ids: np.ndarray          # catalog column → item id
-    column_of: np.ndarray         # item id → catalog column (−1 where no item)
+    target_ids: np.ndarray  # item id per sample
+    items: TokenTable  # catalog item prompts, in ``item_ids`` order
+    item_ids: np.ndarray  # catalog column → item id
+    column_of: np.ndarray  # item id → catalog column (−1 where no item)
     histories: HistoryIndex | None
     device: torch.device
 
     @classmethod
-    def build(cls, model: R2ecModel, user_prompts: Sequence[str], target_ids: Sequence[int],
-              item_prompt: dict[int, str], histories: Sequence[Sequence[int]] | None) -> SFTData:
+    def build(
+        cls,
+        model: R2ecModel,
+        user_prompts: Sequence[str],
+        target_ids: Sequence[int],
+        item_prompt: dict[int, str],
+        histories: Sequence[Sequence[int]] | None,
+    ) -> SFTData:
         ids = np.array(sorted(item_prompt), dtype=np.int64)
         column_of = np.full(int(ids.max()) + 1, -1, dtype=np.int64)
         column_of[ids] = np.arange(len(ids))
-        return cls(TokenTable.of(model, model.user_texts(user_prompts)), np.asarray(target_ids, dtype=np.int64),
-                   TokenTable.of(model, [item_prompt[int(i)] for i in ids]), ids, column_of,
-                   None if histories is None else HistoryIndex.of(histories, torch.as_tensor(column_of,
-                                                                                        device=model.device)),
-                   model.device)
+        return cls(
+            TokenTable.of(model, model.user_texts(user_prompts)),
+            np.asarray(target_ids, dtype=np.int64),
+            TokenTable.of(model, [item_prompt[int(i)] for i in ids]),
+            ids,
+            column_of,
+            None if histories is None else HistoryIndex.of(histories, torch.as_tensor(column_of, device=model.device)),
+            model.device,
+        )
 
     def target_columns(self, rows: np.ndarray) -> torch.Tensor:
         """Catalog columns of the targets of samples ``rows``, on the device."""
@@ -241,7 +255,7 @@ def catalog_item_backward(
         loss.backward()
         return loss.detach()
     order = np.argsort(data.items.lengths, kind="stable")  # similar lengths share a chunk
-    chunks = [order[start:start + chunk_size] for start in range(0, len(order), chunk_size)]
+    chunks = [order[start : start + chunk_size] for start in range(0, len(order), chunk_size)]
     with torch.no_grad():
         states = torch.empty(len(order), model.lm.config.hidden_size, device=model.device)
         for chunk in chunks:
@@ -268,15 +282,20 @@ def batched_loss_backward(
     if settings.softmax == "full":
         excluded = None if data.histories is None else data.histories.mask(np.asarray(rows), len(data.item_ids))
         columns = data.target_columns(rows)
-        return catalog_item_backward(model, data, settings.item_chunk_size,
-                                     lambda items: full_catalog_infonce(users, items, columns, tau, excluded))
+        return catalog_item_backward(
+            model,
+            data,
+            settings.item_chunk_size,
+            lambda items: full_catalog_infonce(users, items, columns, tau, excluded),
+        )
     if settings.softmax != "sampled":
         raise ValueError(f"the batched SFT engine trains softmax 'full' or 'sampled', not {settings.softmax!r}")
-    column_ids = np.concatenate([data.target_ids[rows], np.asarray([] if negatives is None else negatives,
-                                                                   dtype=np.int64)])
+    column_ids = np.concatenate(
+        [data.target_ids[rows], np.asarray([] if negatives is None else negatives, dtype=np.int64)]
+    )
     items = encode_rows(model, data.items, data.column_of[column_ids])
     ids = torch.as_tensor(column_ids, device=model.device)
-    loss = in_batch_infonce(users, items, ids[:len(rows)], tau, ids)
+    loss = in_batch_infonce(users, items, ids[: len(rows)], tau, ids)
     loss.backward()
     return loss.detach()
 
@@ -284,8 +303,9 @@ def batched_loss_backward(
 def _snapshot(model: R2ecModel, weights: MasterWeights) -> dict[str, torch.Tensor]:
     """The float32 values of the trainable weights and the current item table, on the CPU (a ``trainable_state``)."""
     names = [name for name, p in model.lm.named_parameters() if p.requires_grad]
-    state = {name: master.detach().float().to("cpu", copy=True) for name, master in zip(names, weights.masters,
-                                                                                         strict=True)}
+    state = {
+        name: master.detach().float().to("cpu", copy=True) for name, master in zip(names, weights.masters, strict=True)
+    }
     state[ITEM_TABLE_KEY] = model.item_table.detach().float().to("cpu", copy=True)
     return state
 
@@ -306,8 +326,9 @@ def train_sft_batched(
     kept and the item table is encoded at the end). Validation runs every ``eval_every`` steps and after
     the last one; losses are read back every ``log_every`` steps, so a step never waits for the host.
     """
-    data = SFTData.build(model, user_prompts, target_ids, item_prompt,
-                         histories if settings.softmax == "full" else None)
+    data = SFTData.build(
+        model, user_prompts, target_ids, item_prompt, histories if settings.softmax == "full" else None
+    )
     rng = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
     catalog = np.array(sorted(item_prompt))
@@ -332,8 +353,11 @@ def train_sft_batched(
         if not batches:
             batches = length_batches(data.users.lengths, batch_size, rng)
         rows = batches.pop()
-        negatives = (rng.choice(catalog, size=settings.negatives, replace=False)
-                     if settings.softmax == "sampled" and settings.negatives else None)
+        negatives = (
+            rng.choice(catalog, size=settings.negatives, replace=False)
+            if settings.softmax == "sampled" and settings.negatives
+            else None
+        )
         loss = batched_loss_backward(model, data, rows, settings, negatives)
         pending.append((step, loss, weights.step(optimizer, settings.max_grad_norm)))
         steps_run = step
@@ -343,8 +367,9 @@ def train_sft_batched(
                 record_metrics(history, {"loss": float(value), "grad_norm": float(norm)}, logged, "train.")
             pending.clear()
             train_seconds += time.perf_counter() - started
-            logger.info("sft step %d/%d: loss %.4f (%.1f s)", step, total, history["train.loss"][-1]["value"],
-                        train_seconds)
+            logger.info(
+                "sft step %d/%d: loss %.4f (%.1f s)", step, total, history["train.loss"][-1]["value"], train_seconds
+            )
         if validate:
             metrics = evaluations[step] = evaluate(model)
             record_metrics(history, metrics, step, "valid.")
@@ -368,8 +393,9 @@ def train_sft_batched(
         model.build_item_table(list(catalog), [item_prompt[int(i)] for i in catalog], progress=False)
         return SFTResult(history, {}, {}, steps_run, train_seconds / max(steps_run, 1), steps_run)
     restore_trainable(model, best_state)
-    return SFTResult(history, evaluations[0], evaluations[best_step], best_step, train_seconds / max(steps_run, 1),
-                     steps_run)
+    return SFTResult(
+        history, evaluations[0], evaluations[best_step], best_step, train_seconds / max(steps_run, 1), steps_run
+    )
 
 
 def synchronize(device: torch.device) -> None:

@@ -7,16 +7,17 @@ from dataclasses import dataclass
 
 @dataclass
 class SFTResult:
-    history: dict[str, list[dict[str, float]]]   # metric name → [{"value", "step"}], for MLflow
-    initial_metrics: dict[str, float]            # validation metrics before training (zero-shot)
-    best_metrics: dict[str, float]               # validation metrics of the weights kept
+    history: dict[str, list[dict[str, float]]]  # metric name → [{"value", "step"}], for MLflow
+    initial_metrics: dict[str, float]  # validation metrics before training (zero-shot)
+    best_metrics: dict[str, float]  # validation metrics of the weights kept
     best_step: int
     seconds_per_step: float
-    steps_run: int                               # fewer than planned when validation or time stopped early
+    steps_run: int  # fewer than planned when validation or time stopped early
 
 
-def record_metrics(history: dict[str, list[dict[str, float]]], metrics: dict[str, float], step: int,
-                   prefix: str) -> None:
+def record_metrics(
+    history: dict[str, list[dict[str, float]]], metrics: dict[str, float], step: int, prefix: str
+) -> None:
     """Append ``metrics`` at ``step`` to ``history`` under ``prefix`` + name."""
     for name, value in metrics.items():
         history.setdefault(f"{prefix}{name}", []).append({"value": float(value), "step": step})

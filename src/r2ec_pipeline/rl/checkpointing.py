@@ -22,7 +22,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from r2ec_pipeline.model.checkpoint import CheckpointError, restore_trainable, trainable_state
+from r2ec_pipeline.model.checkpoint import (
+    CheckpointError,
+    restore_trainable,
+    trainable_state,
+)
 from r2ec_pipeline.model.dual_head import R2ecModel
 
 STATE_FILE = "trainer_state.json"
@@ -52,7 +56,11 @@ class CheckpointStore:
         return found[-1] if found else None
 
     def save(
-        self, model: R2ecModel, optimizer: torch.optim.Optimizer, scheduler: Any, state: dict[str, Any],
+        self,
+        model: R2ecModel,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        state: dict[str, Any],
         best: dict[str, torch.Tensor] | None = None,
     ) -> Path:
         """Write ``checkpoint-<state['step']>`` through a staging folder, then drop all but the newest ``keep``.
@@ -69,14 +77,16 @@ class CheckpointStore:
             rng = {"torch_rng": torch.get_rng_state()}
             if torch.cuda.is_available():
                 rng["cuda_rng"] = torch.cuda.get_rng_state_all()
-            torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **rng},
-                       staging / "optimizer.pt")
+            torch.save(
+                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), **rng},
+                staging / "optimizer.pt",
+            )
             (staging / STATE_FILE).write_text(json.dumps(state, indent=1))
             shutil.rmtree(target, ignore_errors=True)
             os.replace(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-        for old in self.checkpoints()[:-self.keep]:
+        for old in self.checkpoints()[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
         return target
 

@@ -82,7 +82,9 @@ def clipped_item_loss(
 
 
 def kl_penalty(
-    logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor,
+    logprobs: torch.Tensor,
+    ref_logprobs: torch.Tensor,
+    mask: torch.Tensor,
     denominator: torch.Tensor | float | None = None,
 ) -> torch.Tensor:
     """Mean per-token KL(π_θ ‖ π_ref) with the k3 estimator: exp(ref − θ) − (ref − θ) − 1 (≥ 0)."""

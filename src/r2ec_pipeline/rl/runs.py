@@ -34,8 +34,10 @@ def _check_matches(sft_model: R2ecModel, field: str, value: str, parameter: str)
     """The SFT checkpoint must have been trained with the current value of ``parameter``."""
     trained = getattr(sft_model.config, field)
     if trained != value:
-        raise ConfigError(f"the SFT checkpoint was trained with {field} {trained!r} but parameter '{parameter}' is "
-                          f"{value!r}: rerun `kedro run --pipeline sft` first")
+        raise ConfigError(
+            f"the SFT checkpoint was trained with {field} {trained!r} but parameter '{parameter}' is "
+            f"{value!r}: rerun `kedro run --pipeline sft` first"
+        )
 
 
 def start_policy(
@@ -84,29 +86,47 @@ def train_recpo_model(
     collective = Collective()
     item_prompt = dict(zip(item_prompts["item_id"].astype(int).tolist(), item_prompts["prompt"], strict=True))
     data = RecPOData(
-        prompts=train_samples["prompt"].tolist(), targets=train_samples["target_item_id"].astype(int).tolist(),
-        histories=mask_lists(train_samples, interactions, model_config.history_mask), item_prompt=item_prompt,
+        prompts=train_samples["prompt"].tolist(),
+        targets=train_samples["target_item_id"].astype(int).tolist(),
+        histories=mask_lists(train_samples, interactions, model_config.history_mask),
+        item_prompt=item_prompt,
     )
     eval_prompts = eval_samples["prompt"].tolist()
     eval_targets = eval_samples["target_item_id"].astype(int).tolist()
     eval_masks = mask_lists(eval_samples, interactions, model_config.history_mask)
 
     def evaluate(current: R2ecModel) -> dict[str, float]:
-        return evaluate_both_modes(current, eval_prompts, eval_targets, eval_masks, config.max_completion_length,
-                                   batch_size=model_config.encode_batch_size)
+        return evaluate_both_modes(
+            current,
+            eval_prompts,
+            eval_targets,
+            eval_masks,
+            config.max_completion_length,
+            batch_size=model_config.encode_batch_size,
+        )
 
     checkpoints.keep = config.save_total_limit
-    result = train_recpo(model, data, config, evaluate=evaluate if len(eval_samples) else None, store=checkpoints,
-                         collective=collective)
+    result = train_recpo(
+        model, data, config, evaluate=evaluate if len(eval_samples) else None, store=checkpoints, collective=collective
+    )
     report = recpo_report(result, config.metric_for_best_model if len(eval_samples) else None)
-    report.update(eval_users=len(eval_samples), world_size=collective.world_size,
-                  peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    report.update(
+        eval_users=len(eval_samples),
+        world_size=collective.world_size,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    )
     history = {**result.history, "selected_step": [{"value": float(result.selected_step), "step": result.steps}]}
     for mode in ("reasoning", "direct"):
         key = f"{mode}.ndcg_at_10"
         if key in result.initial_metrics and key in result.selected_metrics:
-            logger.info("RecPO %s N@10: %.4f → %.4f (selected step %d of %d)", mode, result.initial_metrics[key],
-                        result.selected_metrics[key], result.selected_step, result.steps)
+            logger.info(
+                "RecPO %s N@10: %.4f → %.4f (selected step %d of %d)",
+                mode,
+                result.initial_metrics[key],
+                result.selected_metrics[key],
+                result.selected_step,
+                result.steps,
+            )
     model.to(torch.device("cpu"))
     return model, history, pd.DataFrame(result.samples), report
 
@@ -122,8 +142,8 @@ def recpo_report(result: RecPOResult, metric: str | None) -> dict[str, Any]:
     rewards = [point["value"] for point in result.history.get("train.reward_mean", [])]
     return {
         "before": result.initial_metrics,
-        "after": result.selected_metrics,       # the weights the recpo model holds
-        "last": result.final_metrics,            # the weights after the last step
+        "after": result.selected_metrics,  # the weights the recpo model holds
+        "last": result.final_metrics,  # the weights after the last step
         "selected_step": result.selected_step,
         "metric_for_best_model": metric,
         "stopped_early": result.stopped_early,
@@ -131,15 +151,29 @@ def recpo_report(result: RecPOResult, metric: str | None) -> dict[str, Any]:
         "resumed_from_step": result.resumed_from,
         "skipped_steps": result.skipped_steps,
         "reward_mean_by_step": rewards,
-        "curves": {name: [point["value"] for point in result.history.get(f"train.{name}", [])]
-                   for name in ("reward_mean", "reward_rank", "reward_sim", "completion_length")},
+        "curves": {
+            name: [point["value"] for point in result.history.get(f"train.{name}", [])]
+            for name in ("reward_mean", "reward_rank", "reward_sim", "completion_length")
+        },
         "validation_by_step": {
-            mode: {str(step): values[f"{mode}.ndcg_at_10"] for step, values in sorted(result.evaluations.items())
-                   if f"{mode}.ndcg_at_10" in values}
+            mode: {
+                str(step): values[f"{mode}.ndcg_at_10"]
+                for step, values in sorted(result.evaluations.items())
+                if f"{mode}.ndcg_at_10" in values
+            }
             for mode in ("reasoning", "direct")
         },
-        "rollouts": {name: _run_mean(result.history, name) for name in (
-            "completion_length", "stop_tag_share", "stop_end_of_turn_share", "stop_length_share",
-            "clip_fraction", "item_clip_fraction", "item_ratio_mean")},
+        "rollouts": {
+            name: _run_mean(result.history, name)
+            for name in (
+                "completion_length",
+                "stop_tag_share",
+                "stop_end_of_turn_share",
+                "stop_length_share",
+                "clip_fraction",
+                "item_clip_fraction",
+                "item_ratio_mean",
+            )
+        },
         "seconds_per_step": result.seconds_per_step,
     }

@@ -15,7 +15,12 @@ import torch
 
 from r2ec_pipeline.config import RecPOParams
 from r2ec_pipeline.model.dual_head import R2ecModel, position_ids
-from r2ec_pipeline.model.generation import STOP_REASONS, Generators, StopReason, generate_reasoning
+from r2ec_pipeline.model.generation import (
+    STOP_REASONS,
+    Generators,
+    StopReason,
+    generate_reasoning,
+)
 from r2ec_pipeline.model.hf_compat import cache_of, with_cache
 from r2ec_pipeline.model.logprobs import token_logprobs
 from r2ec_pipeline.model.losses import in_batch_target_logprobs
@@ -23,35 +28,40 @@ from r2ec_pipeline.model.merged import MergedCopy
 from r2ec_pipeline.model.scoring import target_ranks
 from r2ec_pipeline.rl.advantages import group_advantages
 from r2ec_pipeline.rl.distributed import Collective
-from r2ec_pipeline.rl.losses import best_paths, clipped_item_loss, clipped_token_loss, kl_penalty
+from r2ec_pipeline.rl.losses import (
+    best_paths,
+    clipped_item_loss,
+    clipped_token_loss,
+    kl_penalty,
+)
 from r2ec_pipeline.rl.rewards import fused_reward, rank_reward, similarity_reward
 
 
 @dataclass
 class Batch:
-    prompts: list[str]                  # user prompts (chat-formatted, generation prompt at the end)
-    targets: list[int]                  # target item ids
-    histories: list[list[int]]          # items masked when ranking
-    target_prompts: list[str]           # item prompts of the targets (re-encoded with gradient)
+    prompts: list[str]  # user prompts (chat-formatted, generation prompt at the end)
+    targets: list[int]  # target item ids
+    histories: list[list[int]]  # items masked when ranking
+    target_prompts: list[str]  # item prompts of the targets (re-encoded with gradient)
 
 
 @dataclass
 class Rollout:
     """G sampled paths per user of this process, scored and turned into advantages (no gradient)."""
 
-    token_ids: list[list[int]]          # users·G completions, user-major, ending with the canonical tag
+    token_ids: list[list[int]]  # users·G completions, user-major, ending with the canonical tag
     texts: list[str]
-    stop_reasons: list[StopReason]      # tag, end_of_turn or length, per path
-    states: torch.Tensor                # users·G × d: h at each path's final tag token (what was scored)
-    old_logprobs: torch.Tensor          # users·G × T, right-padded, under the rollout policy
-    mask: torch.Tensor                  # users·G × T, 1 on real completion tokens
-    rank_part: torch.Tensor             # users·G
-    sim_part: torch.Tensor              # users·G
-    rewards: torch.Tensor               # users × G
-    advantages: torch.Tensor            # users × G
-    selected: torch.Tensor              # users × G, the best path(s) that train the rec head
-    columns: torch.Tensor               # users·G: each path's target column in the global batch
-    column_ids: torch.Tensor            # global batch's target ids, one column per user
+    stop_reasons: list[StopReason]  # tag, end_of_turn or length, per path
+    states: torch.Tensor  # users·G × d: h at each path's final tag token (what was scored)
+    old_logprobs: torch.Tensor  # users·G × T, right-padded, under the rollout policy
+    mask: torch.Tensor  # users·G × T, 1 on real completion tokens
+    rank_part: torch.Tensor  # users·G
+    sim_part: torch.Tensor  # users·G
+    rewards: torch.Tensor  # users × G
+    advantages: torch.Tensor  # users × G
+    selected: torch.Tensor  # users × G, the best path(s) that train the rec head
+    columns: torch.Tensor  # users·G: each path's target column in the global batch
+    column_ids: torch.Tensor  # global batch's target ids, one column per user
     # users·G: log p(v⁺) in-batch under the rollout-time weights (h and re-encoded targets alike). The
     # first update runs on exactly those weights, so it fills this in (its ratio is 1 by construction);
     # later updates of the same rollout (num_iterations > 1) use it. Never a cached table row.
@@ -66,8 +76,8 @@ def _padded(
     values = torch.full((len(rows), width), value, device=device)
     mask = torch.zeros(len(rows), width, device=device)
     for index, row in enumerate(rows):
-        values[index, :len(row)] = torch.as_tensor(row, dtype=values.dtype, device=device)
-        mask[index, :len(row)] = 1.0
+        values[index, : len(row)] = torch.as_tensor(row, dtype=values.dtype, device=device)
+        mask[index, : len(row)] = 1.0
     return values, mask
 
 
@@ -77,8 +87,9 @@ def _cached_prompt_states(
     """Each prompt run once, its KV cache repeated for its ``group`` completions (gradients flow through it)."""
     batch = model.tokenize(prompts, padding_side="left")
     prompt_mask = batch["attention_mask"]
-    out = model.decoder(input_ids=batch["input_ids"], attention_mask=prompt_mask,
-                        position_ids=position_ids(prompt_mask), use_cache=True)
+    out = model.decoder(
+        input_ids=batch["input_ids"], attention_mask=prompt_mask, position_ids=position_ids(prompt_mask), use_cache=True
+    )
     cache = cache_of(out)
     cache.batch_repeat_interleave(group)
     last_prompt = out.last_hidden_state[:, -1].repeat_interleave(group, dim=0)  # left padding: the last column
@@ -96,14 +107,22 @@ def _full_sequence_states(
     batch = model.tokenize(prompts, padding_side="left")
     prompt_ids = batch["input_ids"].repeat_interleave(group, dim=0)
     mask = torch.cat([batch["attention_mask"].repeat_interleave(group, dim=0), completion_mask], dim=1)
-    out = model.decoder(input_ids=torch.cat([prompt_ids, ids], dim=1), attention_mask=mask,
-                        position_ids=position_ids(mask), use_cache=False)
+    out = model.decoder(
+        input_ids=torch.cat([prompt_ids, ids], dim=1),
+        attention_mask=mask,
+        position_ids=position_ids(mask),
+        use_cache=False,
+    )
     width = prompt_ids.shape[1]
     return out.last_hidden_state[:, width:], out.last_hidden_state[:, width - 1]
 
 
 def policy_forward(
-    model: R2ecModel, prompts: Sequence[str], completions: Sequence[list[int]], group: int, temperature: float,
+    model: R2ecModel,
+    prompts: Sequence[str],
+    completions: Sequence[list[int]],
+    group: int,
+    temperature: float,
     chunk_tokens: int = 4096,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """log π(token) of every completion token (right-padded, N × T, float32) and h at each completion's last token.
@@ -124,8 +143,12 @@ def policy_forward(
 
 @torch.no_grad()
 def rollout(
-    model: R2ecModel, batch: Batch, settings: RecPOParams, generator: Generators = None,
-    collective: Collective | None = None, decoder: R2ecModel | None = None,
+    model: R2ecModel,
+    batch: Batch,
+    settings: RecPOParams,
+    generator: Generators = None,
+    collective: Collective | None = None,
+    decoder: R2ecModel | None = None,
 ) -> Rollout:
     """Steps 1–4: sample G paths per user, score them against the item table, reward, advantage.
 
@@ -135,9 +158,16 @@ def rollout(
     collective = collective or Collective()
     users, group = len(batch.prompts), settings.num_generations
     model.lm.eval()
-    generation = generate_reasoning(decoder or model, batch.prompts, settings.max_completion_length, do_sample=True,
-                                    temperature=settings.temperature, top_k=settings.top_k,
-                                    generator=generator, group=group)
+    generation = generate_reasoning(
+        decoder or model,
+        batch.prompts,
+        settings.max_completion_length,
+        do_sample=True,
+        temperature=settings.temperature,
+        top_k=settings.top_k,
+        generator=generator,
+        group=group,
+    )
     owners = torch.arange(users, device=model.device).repeat_interleave(group)
     targets = torch.tensor(batch.targets, device=model.device)
     scores = model.score(generation.final_hidden, [batch.histories[u] for u in owners.tolist()])
@@ -147,10 +177,18 @@ def rollout(
     advantages = group_advantages(rewards.float(), settings.advantage_type)
     old_logprobs, mask = _padded([row.float() for row in generation.logprobs], model.device)
     return Rollout(
-        token_ids=generation.token_ids, texts=generation.texts, stop_reasons=generation.stop_reasons,
-        states=generation.final_hidden, old_logprobs=old_logprobs, mask=mask,
-        rank_part=rank_part.float(), sim_part=sim_part.float(), rewards=rewards.float(), advantages=advantages,
-        selected=best_paths(advantages, settings.relabel_topk), columns=owners + collective.rank * users,
+        token_ids=generation.token_ids,
+        texts=generation.texts,
+        stop_reasons=generation.stop_reasons,
+        states=generation.final_hidden,
+        old_logprobs=old_logprobs,
+        mask=mask,
+        rank_part=rank_part.float(),
+        sim_part=sim_part.float(),
+        rewards=rewards.float(),
+        advantages=advantages,
+        selected=best_paths(advantages, settings.relabel_topk),
+        columns=owners + collective.rank * users,
         column_ids=collective.gather_values(targets),
     )
 
@@ -159,42 +197,68 @@ def rollout(
 class _Denominators:
     """Global counts every micro-batch's losses are divided by, so that their sum is the one-shot loss."""
 
-    tokens: torch.Tensor                # completion tokens of the global batch
-    token_loss: torch.Tensor            # tokens (token_mean) or paths (sequence_mean)
-    selected: torch.Tensor              # best paths that train the rec head
+    tokens: torch.Tensor  # completion tokens of the global batch
+    token_loss: torch.Tensor  # tokens (token_mean) or paths (sequence_mean)
+    selected: torch.Tensor  # best paths that train the rec head
 
 
 def _micro_batch_loss(
-    model: R2ecModel, batch: Batch, paths: Rollout, users: slice, target_states: torch.Tensor,
-    counts: _Denominators, settings: RecPOParams,
+    model: R2ecModel,
+    batch: Batch,
+    paths: Rollout,
+    users: slice,
+    target_states: torch.Tensor,
+    counts: _Denominators,
+    settings: RecPOParams,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Loss of the users in ``users`` (divided by global counts), their log p(v⁺), and their summable parts."""
     group, tau = settings.num_generations, model.config.similarity_temperature
     rows = slice(users.start * group, users.stop * group)
     completions = paths.token_ids[rows]
-    logprobs, states = policy_forward(model, batch.prompts[users], completions, group, settings.temperature,
-                                      settings.logprob_chunk_tokens)
+    logprobs, states = policy_forward(
+        model, batch.prompts[users], completions, group, settings.temperature, settings.logprob_chunk_tokens
+    )
     width = logprobs.shape[1]  # this slice's longest path; the rollout pads to the whole batch's
     mask, advantages = paths.mask[rows, :width], paths.advantages[users]
-    token_loss, clipped = clipped_token_loss(logprobs, paths.old_logprobs[rows, :width], advantages.flatten(), mask,
-                                             settings.epsilon, settings.epsilon_high, settings.loss_type,
-                                             denominator=counts.token_loss.to(logprobs.dtype))
+    token_loss, clipped = clipped_token_loss(
+        logprobs,
+        paths.old_logprobs[rows, :width],
+        advantages.flatten(),
+        mask,
+        settings.epsilon,
+        settings.epsilon_high,
+        settings.loss_type,
+        denominator=counts.token_loss.to(logprobs.dtype),
+    )
     item_logprobs = in_batch_target_logprobs(states, target_states, paths.columns[rows], paths.column_ids, tau)
-    old_item = (paths.old_item_logprobs[rows] if paths.old_item_logprobs is not None
-                else item_logprobs.detach()).view(-1, group)
+    old_item = (paths.old_item_logprobs[rows] if paths.old_item_logprobs is not None else item_logprobs.detach()).view(
+        -1, group
+    )
     item_loss, item_clipped = clipped_item_loss(
-        item_logprobs.view(-1, group), old_item, advantages, paths.selected[users],
-        settings.epsilon, settings.epsilon_high, denominator=counts.selected,
+        item_logprobs.view(-1, group),
+        old_item,
+        advantages,
+        paths.selected[users],
+        settings.epsilon,
+        settings.epsilon_high,
+        denominator=counts.selected,
     )
     kl = torch.zeros((), device=model.device)
     if settings.beta > 0:
         with torch.no_grad(), model.lm.disable_adapter():
-            ref_logprobs, _ = policy_forward(model, batch.prompts[users], completions, group, settings.temperature,
-                                             settings.logprob_chunk_tokens)
+            ref_logprobs, _ = policy_forward(
+                model, batch.prompts[users], completions, group, settings.temperature, settings.logprob_chunk_tokens
+            )
         kl = kl_penalty(logprobs, ref_logprobs, mask, denominator=counts.tokens.to(logprobs.dtype))
     ratios = torch.exp(item_logprobs.detach().view(-1, group) - old_item)
-    parts = {"token_loss": token_loss.detach(), "item_loss": item_loss.detach(), "kl": kl.detach(),
-             "clipped": clipped, "item_clipped": item_clipped, "item_ratio_sum": (ratios * paths.selected[users]).sum()}
+    parts = {
+        "token_loss": token_loss.detach(),
+        "item_loss": item_loss.detach(),
+        "kl": kl.detach(),
+        "clipped": clipped,
+        "item_clipped": item_clipped,
+        "item_ratio_sum": (ratios * paths.selected[users]).sum(),
+    }
     return token_loss + item_loss + settings.beta * kl, item_logprobs.detach(), parts
 
 
@@ -204,7 +268,11 @@ def _micro_batches(users: int, size: int | None) -> list[slice]:
 
 
 def policy_update(
-    model: R2ecModel, optimizer: torch.optim.Optimizer, batch: Batch, paths: Rollout, settings: RecPOParams,
+    model: R2ecModel,
+    optimizer: torch.optim.Optimizer,
+    batch: Batch,
+    paths: Rollout,
+    settings: RecPOParams,
     collective: Collective | None = None,
 ) -> dict[str, float]:
     """Steps 5–7: clipped token loss on all paths + clipped item loss on the best ones, one optimizer step.
@@ -222,8 +290,11 @@ def policy_update(
     model.lm.train()
     tokens = collective.total(paths.mask.sum())
     paths_count = torch.tensor(float(len(paths.mask)), device=model.device)  # collectives need the device
-    counts = _Denominators(tokens, tokens if settings.loss_type == "token_mean" else collective.total(paths_count),
-                           collective.total(paths.selected.sum()).float())
+    counts = _Denominators(
+        tokens,
+        tokens if settings.loss_type == "token_mean" else collective.total(paths_count),
+        collective.total(paths.selected.sum()).float(),
+    )
     slices = _micro_batches(users, settings.policy_micro_batch)
     optimizer.zero_grad(set_to_none=True)
     one_shot = len(slices) == 1
@@ -236,8 +307,9 @@ def policy_update(
     totals: dict[str, torch.Tensor] = {}
     item_logprobs, skipped = [], False
     for users_slice in slices:
-        loss, item_part, parts = _micro_batch_loss(model, batch, paths, users_slice, collective.gather(local_targets),
-                                                   counts, settings)
+        loss, item_part, parts = _micro_batch_loss(
+            model, batch, paths, users_slice, collective.gather(local_targets), counts, settings
+        )
         item_logprobs.append(item_part)
         for name, value in parts.items():
             totals[name] = totals.get(name, 0) + value
@@ -254,8 +326,7 @@ def policy_update(
     else:
         if not one_shot:  # the targets' share of the gradient, one micro-batch of target prompts at a time
             for users_slice in slices:
-                model.encode_shared_prefix(batch.target_prompts[users_slice]).backward(
-                    local_targets.grad[users_slice])
+                model.encode_shared_prefix(batch.target_prompts[users_slice]).backward(local_targets.grad[users_slice])
         parameters = [p for p in model.lm.parameters() if p.requires_grad]
         collective.sum_gradients(parameters)
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
@@ -263,12 +334,15 @@ def policy_update(
     loss = totals["token_loss"] + totals["item_loss"] + settings.beta * totals["kl"]
     selected = counts.selected.clamp(min=1.0)
     return {
-        "loss": collective.total(loss).item(), "token_loss": collective.total(totals["token_loss"]).item(),
-        "item_loss": collective.total(totals["item_loss"]).item(), "kl": collective.total(totals["kl"]).item(),
+        "loss": collective.total(loss).item(),
+        "token_loss": collective.total(totals["token_loss"]).item(),
+        "item_loss": collective.total(totals["item_loss"]).item(),
+        "kl": collective.total(totals["kl"]).item(),
         "clip_fraction": (collective.total(totals["clipped"]) / tokens.clamp(min=1.0)).item(),
         "item_clip_fraction": (collective.total(totals["item_clipped"]) / selected).item(),
         "item_ratio_mean": (collective.total(totals["item_ratio_sum"]) / selected).item(),
-        "grad_norm": float(grad_norm), "skipped": float(skipped),
+        "grad_norm": float(grad_norm),
+        "skipped": float(skipped),
     }
 
 
@@ -277,10 +351,12 @@ def rollout_metrics(paths: Rollout, collective: Collective | None = None) -> dic
     collective = collective or Collective()
     rewards = collective.gather_values(paths.rewards.flatten())
     lengths = collective.gather_values(paths.mask.sum(dim=1))
-    reasons = collective.gather_values(torch.tensor([STOP_REASONS.index(r) for r in paths.stop_reasons],
-                                                    device=lengths.device))
+    reasons = collective.gather_values(
+        torch.tensor([STOP_REASONS.index(r) for r in paths.stop_reasons], device=lengths.device)
+    )
     return {
-        "reward_mean": rewards.mean().item(), "reward_std": rewards.std().item(),
+        "reward_mean": rewards.mean().item(),
+        "reward_std": rewards.std().item(),
         "reward_rank": collective.gather_values(paths.rank_part).mean().item(),
         "reward_sim": collective.gather_values(paths.sim_part).mean().item(),
         "advantage_std": collective.gather_values(paths.advantages.flatten()).std().item(),
@@ -315,8 +391,9 @@ def recpo_step(
     """
     paths = rollout(model, batch, settings, generator, collective, decoding.model if decoding else None)
     metrics = rollout_metrics(paths, collective)
-    updates = [policy_update(model, optimizer, batch, paths, settings, collective)
-               for _ in range(settings.num_iterations)]
+    updates = [
+        policy_update(model, optimizer, batch, paths, settings, collective) for _ in range(settings.num_iterations)
+    ]
     refresh_target_rows(model, batch, paths, collective)
     if decoding is not None:
         decoding.refresh()

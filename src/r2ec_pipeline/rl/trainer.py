@@ -32,9 +32,21 @@ logger = logging.getLogger(__name__)
 # settings a resumed run may change without invalidating the saved state: the global batch may not change,
 # but how it is split over processes may (batches and rollouts are indexed globally), and so may how an
 # update is cut into micro-batches and log-prob chunks (the same gradient either way)
-RESUMABLE_CHANGES = {"max_steps", "num_train_epochs", "save_steps", "save_total_limit", "eval_steps", "eval_users",
-                     "log_completions_steps", "per_device_train_batch_size", "world_size", "early_stopping_patience",
-                     "resume_from_checkpoint", "policy_micro_batch", "logprob_chunk_tokens"}
+RESUMABLE_CHANGES = {
+    "max_steps",
+    "num_train_epochs",
+    "save_steps",
+    "save_total_limit",
+    "eval_steps",
+    "eval_users",
+    "log_completions_steps",
+    "per_device_train_batch_size",
+    "world_size",
+    "early_stopping_patience",
+    "resume_from_checkpoint",
+    "policy_micro_batch",
+    "logprob_chunk_tokens",
+}
 
 
 @dataclass
@@ -43,17 +55,17 @@ class RecPOData:
 
     prompts: list[str]
     targets: list[int]
-    histories: list[list[int]]             # items masked when ranking each sample
-    item_prompt: dict[int, str]            # catalog: item id → item prompt
+    histories: list[list[int]]  # items masked when ranking each sample
+    item_prompt: dict[int, str]  # catalog: item id → item prompt
 
 
 @dataclass
 class RecPOResult:
-    history: dict[str, list[dict[str, float]]]   # metric → [{"value", "step"}], for MLflow
-    samples: list[dict[str, Any]]                 # sampled reasoning paths with their rewards
-    evaluations: dict[int, dict[str, float]]      # step → validation metrics (0: before training)
-    steps: int                                    # steps trained (fewer than planned after early stopping)
-    selected_step: int                            # the step whose weights the model holds (model selection)
+    history: dict[str, list[dict[str, float]]]  # metric → [{"value", "step"}], for MLflow
+    samples: list[dict[str, Any]]  # sampled reasoning paths with their rewards
+    evaluations: dict[int, dict[str, float]]  # step → validation metrics (0: before training)
+    steps: int  # steps trained (fewer than planned after early stopping)
+    selected_step: int  # the step whose weights the model holds (model selection)
     resumed_from: int = 0
     seconds_per_step: float = 0.0
     skipped_steps: int = 0
@@ -85,16 +97,18 @@ class _Progress:
     evaluations: dict[int, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
     skipped: int = 0
-    best_step: int | None = None       # validation step with the best metric so far
+    best_step: int | None = None  # validation step with the best metric so far
     best_value: float | None = None
-    stale_evaluations: int = 0         # validations since the best one (early stopping)
+    stale_evaluations: int = 0  # validations since the best one (early stopping)
     stopped_early: bool = False
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> _Progress:
         names = {f.name for f in fields(cls)} - {"evaluations"}
-        return cls(**{k: v for k, v in state.items() if k in names},
-                   evaluations={int(k): v for k, v in state["evaluations"].items()})
+        return cls(
+            **{k: v for k, v in state.items() if k in names},
+            evaluations={int(k): v for k, v in state["evaluations"].items()},
+        )
 
     def evaluated(self, step: int, metrics: dict[str, float], metric: str | None) -> bool:
         """Record a validation; True when ``metric`` beats every earlier one (these weights are the best)."""
@@ -128,19 +142,24 @@ def batch_indices(samples: int, global_batch: int, step: int, seed: int) -> np.n
         raise ValueError(f"{samples} training samples do not fill one global batch of {global_batch}")
     epoch, offset = divmod(step - 1, per_epoch)
     order = np.random.default_rng([seed, epoch]).permutation(samples)
-    return order[offset * global_batch:(offset + 1) * global_batch]
+    return order[offset * global_batch : (offset + 1) * global_batch]
 
 
 def row_generators(seed: int, step: int, rows: Sequence[int], device: torch.device) -> list[torch.Generator]:
     """One sampling stream per global rollout row, so a row's sample does not depend on its process."""
-    return [torch.Generator(device=device).manual_seed(int(np.random.SeedSequence([seed, step, row]).generate_state(1)[0]))
-            for row in rows]
+    return [
+        torch.Generator(device=device).manual_seed(int(np.random.SeedSequence([seed, step, row]).generate_state(1)[0]))
+        for row in rows
+    ]
 
 
 def _batch(data: RecPOData, indices: Sequence[int]) -> Batch:
-    return Batch(prompts=[data.prompts[i] for i in indices], targets=[data.targets[i] for i in indices],
-                 histories=[data.histories[i] for i in indices],
-                 target_prompts=[data.item_prompt[data.targets[i]] for i in indices])
+    return Batch(
+        prompts=[data.prompts[i] for i in indices],
+        targets=[data.targets[i] for i in indices],
+        histories=[data.histories[i] for i in indices],
+        target_prompts=[data.item_prompt[data.targets[i]] for i in indices],
+    )
 
 
 def _record(history: dict[str, list[dict[str, float]]], metrics: dict[str, float], step: int, prefix: str) -> None:
@@ -151,14 +170,27 @@ def _record(history: dict[str, list[dict[str, float]]], metrics: dict[str, float
 def _sample_rows(step: int, batch: Batch, paths: Rollout, group: int) -> list[dict[str, Any]]:
     rewards, advantages = paths.rewards.flatten().tolist(), paths.advantages.flatten().tolist()
     best = paths.selected.flatten().tolist()
-    return [{"step": step, "target_item_id": batch.targets[row // group], "path": row % group,
-             "reward": round(rewards[row], 6), "advantage": round(advantages[row], 6), "best": best[row],
-             "stop": paths.stop_reasons[row], "text": text} for row, text in enumerate(paths.texts)]
+    return [
+        {
+            "step": step,
+            "target_item_id": batch.targets[row // group],
+            "path": row % group,
+            "reward": round(rewards[row], 6),
+            "advantage": round(advantages[row], 6),
+            "best": best[row],
+            "stop": paths.stop_reasons[row],
+            "text": text,
+        }
+        for row, text in enumerate(paths.texts)
+    ]
 
 
 def _check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Any) -> None:
-    changed = {key: (saved.get(key), value) for key, value in current.items()
-               if key not in RESUMABLE_CHANGES and saved.get(key) != value}
+    changed = {
+        key: (saved.get(key), value)
+        for key, value in current.items()
+        if key not in RESUMABLE_CHANGES and saved.get(key) != value
+    }
     if changed:
         raise ResumeError(f"cannot resume from {path}: settings changed since it was written (saved, now): {changed}")
 
@@ -221,8 +253,12 @@ def train_recpo(
     else:
         done = _Progress()
         if store is not None and collective.is_main and (stale := store.clear()):
-            logger.warning("fresh RecPO run: removed %d old checkpoint(s) from %s "
-                           "(resume_from_checkpoint: true continues a run instead)", stale, store.root)
+            logger.warning(
+                "fresh RecPO run: removed %d old checkpoint(s) from %s "
+                "(resume_from_checkpoint: true continues a run instead)",
+                stale,
+                store.root,
+            )
         if model.num_items < 1:
             refresh_table()
         if evaluate is not None:
@@ -259,8 +295,12 @@ def train_recpo(
         if settings.eval_steps and evaluate is not None and step % settings.eval_steps == 0:
             validate(step)
             if done.stopped_early:
-                logger.info("RecPO: early stopping at step %d (%d validations without a better %s)", step,
-                            done.stale_evaluations, settings.metric_for_best_model)
+                logger.info(
+                    "RecPO: early stopping at step %d (%d validations without a better %s)",
+                    step,
+                    done.stale_evaluations,
+                    settings.metric_for_best_model,
+                )
                 break
         if settings.save_steps and step % settings.save_steps == 0:
             save()
@@ -274,11 +314,24 @@ def train_recpo(
         selected = done.best_step
         if selected != done.step:
             restore_trainable(model, {name: t.to(model.device) for name, t in best.items()})
-        logger.info("RecPO: selected the weights of step %d (%s %.4f)", selected, settings.metric_for_best_model,
-                    done.best_value)
+        logger.info(
+            "RecPO: selected the weights of step %d (%s %.4f)",
+            selected,
+            settings.metric_for_best_model,
+            done.best_value,
+        )
     seconds_per_step = done.seconds / max(done.step, 1)
-    logger.info("RecPO: %d steps (from step %d), %.1f s/step, %d skipped", done.step, start, seconds_per_step,
-                done.skipped)
-    return RecPOResult(history=done.history, samples=done.samples, evaluations=done.evaluations, steps=done.step,
-                       selected_step=selected, resumed_from=start, seconds_per_step=seconds_per_step,
-                       skipped_steps=done.skipped, stopped_early=done.stopped_early)
+    logger.info(
+        "RecPO: %d steps (from step %d), %.1f s/step, %d skipped", done.step, start, seconds_per_step, done.skipped
+    )
+    return RecPOResult(
+        history=done.history,
+        samples=done.samples,
+        evaluations=done.evaluations,
+        steps=done.step,
+        selected_step=selected,
+        resumed_from=start,
+        seconds_per_step=seconds_per_step,
+        skipped_steps=done.skipped,
+        stopped_early=done.stopped_early,
+    )

@@ -41,12 +41,16 @@ def log_backbone(folder: str | os.PathLike[str], client: MlflowClient | None = N
     digest = folder_digest(folder)
     experiment = client.get_experiment_by_name(EXPERIMENT)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(EXPERIMENT)
-    found = client.search_runs([experiment_id], f"tags.{HASH_TAG} = '{digest}' and attributes.status = 'FINISHED'",
-                               max_results=1)
+    found = client.search_runs(
+        [experiment_id], f"tags.{HASH_TAG} = '{digest}' and attributes.status = 'FINISHED'", max_results=1
+    )
     if found:
         return f"runs:/{found[0].info.run_id}/{ARTIFACT_PATH}", digest
-    run = client.create_run(experiment_id, run_name=f"{Path(folder).name} {digest[:12]}",
-                            tags={HASH_TAG: digest, "backbone": Path(folder).name})
+    run = client.create_run(
+        experiment_id,
+        run_name=f"{Path(folder).name} {digest[:12]}",
+        tags={HASH_TAG: digest, "backbone": Path(folder).name},
+    )
     try:
         client.log_artifacts(run.info.run_id, str(folder), ARTIFACT_PATH)
     except Exception:

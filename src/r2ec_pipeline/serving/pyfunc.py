@@ -22,18 +22,22 @@ from mlflow.pyfunc import PythonModel
 from mlflow.types.schema import Array, ColSpec, Schema
 
 SIGNATURE = ModelSignature(
-    inputs=Schema([
-        ColSpec(Array("string"), "history_item_ids"),
-        ColSpec(Array("double"), "history_ratings", required=False),
-        ColSpec(Array("long"), "history_timestamps", required=False),
-        ColSpec("long", "k", required=False),
-    ]),
-    outputs=Schema([
-        ColSpec(Array("string"), "item_ids"),
-        ColSpec(Array("string"), "titles"),
-        ColSpec(Array("double"), "scores"),
-        ColSpec("string", "reasoning"),
-    ]),
+    inputs=Schema(
+        [
+            ColSpec(Array("string"), "history_item_ids"),
+            ColSpec(Array("double"), "history_ratings", required=False),
+            ColSpec(Array("long"), "history_timestamps", required=False),
+            ColSpec("long", "k", required=False),
+        ]
+    ),
+    outputs=Schema(
+        [
+            ColSpec(Array("string"), "item_ids"),
+            ColSpec(Array("string"), "titles"),
+            ColSpec(Array("double"), "scores"),
+            ColSpec("string", "reasoning"),
+        ]
+    ),
 )
 
 
@@ -47,7 +51,7 @@ class ServingSettings:
     reasoning_tokens: int
     default_k: int
     max_k: int
-    backbone_uri: str = ""       # the backbone's folder in the MLflow store (serving.backbone_store), once per content
+    backbone_uri: str = ""  # the backbone's folder in the MLflow store (serving.backbone_store), once per content
     backbone_sha256: str = ""
 
 
@@ -71,6 +75,7 @@ def _as_list(value: Any) -> list | None:
 
 def parse_request(row: dict[str, Any], ids: dict[str, int], settings: ServingSettings, index: int) -> Request:
     """Check one row; the error names the row and the problem (empty history, unknown ids, k, lengths)."""
+
     def bad(message: str) -> MlflowException:
         return MlflowException.invalid_parameter_value(f"request row {index}: {message}")
 
@@ -88,8 +93,12 @@ def parse_request(row: dict[str, Any], ids: dict[str, int], settings: ServingSet
     k = settings.default_k if _missing(k) else k
     if int(k) != k or not 1 <= int(k) <= settings.max_k:
         raise bad(f"k must be an integer in 1..{settings.max_k}, got {k}")
-    return Request([ids[str(item)] for item in raw], None if ratings is None else [float(r) for r in ratings],
-                   None if stamps is None else [int(t) for t in stamps], int(k))
+    return Request(
+        [ids[str(item)] for item in raw],
+        None if ratings is None else [float(r) for r in ratings],
+        None if stamps is None else [int(t) for t in stamps],
+        int(k),
+    )
 
 
 class R2ecPyfunc(PythonModel):
@@ -102,8 +111,11 @@ class R2ecPyfunc(PythonModel):
 
         artifacts = context.artifacts
         self.settings = ServingSettings(**json.loads(Path(artifacts["serving"]).read_text()))
-        backbone = (str(fetch_backbone(self.settings.backbone_uri, self.settings.backbone_sha256))
-                    if self.settings.backbone_uri else artifacts["backbone"])
+        backbone = (
+            str(fetch_backbone(self.settings.backbone_uri, self.settings.backbone_sha256))
+            if self.settings.backbone_uri
+            else artifacts["backbone"]
+        )
         items = pd.read_parquet(artifacts["items"])
         self.ids = dict(zip(items["raw_item_id"].astype(str), items["item_id"].astype(int), strict=True))
         self.raw_ids = dict(zip(items["item_id"].astype(int), items["raw_item_id"].astype(str), strict=True))
@@ -117,10 +129,16 @@ class R2ecPyfunc(PythonModel):
 
         window = slice(-self.settings.window_size, None)
         stamps = request.timestamps[window] if request.timestamps else None
-        lines = history_lines(request.item_ids[window], request.ratings[window] if request.ratings else None,
-                              stamps, max(request.timestamps) if request.timestamps else None, self.titles)
-        return fit_user_prompt(self.model.tokenizer, self.settings.user_instruction, lines,
-                               self.settings.max_user_prompt_tokens)[0]
+        lines = history_lines(
+            request.item_ids[window],
+            request.ratings[window] if request.ratings else None,
+            stamps,
+            max(request.timestamps) if request.timestamps else None,
+            self.titles,
+        )
+        return fit_user_prompt(
+            self.model.tokenizer, self.settings.user_instruction, lines, self.settings.max_user_prompt_tokens
+        )[0]
 
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         import torch
@@ -141,10 +159,13 @@ class R2ecPyfunc(PythonModel):
             best, values = top_k(scores, max(request.k for request in requests))
         output = []
         for row, request in enumerate(requests):
-            ids = best[row, :request.k].tolist()
-            output.append({
-                "item_ids": [self.raw_ids[i] for i in ids], "titles": [self.titles[i] for i in ids],
-                "scores": np.round(values[row, :request.k].cpu().numpy().astype(float), 6).tolist(),
-                "reasoning": texts[row],
-            })
+            ids = best[row, : request.k].tolist()
+            output.append(
+                {
+                    "item_ids": [self.raw_ids[i] for i in ids],
+                    "titles": [self.titles[i] for i in ids],
+                    "scores": np.round(values[row, : request.k].cpu().numpy().astype(float), 6).tolist(),
+                    "reasoning": texts[row],
+                }
+            )
         return pd.DataFrame(output, columns=["item_ids", "titles", "scores", "reasoning"])

@@ -47,7 +47,7 @@ class Promotion:
 
 
 COMPARED_TAGS = ("dataset", "data_hash", "promotion_users")  # a metric compares only on the same data and users
-RUN_TAGS = ("profile", "git_commit", "evaluation_users")       # copied from the run onto the version it registers
+RUN_TAGS = ("profile", "git_commit", "evaluation_users")  # copied from the run onto the version it registers
 
 
 @dataclass(frozen=True)
@@ -84,13 +84,17 @@ def promotion_decision(
 
 def basis_mismatch(champion: dict[str, str], challenger: dict[str, str]) -> str | None:
     """How the champion's metric basis (dataset, data hash, users) differs from the challenger's; None if equal."""
-    differences = [f"{tag} {champion.get(tag, 'untagged')!r} vs {challenger.get(tag, 'untagged')!r}"
-                   for tag in COMPARED_TAGS if champion.get(tag) != challenger.get(tag)]
+    differences = [
+        f"{tag} {champion.get(tag, 'untagged')!r} vs {challenger.get(tag, 'untagged')!r}"
+        for tag in COMPARED_TAGS
+        if champion.get(tag) != challenger.get(tag)
+    ]
     return "; ".join(differences) or None
 
 
-def log_pyfunc(checkpoint: Path, backbone: Path, items: pd.DataFrame, settings: ServingSettings,
-               input_example: pd.DataFrame) -> mlflow.models.model.ModelInfo:
+def log_pyfunc(
+    checkpoint: Path, backbone: Path, items: pd.DataFrame, settings: ServingSettings, input_example: pd.DataFrame
+) -> mlflow.models.model.ModelInfo:
     """Log the model (adapters, item table, tokenizer, config, catalog) to the active run.
 
     The backbone is not copied into the version: it is logged once per content (``log_backbone``) and
@@ -103,10 +107,13 @@ def log_pyfunc(checkpoint: Path, backbone: Path, items: pd.DataFrame, settings: 
         items[["item_id", "raw_item_id", "title"]].to_parquet(items_path, index=False)
         serving_path.write_text(json.dumps(asdict(settings), indent=2))
         return mlflow.pyfunc.log_model(
-            name="model", python_model=R2ecPyfunc(),
+            name="model",
+            python_model=R2ecPyfunc(),
             artifacts={"checkpoint": str(checkpoint), "items": str(items_path), "serving": str(serving_path)},
-            code_paths=[str(Path(r2ec_pipeline.__file__).parent)], signature=SIGNATURE,
-            input_example=input_example, pip_requirements=pip_requirements(),
+            code_paths=[str(Path(r2ec_pipeline.__file__).parent)],
+            signature=SIGNATURE,
+            input_example=input_example,
+            pip_requirements=pip_requirements(),
         )
 
 
@@ -144,8 +151,17 @@ def register_and_gate(
         client.set_registered_model_alias(name, CHAMPION, version)
     client.set_model_version_tag(name, version, "promotion", decision.reason)
     aliases = sorted(client.get_model_version(name, version).aliases)
-    return {"model_name": name, "version": int(version), "aliases": aliases, "promoted": decision.promoted,
-            "promotion": decision.reason, "metric": metric, "value": value, "model_uri": model_uri, "tags": tags}
+    return {
+        "model_name": name,
+        "version": int(version),
+        "aliases": aliases,
+        "promoted": decision.promoted,
+        "promotion": decision.reason,
+        "metric": metric,
+        "value": value,
+        "model_uri": model_uri,
+        "tags": tags,
+    }
 
 
 def register(registration: Registration, run_tags: dict[str, str]) -> dict[str, object]:
@@ -155,8 +171,9 @@ def register(registration: Registration, run_tags: dict[str, str]) -> dict[str, 
         checkpoint = registration.checkpoint
         if isinstance(checkpoint, R2ecModel):  # a model in memory is written as a checkpoint folder first
             checkpoint = save_dual_head(checkpoint, Path(staging) / "checkpoint")
-        info = log_pyfunc(checkpoint, registration.backbone, registration.items, registration.settings,
-                          registration.input_example)
+        info = log_pyfunc(
+            checkpoint, registration.backbone, registration.items, registration.settings, registration.input_example
+        )
     tags = {key: run_tags[key] for key in RUN_TAGS if key in run_tags} | registration.tags
     return register_and_gate(info.model_uri, registration.model_name, registration.metric, registration.value, tags)
 
@@ -167,10 +184,10 @@ class RegisteredVersion:
 
     name: str
     version: int
-    checkpoint: Path             # the dual-head checkpoint folder
-    items: pd.DataFrame          # its catalog (CATALOG_COLUMNS)
+    checkpoint: Path  # the dual-head checkpoint folder
+    items: pd.DataFrame  # its catalog (CATALOG_COLUMNS)
     settings: ServingSettings
-    backbone: Path               # the backbone folder it loads onto (fetched once per content)
+    backbone: Path  # the backbone folder it loads onto (fetched once per content)
     tags: dict[str, str]
 
 
@@ -179,14 +196,16 @@ def _version(client: MlflowClient, model_uri: str) -> ModelVersion:
     match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", model_uri)
     if match is None:
         raise MlflowException.invalid_parameter_value(
-            f"model URI {model_uri!r} must read models:/<name>@<alias> or models:/<name>/<version>")
+            f"model URI {model_uri!r} must read models:/<name>@<alias> or models:/<name>/<version>"
+        )
     name, alias, number = match.groups()
     try:
         return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
     except MlflowException as error:
         raise MlflowException.invalid_parameter_value(
             f"{model_uri} is not in the registry at {mlflow.get_tracking_uri()}: run `make run` (or the "
-            f"registration pipeline) first ({error.message})") from None
+            f"registration pipeline) first ({error.message})"
+        ) from None
 
 
 def download_version(model_uri: str, folder: Path) -> RegisteredVersion:
@@ -199,8 +218,15 @@ def download_version(model_uri: str, folder: Path) -> RegisteredVersion:
     artifacts = Model.load(str(local)).flavors["python_function"]["artifacts"]
     paths = {name: local / entry["path"] for name, entry in artifacts.items()}
     settings = ServingSettings(**json.loads(paths["serving"].read_text()))
-    backbone = (fetch_backbone(settings.backbone_uri, settings.backbone_sha256) if settings.backbone_uri
-                else paths["backbone"])
-    return RegisteredVersion(name=found.name, version=int(found.version), checkpoint=paths["checkpoint"],
-                             items=pd.read_parquet(paths["items"]), settings=settings, backbone=backbone,
-                             tags=dict(found.tags))
+    backbone = (
+        fetch_backbone(settings.backbone_uri, settings.backbone_sha256) if settings.backbone_uri else paths["backbone"]
+    )
+    return RegisteredVersion(
+        name=found.name,
+        version=int(found.version),
+        checkpoint=paths["checkpoint"],
+        items=pd.read_parquet(paths["items"]),
+        settings=settings,
+        backbone=backbone,
+        tags=dict(found.tags),
+    )

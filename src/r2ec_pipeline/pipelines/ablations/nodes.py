@@ -16,8 +16,13 @@ from matplotlib.figure import Figure
 from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.rankings import rank_r2ec
+from r2ec_pipeline.reporting import (
+    TABLE_METRICS,
+    markdown_table,
+    metrics_by_model,
+    variant_bar_chart,
+)
 from r2ec_pipeline.rl.runs import start_policy
-from r2ec_pipeline.reporting import TABLE_METRICS, markdown_table, metrics_by_model, variant_bar_chart
 
 logger = logging.getLogger(__name__)
 
@@ -33,30 +38,51 @@ def start_after(previous_rankings: pd.DataFrame, *args: Any) -> R2ecModel:
     return start_policy(*args)
 
 
-def rank_variant(model: R2ecModel, samples: pd.DataFrame, interactions: pd.DataFrame, model_params: dict[str, Any],
-                 evaluation_params: dict[str, Any], ablation_params: dict[str, Any], variant: str) -> pd.DataFrame:
+def rank_variant(
+    model: R2ecModel,
+    samples: pd.DataFrame,
+    interactions: pd.DataFrame,
+    model_params: dict[str, Any],
+    evaluation_params: dict[str, Any],
+    ablation_params: dict[str, Any],
+    variant: str,
+) -> pd.DataFrame:
     """The variant ranked in both modes on the evaluation stage's users of the chosen splits."""
     splits = parse_block("ablations", ablation_params).splits
     reasoning_users = parse_block("evaluation", evaluation_params).reasoning_users
-    return rank_r2ec(variant, model, samples[samples["split"].isin(splits)], interactions, model_params,
-                     evaluation_params, reasoning_users)
+    return rank_r2ec(
+        variant,
+        model,
+        samples[samples["split"].isin(splits)],
+        interactions,
+        model_params,
+        evaluation_params,
+        reasoning_users,
+    )
 
 
-def _mlflow_run(variant: str, block: dict[str, Any], overrides: dict[str, Any], metrics: dict[str, Any],
-                report: dict[str, Any]) -> dict[str, Any]:
+def _mlflow_run(
+    variant: str, block: dict[str, Any], overrides: dict[str, Any], metrics: dict[str, Any], report: dict[str, Any]
+) -> dict[str, Any]:
     """What the variant's nested MLflow run shows (written by the ``ChildRunsDataset`` of ``ablation_metrics``):
     its recpo block, test metrics and reward curve, tagged with its overrides."""
     return {
-        "tags": {"ablation.variant": variant,
-                 "ablation.overrides": ", ".join(f"{k}={v}" for k, v in overrides.items()) or "none"},
+        "tags": {
+            "ablation.variant": variant,
+            "ablation.overrides": ", ".join(f"{k}={v}" for k, v in overrides.items()) or "none",
+        },
         "params": {f"recpo.{key}": value for key, value in block.items()},
         "metrics": metrics,
         "curves": {"train.reward_mean": report.get("reward_mean_by_step", [])},
     }
 
 
-def summarise_ablations(recpo_params: dict[str, Any], ablation_params: dict[str, Any], evaluation_params: dict[str, Any],
-                        *results: pd.DataFrame | dict[str, Any]) -> tuple[dict[str, Any], pd.DataFrame, Figure]:
+def summarise_ablations(
+    recpo_params: dict[str, Any],
+    ablation_params: dict[str, Any],
+    evaluation_params: dict[str, Any],
+    *results: pd.DataFrame | dict[str, Any],
+) -> tuple[dict[str, Any], pd.DataFrame, Figure]:
     """``results`` = each variant's rankings then its RecPO report, in ``ABLATION_VARIANTS`` order."""
     config = parse_block("ablations", ablation_params)
     ks = parse_block("evaluation", evaluation_params).ks
@@ -68,15 +94,25 @@ def summarise_ablations(recpo_params: dict[str, Any], ablation_params: dict[str,
         metrics = metrics_by_model(frame, ks)
         by_split = {split: metrics[split][variant] for split in config.splits if split in metrics}
         rewards = report.get("reward_mean_by_step", [])
-        summary[variant] = {**by_split, "reward_mean": sum(rewards) / len(rewards) if rewards else None,
-                            "overrides": config.variants[variant],
-                            "mlflow_run": _mlflow_run(variant, config.recpo_block(recpo_params, variant),
-                                                      config.variants[variant], by_split, report)}
+        summary[variant] = {
+            **by_split,
+            "reward_mean": sum(rewards) / len(rewards) if rewards else None,
+            "overrides": config.variants[variant],
+            "mlflow_run": _mlflow_run(
+                variant, config.recpo_block(recpo_params, variant), config.variants[variant], by_split, report
+            ),
+        }
         for split, modes in by_split.items():
             for mode, values in modes.items():
-                rows.append({"variant": variant, "split": split, "mode": mode,
-                             **{name: values[name] for name in TABLE_METRICS if name in values},
-                             "reward_mean": summary[variant]["reward_mean"]})
+                rows.append(
+                    {
+                        "variant": variant,
+                        "split": split,
+                        "mode": mode,
+                        **{name: values[name] for name in TABLE_METRICS if name in values},
+                        "reward_mean": summary[variant]["reward_mean"],
+                    }
+                )
     table = pd.DataFrame(rows)
     summary["users"] = metrics_by_model(pd.concat(rankings), ks)["users"]
     logger.info("ablations:\n%s", markdown_table(table))

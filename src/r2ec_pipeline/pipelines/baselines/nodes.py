@@ -35,7 +35,6 @@ def fit_popularity(sequences: pd.DataFrame, items: pd.DataFrame) -> pd.DataFrame
     return table
 
 
-
 def train_sasrec_model(
     sequences: pd.DataFrame,
     valid_samples: pd.DataFrame,
@@ -53,14 +52,25 @@ def train_sasrec_model(
         return ndcg_at_k(target_ranks(scores, targets).numpy(), 10)
 
     started = time.perf_counter()
-    model, log = train_sasrec(int(items["item_id"].max()), sequences["item_ids"].tolist(), evaluate,
-                              config)
+    model, log = train_sasrec(int(items["item_id"].max()), sequences["item_ids"].tolist(), evaluate, config)
     seconds = time.perf_counter() - started
     best = max(log, key=lambda entry: entry["valid_ndcg_at_10"])
-    logger.info("SASRec: best valid N@10 %.4f at epoch %d of %d (%.0f s)", best["valid_ndcg_at_10"],
-                best["epoch"], len(log), seconds)
-    history = {name: [{"value": entry[name], "step": entry["epoch"]} for entry in log]
-               for name in ("loss", "valid_ndcg_at_10")}
-    report = {"best_epoch": best["epoch"], "epochs": len(log), "valid_ndcg_at_10": best["valid_ndcg_at_10"],
-              "seconds": seconds, "training_sequences": len(sequences), "log": log}
+    logger.info(
+        "SASRec: best valid N@10 %.4f at epoch %d of %d (%.0f s)",
+        best["valid_ndcg_at_10"],
+        best["epoch"],
+        len(log),
+        seconds,
+    )
+    history = {
+        name: [{"value": entry[name], "step": entry["epoch"]} for entry in log] for name in ("loss", "valid_ndcg_at_10")
+    }
+    report = {
+        "best_epoch": best["epoch"],
+        "epochs": len(log),
+        "valid_ndcg_at_10": best["valid_ndcg_at_10"],
+        "seconds": seconds,
+        "training_sequences": len(sequences),
+        "log": log,
+    }
     return model, history, report

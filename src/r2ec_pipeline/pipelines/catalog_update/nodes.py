@@ -17,7 +17,11 @@ from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.data.validation import enforce
 from r2ec_pipeline.model.checkpoint import load_dual_head
 from r2ec_pipeline.serving.catalog_update import check_item_rows, encode_update
-from r2ec_pipeline.serving.registry import COMPARED_TAGS, RegisteredVersion, Registration
+from r2ec_pipeline.serving.registry import (
+    COMPARED_TAGS,
+    RegisteredVersion,
+    Registration,
+)
 
 logger = logging.getLogger(__name__)
 DATA_DOCS = "data/08_reporting/catalog_update_data_docs"
@@ -25,8 +29,9 @@ VALIDATION_REPORT = "data/08_reporting/catalog_update_validation.json"
 KEPT_TAGS = tuple(tag for tag in COMPARED_TAGS if tag != "promotion_users")  # what the model was trained on
 
 
-def check_new_items(new_items: pd.DataFrame, source: RegisteredVersion, update_params: dict[str, Any],
-                    validation_params: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any], dict[str, bytes]]:
+def check_new_items(
+    new_items: pd.DataFrame, source: RegisteredVersion, update_params: dict[str, Any], validation_params: dict[str, Any]
+) -> tuple[pd.DataFrame, dict[str, Any], dict[str, bytes]]:
     """The new rows matched to the source's catalog, the GX rules' report on them and its Data Docs site."""
     config, rules = parse_block("catalog_update", update_params), parse_block("data_validation", validation_params)
     return check_item_rows(new_items, source.items, config.allow_updates, rules.example_rows)
@@ -39,27 +44,49 @@ def accept_new_items(report: dict[str, Any], matched: pd.DataFrame) -> pd.DataFr
 
 
 def update_catalog(
-    matched: pd.DataFrame, source: RegisteredVersion, prompts_params: dict[str, Any], model_params: dict[str, Any],
+    matched: pd.DataFrame,
+    source: RegisteredVersion,
+    prompts_params: dict[str, Any],
+    model_params: dict[str, Any],
     registration_params: dict[str, Any],
 ) -> tuple[Registration, dict[str, Any]]:
     """Encode the new and updated items' rows with the source model and say what to register: the source
     with the updated catalog, as a new version (challenger; the promotion rules are unchanged)."""
     registration = parse_block("registration", registration_params)
     model = load_dual_head(source.checkpoint, source.backbone, backbone=str(source.backbone))
-    update = encode_update(model, source.items, matched, parse_block("prompts", prompts_params),
-                           parse_block("model", model_params).item_batch_size)
+    update = encode_update(
+        model,
+        source.items,
+        matched,
+        parse_block("prompts", prompts_params),
+        parse_block("model", model_params).item_batch_size,
+    )
     plan = update.plan
     report = {"source": f"{source.name} version {source.version}", **update.report()}
-    logger.info("catalog update of %s: %d added, %d updated, %d items encoded in %.1f s", report["source"],
-                len(plan.added), len(plan.updated), len(plan.rows), update.seconds)
+    logger.info(
+        "catalog update of %s: %d added, %d updated, %d items encoded in %.1f s",
+        report["source"],
+        len(plan.added),
+        len(plan.updated),
+        len(plan.rows),
+        update.seconds,
+    )
     tags = {tag: source.tags[tag] for tag in KEPT_TAGS if tag in source.tags} | {
         "catalog_update.source": report["source"],
-        "catalog_update.added": str(len(plan.added)), "catalog_update.updated": str(len(plan.updated)),
+        "catalog_update.added": str(len(plan.added)),
+        "catalog_update.updated": str(len(plan.updated)),
     }
-    example = pd.DataFrame([{"history_item_ids": (report["added"] or report["updated"])[:5],
-                             "k": source.settings.default_k}])
+    example = pd.DataFrame(
+        [{"history_item_ids": (report["added"] or report["updated"])[:5], "k": source.settings.default_k}]
+    )
     return Registration(
-        checkpoint=model, backbone=source.backbone, items=plan.catalog,
-        settings=source.settings, input_example=example,
-        model_name=source.name, metric=registration.promotion_metric, value=None, tags=tags,
+        checkpoint=model,
+        backbone=source.backbone,
+        items=plan.catalog,
+        settings=source.settings,
+        input_example=example,
+        model_name=source.name,
+        metric=registration.promotion_metric,
+        value=None,
+        tags=tags,
     ), report

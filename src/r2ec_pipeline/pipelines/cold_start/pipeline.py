@@ -32,25 +32,73 @@ def create_pipeline(training: Pipeline | None = None, **kwargs) -> Pipeline:
     """The cold-start evaluation; ``training`` is the chain the held-out split trains (prompts → recpo)."""
     ns = f"{NAMESPACE}."
     common = ["cold_start_samples", "validated_interactions", "validated_items", "params:model", "params:evaluation"]
-    nodes = Pipeline([
-        Node(hold_out_newest_items, ["validated_interactions", "validated_items", "params:cold_start"],
-             [f"{ns}validated_interactions", f"{ns}validated_items", f"{ns}held_out_items"],
-             name="hold_out_newest_items"),
-        Node(check_held_out_items, [f"{ns}held_out_items", f"{ns}validated_items", "params:data_validation"],
-             [f"{ns}matched_items", "cold_start_validation", "cold_start_data_docs"], name="check_held_out_items"),
-        Node(add_held_out_items, [f"{ns}recpo_model@model", f"{ns}validated_items", "cold_start_validation",
-                                  f"{ns}matched_items", "params:prompts", "params:model"],
-             [f"{ns}updated_model", f"{ns}updated_catalog", f"{ns}update_report"], name="add_held_out_items"),
-        Node(select_cold_start_users, ["test_samples", f"{ns}held_out_items"], "cold_start_samples",
-             name="select_cold_start_users"),
-        Node(rank_known_r2ec, ["recpo_model@model", *common], f"{ns}known_rankings", name="rank_known_r2ec"),
-        Node(rank_cold_r2ec, [f"{ns}updated_model", f"{ns}updated_catalog", *common], f"{ns}cold_rankings",
-             name="rank_cold_r2ec"),
-        Node(rank_baselines, [f"{ns}popularity_counts", f"{ns}sasrec_model", "popularity_counts", "sasrec_model",
-                              f"{ns}updated_catalog", *common], f"{ns}baseline_rankings", name="rank_baselines"),
-        Node(summarise_cold_start, [f"{ns}known_rankings", f"{ns}cold_rankings", f"{ns}baseline_rankings",
-                                    f"{ns}update_report", f"{ns}held_out_items", "params:evaluation",
-                                    "params:cold_start"],
-             ["cold_start_report", "cold_start_metrics", "cold_start_rankings"], name="summarise_cold_start"),
-    ])
+    nodes = Pipeline(
+        [
+            Node(
+                hold_out_newest_items,
+                ["validated_interactions", "validated_items", "params:cold_start"],
+                [f"{ns}validated_interactions", f"{ns}validated_items", f"{ns}held_out_items"],
+                name="hold_out_newest_items",
+            ),
+            Node(
+                check_held_out_items,
+                [f"{ns}held_out_items", f"{ns}validated_items", "params:data_validation"],
+                [f"{ns}matched_items", "cold_start_validation", "cold_start_data_docs"],
+                name="check_held_out_items",
+            ),
+            Node(
+                add_held_out_items,
+                [
+                    f"{ns}recpo_model@model",
+                    f"{ns}validated_items",
+                    "cold_start_validation",
+                    f"{ns}matched_items",
+                    "params:prompts",
+                    "params:model",
+                ],
+                [f"{ns}updated_model", f"{ns}updated_catalog", f"{ns}update_report"],
+                name="add_held_out_items",
+            ),
+            Node(
+                select_cold_start_users,
+                ["test_samples", f"{ns}held_out_items"],
+                "cold_start_samples",
+                name="select_cold_start_users",
+            ),
+            Node(rank_known_r2ec, ["recpo_model@model", *common], f"{ns}known_rankings", name="rank_known_r2ec"),
+            Node(
+                rank_cold_r2ec,
+                [f"{ns}updated_model", f"{ns}updated_catalog", *common],
+                f"{ns}cold_rankings",
+                name="rank_cold_r2ec",
+            ),
+            Node(
+                rank_baselines,
+                [
+                    f"{ns}popularity_counts",
+                    f"{ns}sasrec_model",
+                    "popularity_counts",
+                    "sasrec_model",
+                    f"{ns}updated_catalog",
+                    *common,
+                ],
+                f"{ns}baseline_rankings",
+                name="rank_baselines",
+            ),
+            Node(
+                summarise_cold_start,
+                [
+                    f"{ns}known_rankings",
+                    f"{ns}cold_rankings",
+                    f"{ns}baseline_rankings",
+                    f"{ns}update_report",
+                    f"{ns}held_out_items",
+                    "params:evaluation",
+                    "params:cold_start",
+                ],
+                ["cold_start_report", "cold_start_metrics", "cold_start_rankings"],
+                name="summarise_cold_start",
+            ),
+        ]
+    )
     return nodes if training is None else nodes + _trained_without_held_out_items(training)

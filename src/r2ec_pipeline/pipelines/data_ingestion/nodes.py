@@ -76,37 +76,54 @@ def amazon_tables(raw: RawTables, params: AmazonParams) -> tuple[pd.DataFrame, p
     review by reason, and gives the window that was used.
     """
     reviews, meta = raw["reviews"], raw["meta"]
-    kept_meta, item_drops = filter_items(meta, params.max_title_words, params.min_title_chars,
-                                         tuple(params.title_markers), params.require_price)
+    kept_meta, item_drops = filter_items(
+        meta, params.max_title_words, params.min_title_chars, tuple(params.title_markers), params.require_price
+    )
     logger.info("amazon: %d of %d item records kept (%s)", len(kept_meta), len(meta), item_drops)
     known = reviews["parent_asin"].isin(meta["parent_asin"])
     usable = reviews["parent_asin"].isin(kept_meta["parent_asin"])
     review_drops = {"item_without_metadata": int((~known).sum()), "item_dropped": int((known & ~usable).sum())}
     reviews = reviews[usable]
     seconds = _to_number(reviews, "timestamp", "reviews").astype("int64") // 1000  # the files give milliseconds
-    start = window_start(seconds, reviews["parent_asin"], params.start_date, params.end_date, params.min_items,
-                         params.start_step_months)
+    start = window_start(
+        seconds, reviews["parent_asin"], params.start_date, params.end_date, params.min_items, params.start_step_months
+    )
     in_window = (seconds >= to_unix(start)) & (seconds < to_unix(params.end_date))
     review_drops["outside_window"] = int((~in_window).sum())
     kept = reviews[in_window]
-    interactions = pd.DataFrame({
-        "raw_user_id": kept["user_id"].astype(str),
-        "raw_item_id": kept["parent_asin"].astype(str),
-        "rating": _to_number(kept, "rating", "reviews").astype(float),
-        "timestamp": seconds[in_window],
-    })
+    interactions = pd.DataFrame(
+        {
+            "raw_user_id": kept["user_id"].astype(str),
+            "raw_item_id": kept["parent_asin"].astype(str),
+            "rating": _to_number(kept, "rating", "reviews").astype(float),
+            "timestamp": seconds[in_window],
+        }
+    )
     before = len(interactions)
     interactions = interactions.drop_duplicates(["raw_user_id", "raw_item_id", "timestamp"])
     review_drops["duplicate_review"] = before - len(interactions)
-    logger.info("amazon: window %s..%s (exclusive) holds %d items (target %d); reviews dropped: %s",
-                start, params.end_date, interactions["raw_item_id"].nunique(), params.min_items, review_drops)
+    logger.info(
+        "amazon: window %s..%s (exclusive) holds %d items (target %d); reviews dropped: %s",
+        start,
+        params.end_date,
+        interactions["raw_item_id"].nunique(),
+        params.min_items,
+        review_drops,
+    )
     items = meta_items(kept_meta)
     report = {
         "items": {"read": len(meta), "kept": len(kept_meta), "dropped": item_drops},
-        "reviews": {"read": len(raw["reviews"]), "kept": len(interactions),
-                    "dropped": {reason: n for reason, n in review_drops.items() if n}},
-        "window": {"start": start.isoformat(), "end_exclusive": params.end_date.isoformat(),
-                   "start_step_months": params.start_step_months, "min_items": params.min_items},
+        "reviews": {
+            "read": len(raw["reviews"]),
+            "kept": len(interactions),
+            "dropped": {reason: n for reason, n in review_drops.items() if n},
+        },
+        "window": {
+            "start": start.isoformat(),
+            "end_exclusive": params.end_date.isoformat(),
+            "start_step_months": params.start_step_months,
+            "min_items": params.min_items,
+        },
     }
     return interactions.reset_index(drop=True), items.reset_index(drop=True), report
 
@@ -158,6 +175,9 @@ def ingest(
     report.update(source=config.source, users=int(interactions["user_id"].nunique()), catalog_items=len(items))
     logger.info(
         "%s: %d interactions, %d users, %d items",
-        config.source, len(interactions), interactions["user_id"].nunique(), len(items),
+        config.source,
+        len(interactions),
+        interactions["user_id"].nunique(),
+        len(items),
     )
     return interactions, items, report

@@ -32,11 +32,14 @@ def validate_tables(
     GX's Data Docs site (HTML pages of the suites and of each validation result, with failing rows)."""
     config = parse_block("data_validation", params)
     catalog_ids = sorted(int(v) for v in items["item_id"].dropna().unique())
-    return validate_frames({
-        "interactions": (interactions, interaction_rules(catalog_ids, config)),
-        "items": (items, item_rules()),
-        "user_activity": (user_activity(interactions), user_activity_rules(config)),
-    }, config.example_rows)
+    return validate_frames(
+        {
+            "interactions": (interactions, interaction_rules(catalog_ids, config)),
+            "items": (items, item_rules()),
+            "user_activity": (user_activity(interactions), user_activity_rules(config)),
+        },
+        config.example_rows,
+    )
 
 
 def enforce_report(

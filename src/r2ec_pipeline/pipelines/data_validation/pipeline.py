@@ -2,7 +2,10 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from r2ec_pipeline.pipelines.data_validation.nodes import enforce_report, validate_tables
+from r2ec_pipeline.pipelines.data_validation.nodes import (
+    enforce_report,
+    validate_tables,
+)
 
 
 def create_pipeline(**kwargs) -> Pipeline:

@@ -21,7 +21,13 @@ from r2ec_pipeline.data.prompting import (
     item_prompt_table,
     render_user_prompt,
 )
-from r2ec_pipeline.data.samples import SPLITS, assign_splits, build_samples, dataset_statistics, table5_line
+from r2ec_pipeline.data.samples import (
+    SPLITS,
+    assign_splits,
+    build_samples,
+    dataset_statistics,
+    table5_line,
+)
 
 logger = logging.getLogger(__name__)
 _COUNT_CHUNK = 2048
@@ -56,7 +62,7 @@ def render_user_prompts(
 ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Add ``prompt``, ``prompt_tokens`` and ``history_in_prompt`` to each sample; one table per split."""
     config = parse_block("prompts", params)
-    titles = dict(zip(items["item_id"].astype(int), items["title"]))
+    titles = dict(zip(items["item_id"].astype(int), items["title"], strict=True))
     lines = [
         history_lines(s.history_item_ids, s.history_ratings, s.history_timestamps, s.target_timestamp, titles)
         for s in samples.itertuples(index=False)
@@ -65,7 +71,7 @@ def render_user_prompts(
     lengths: list[int] = []
     with _parallel_tokenizers():
         for start in tqdm(range(0, len(prompts), _COUNT_CHUNK), desc="tokenizing user prompts", leave=False):
-            lengths.extend(count_tokens(tokenizer, prompts[start:start + _COUNT_CHUNK]))
+            lengths.extend(count_tokens(tokenizer, prompts[start : start + _COUNT_CHUNK]))
     kept = [len(sample_lines) for sample_lines in lines]
     for index in np.flatnonzero(np.asarray(lengths) > config.max_user_prompt_tokens):
         prompts[index], lengths[index], kept[index] = fit_user_prompt(
@@ -80,7 +86,9 @@ def render_item_prompts(
 ) -> pd.DataFrame:
     """One chat-formatted prompt per catalog item, pre-filled with the answer tag."""
     config = parse_block("prompts", params)
-    return item_prompt_table(items, tokenizer, config.item_instruction, config.answer_tag, config.max_item_prompt_tokens)
+    return item_prompt_table(
+        items, tokenizer, config.item_instruction, config.answer_tag, config.max_item_prompt_tokens
+    )
 
 
 def _percentiles(values: pd.Series) -> dict[str, float]:
@@ -90,12 +98,15 @@ def _percentiles(values: pd.Series) -> dict[str, float]:
 
 
 def summarize_prompts(
-    train: pd.DataFrame, valid: pd.DataFrame, test: pd.DataFrame, item_prompts: pd.DataFrame,
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    test: pd.DataFrame,
+    item_prompts: pd.DataFrame,
     interactions: pd.DataFrame,
 ) -> tuple[dict[str, Any], dict[str, dict[str, float]]]:
     """The dataset's statistics (the paper's Table 5), samples and users per split and prompt-length
     percentiles; also as MLflow metrics. The statistics are logged as the paper prints them."""
-    splits = dict(zip(SPLITS, (train, valid, test)))
+    splits = dict(zip(SPLITS, (train, valid, test), strict=True))
     statistics = dataset_statistics(interactions, len(item_prompts), {name: len(f) for name, f in splits.items()})
     logger.info("dataset (Table 5 form): %s", table5_line(statistics))
     summary: dict[str, Any] = {

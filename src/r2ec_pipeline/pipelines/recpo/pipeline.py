@@ -13,8 +13,14 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 func=start_policy,
-                inputs=["sft_model", "backbone_folder", "backbone_tokenizer", "params:model", "params:prompts",
-                        "params:recpo"],
+                inputs=[
+                    "sft_model",
+                    "backbone_folder",
+                    "backbone_tokenizer",
+                    "params:model",
+                    "params:prompts",
+                    "params:recpo",
+                ],
                 outputs="recpo_initial_model",
                 name="start_policy",
             ),
@@ -26,8 +32,16 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 func=train_recpo_model,
-                inputs=["recpo_initial_model", "train_samples", "recpo_eval_samples", "item_prompts",
-                        "validated_interactions", "recpo_checkpoints", "params:model", "params:recpo"],
+                inputs=[
+                    "recpo_initial_model",
+                    "train_samples",
+                    "recpo_eval_samples",
+                    "item_prompts",
+                    "validated_interactions",
+                    "recpo_checkpoints",
+                    "params:model",
+                    "params:recpo",
+                ],
                 outputs=["recpo_model@model", "recpo_history", "recpo_samples", "recpo_report"],
                 name="train_recpo",
             ),

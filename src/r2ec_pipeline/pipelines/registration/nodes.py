@@ -23,16 +23,25 @@ def example_request(samples: pd.DataFrame, items: pd.DataFrame, k: int) -> pd.Da
     """One real user's latest history in raw ids: the model's input example in MLflow."""
     raw = dict(zip(items["item_id"].astype(int), items["raw_item_id"].astype(str), strict=True))
     sample = samples.iloc[0]
-    return pd.DataFrame([{
-        "history_item_ids": [raw[int(i)] for i in sample["history_item_ids"]][-5:],
-        "history_ratings": [float(r) for r in sample["history_ratings"]][-5:],
-        "history_timestamps": [int(t) for t in sample["history_timestamps"]][-5:],
-        "k": k,
-    }])
+    return pd.DataFrame(
+        [
+            {
+                "history_item_ids": [raw[int(i)] for i in sample["history_item_ids"]][-5:],
+                "history_ratings": [float(r) for r in sample["history_ratings"]][-5:],
+                "history_timestamps": [int(t) for t in sample["history_timestamps"]][-5:],
+                "k": k,
+            }
+        ]
+    )
 
 
-def version_tags(interactions: pd.DataFrame, metrics: dict[str, Any], metric: str, ingestion_params: dict[str, Any],
-                 evaluation_params: dict[str, Any]) -> dict[str, str]:
+def version_tags(
+    interactions: pd.DataFrame,
+    metrics: dict[str, Any],
+    metric: str,
+    ingestion_params: dict[str, Any],
+    evaluation_params: dict[str, Any],
+) -> dict[str, str]:
     """What the promotion metric depends on: the dataset, the data hash and the users it was computed on."""
     users = lookup(metrics, metric.rsplit(".", 1)[0] + ".users")
     evaluation = parse_block("evaluation", evaluation_params)
@@ -59,16 +68,24 @@ def register_model(
     registers it and moves ``champion`` only if it wins on the same dataset and users)."""
     prompts, config = parse_block("prompts", prompts_params), parse_block("registration", params)
     settings = ServingSettings(
-        user_instruction=prompts.user_instruction, window_size=prompts.window_size,
-        max_user_prompt_tokens=prompts.max_user_prompt_tokens, reasoning_tokens=config.reasoning_tokens,
-        default_k=config.default_k, max_k=config.max_k,
+        user_instruction=prompts.user_instruction,
+        window_size=prompts.window_size,
+        max_user_prompt_tokens=prompts.max_user_prompt_tokens,
+        reasoning_tokens=config.reasoning_tokens,
+        default_k=config.default_k,
+        max_k=config.max_k,
     )
     value = lookup(metrics, config.promotion_metric)
     if value is None:
         logger.warning("metrics.json has no %s: the new version cannot become champion", config.promotion_metric)
     return Registration(
-        checkpoint=checkpoint, backbone=backbone, items=items, settings=settings,
-        input_example=example_request(test_samples, items, config.default_k), model_name=config.model_name,
-        metric=config.promotion_metric, value=value,
+        checkpoint=checkpoint,
+        backbone=backbone,
+        items=items,
+        settings=settings,
+        input_example=example_request(test_samples, items, config.default_k),
+        model_name=config.model_name,
+        metric=config.promotion_metric,
+        value=value,
         tags=version_tags(interactions, metrics, config.promotion_metric, ingestion_params, evaluation_params),
     )

@@ -29,27 +29,37 @@ def train_sft_model(
     """Zero-shot validation, SFT with periodic validation, best weights kept; history and report out."""
     model_config, config = parse_block("model", model_params), parse_block("sft", sft_params)
     item_ids = item_prompts["item_id"].astype(int).tolist()
-    prompts_by_item = dict(zip(item_ids, item_prompts["prompt"]))
+    prompts_by_item = dict(zip(item_ids, item_prompts["prompt"], strict=True))
     masks = mask_lists(eval_samples, interactions, model_config.history_mask)
     eval_prompts, eval_targets = eval_samples["prompt"].tolist(), eval_samples["target_item_id"].astype(int).tolist()
     item_texts = item_prompts["prompt"].tolist()
 
     def evaluate(current: R2ecModel) -> dict[str, float]:
-        return evaluate_without_reasoning(current, eval_prompts, eval_targets, masks, item_ids, item_texts,
-                                          batch_size=model_config.encode_batch_size)
+        return evaluate_without_reasoning(
+            current, eval_prompts, eval_targets, masks, item_ids, item_texts, batch_size=model_config.encode_batch_size
+        )
 
-    histories = (EarlierItems(train_samples, interactions, model_config.history_mask)
-                 if config.softmax in ("catalog", "full") else None)
+    histories = (
+        EarlierItems(train_samples, interactions, model_config.history_mask)
+        if config.softmax in ("catalog", "full")
+        else None
+    )
     result = train_sft(
-        model, train_samples["prompt"].tolist(), train_samples["target_item_id"].astype(int).tolist(),
-        prompts_by_item, evaluate if len(eval_samples) else None, config, histories,
+        model,
+        train_samples["prompt"].tolist(),
+        train_samples["target_item_id"].astype(int).tolist(),
+        prompts_by_item,
+        evaluate if len(eval_samples) else None,
+        config,
+        histories,
     )
     steps_per_epoch = len(train_samples) / config.batch_size
     report = {
         "zero_shot": {"valid": result.initial_metrics},
         "sft": {"valid": result.best_metrics, "best_step": result.best_step},
-        "validation_by_step": {str(point["step"]): point["value"]
-                               for point in result.history.get(f"valid.{config.selection_metric}", [])},
+        "validation_by_step": {
+            str(point["step"]): point["value"] for point in result.history.get(f"valid.{config.selection_metric}", [])
+        },
         "loss_by_step": [point["value"] for point in result.history.get("train.loss", [])],
         "eval_users": len(eval_samples),
         "train_samples": len(train_samples),
@@ -59,6 +69,10 @@ def train_sft_model(
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if result.best_metrics:
-        logger.info("zero-shot N@10 %.4f → SFT N@10 %.4f (step %d)", result.initial_metrics["ndcg_at_10"],
-                    result.best_metrics["ndcg_at_10"], result.best_step)
+        logger.info(
+            "zero-shot N@10 %.4f → SFT N@10 %.4f (step %d)",
+            result.initial_metrics["ndcg_at_10"],
+            result.best_metrics["ndcg_at_10"],
+            result.best_step,
+        )
     return model, result.history, report

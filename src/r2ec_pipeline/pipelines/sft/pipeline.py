@@ -26,8 +26,15 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 func=train_sft_model,
-                inputs=["zero_shot_model", "train_samples", "sft_eval_samples", "item_prompts",
-                        "validated_interactions", "params:model", "params:sft"],
+                inputs=[
+                    "zero_shot_model",
+                    "train_samples",
+                    "sft_eval_samples",
+                    "item_prompts",
+                    "validated_interactions",
+                    "params:model",
+                    "params:sft",
+                ],
                 outputs=["sft_model", "sft_history", "sft_report"],
                 name="train_sft",
             ),
