@@ -63,20 +63,25 @@ def plain_sft_step(
     optimizer.zero_grad(set_to_none=True)
 
 
-def sft_speed(
-    model: R2ecModel, data: dict[str, Any], users: int, columns: int, run_users: int, repeats: int
-) -> dict[str, float]:
-    """samples/s of our step and the plain one at ``users`` + ``columns`` item columns (targets, then sampled
-    negatives), and of our whole-catalog step at ``run_users`` (no plain counterpart: its item activations
-    alone would not fit)."""
+def training_data(model: R2ecModel, data: dict[str, Any]) -> SFTData:
+    """Every training sample and the catalog, tokenized once, as the batched engine trains on them."""
     train = data["train"]
-    sft = SFTData.build(
+    return SFTData.build(
         model,
         train["prompt"].tolist(),
         train["target_item_id"].astype(int).tolist(),
         data["item_prompt"],
         data["histories"]["train"],
     )
+
+
+def sft_speed(
+    model: R2ecModel, data: dict[str, Any], sft: SFTData, users: int, columns: int, run_users: int, repeats: int
+) -> dict[str, float]:
+    """samples/s of our step and the plain one at ``users`` + ``columns`` item columns (targets, then sampled
+    negatives), and of our whole-catalog step at ``run_users`` (no plain counterpart: its item activations
+    alone would not fit)."""
+    train = data["train"]
     order = np.argsort(sft.users.lengths, kind="stable")  # batches of typical length: the middle of the sorted samples
 
     def middle(size: int) -> np.ndarray:
@@ -201,7 +206,8 @@ def main() -> None:
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    results["sft"] = sft_speed(model, data, args.sft_users, args.sft_columns, args.run_users, args.repeats)
+    sft = training_data(model, data)
+    results["sft"] = sft_speed(model, data, sft, args.sft_users, args.sft_columns, args.run_users, args.repeats)
     print(json.dumps(results["sft"]), flush=True)
     merged = MergedCopy(model).model
     prompts = data["test"]["prompt"].tolist()
@@ -212,24 +218,16 @@ def main() -> None:
             print(json.dumps(results["decoding"][-1]), flush=True)
     (args.out / "speed.json").write_text(json.dumps(results, indent=2))
     if args.profile:
-        profile_steps(model, merged, data, args.run_users, prompts[: max(args.rows)], args.out)
+        profile_steps(model, merged, sft, args.run_users, prompts[: max(args.rows)], args.out)
 
 
-def profile_steps(
-    model: R2ecModel, merged: R2ecModel, data: dict[str, Any], users: int, prompts: list[str], out: Path
-) -> None:
-    """torch.profiler tables (by self device time, and the host's sync calls) of SFT and decoding steps."""
+def profile_steps(model: R2ecModel, merged: R2ecModel, sft: SFTData, users: int, prompts: list[str], out: Path) -> None:
+    """torch.profiler tables (ops by self device time; CPU time where there is no GPU) of 3 whole-catalog SFT
+    steps at ``users`` and of 16 greedy decoding steps over ``prompts``."""
     from torch.profiler import ProfilerActivity, profile
 
-    train = data["train"]
-    sft = SFTData.build(
-        model,
-        train["prompt"].tolist(),
-        train["target_item_id"].astype(int).tolist(),
-        data["item_prompt"],
-        data["histories"]["train"],
-    )
-    rows = np.argsort(sft.users.lengths, kind="stable")[len(train) // 2 :][:users]
+    order = np.argsort(sft.users.lengths, kind="stable")
+    rows = order[len(order) // 2 :][:users]
     settings = SFTParams(engine="batched", softmax="full", item_chunk_size=None)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
     sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
