@@ -138,8 +138,9 @@ def import_run(run: Path, wheel: Path, backbone: str, cache: Path) -> dict[str, 
     mlflow.set_experiment(EXPERIMENT)
     mlflow.set_experiment_tags(
         {
+            "mlflow.experimentKind": "custom_model_development",  # the UI opens on the runs, not GenAI pages
             "mlflow.note.content": "benchmarks/gpu_run.py on one GPU: a full SFT epoch and "
-            "RecPO, every test user in both modes; imported by python -m r2ec_pipeline.gpu_import"
+            "RecPO, every test user in both modes; imported by python -m r2ec_pipeline.gpu_import",
         }
     )
     name = f"gpu_run · {results['device']} · {results['arguments']['wall_budget']:.0f} s budget"
