@@ -16,13 +16,12 @@ and prompts pipelines do, then:
 Everything lands in ``--out`` as each stage ends (a stopped run keeps what it measured): ``results.json``
 (wall time and peak GPU memory per stage, metrics, curves, paired CIs), ``rankings.parquet`` (every test
 user's rank and top 50 in raw ids per model and mode, the columns of `make run`'s rankings export, with the
-project's internal ids beside them),
-``sft.tar`` and ``recpo.tar`` (the kept checkpoints: adapters, item table, tokenizer). A stage that fails
+project's internal ids beside them), ``sft.tar`` and ``recpo.tar`` (the kept checkpoints: adapters, item table, tokenizer). A stage that fails
 stops the run with exit status 1. ``make gpu-import RUN=<out>`` logs the result into MLflow and registers it.
 
   python benchmarks/gpu_run.py --wheel recbole-1.2.1-py3-none-any.whl \\
-      --backbone SmolLM2-135M-Instruct.Q8_0.gguf --out /tmp/gpu_run --wall-budget 440
-On a CPU it runs end to end too with ``--users``/``--train-samples`` and small budgets (how it is tested).
+      --backbone SmolLM2-135M-Instruct.Q4_1.gguf --out /tmp/gpu_run --wall-budget 440 --sft-max-seconds 240
+(``benchmarks/gpu_session.sh learn`` is that command on a lent machine.) On a CPU it runs end to end too with ``--users``/``--train-samples`` and small budgets (how it is tested).
 """
 
 from __future__ import annotations
