@@ -7,7 +7,7 @@ On the same test users, backbone and checkpoint:
       ours (stops as soon as no live beam can enter the top 10), and (c') the same with transformers'
       `generate(num_beams=10, prefix_allowed_tokens_fn=...)`, as BIGRec/D3-style recommenders decode
 Median and p95 per user, then the ratios (c)/(a), (c)/(b) and scoring's share of (b).
-Goals (issue 5): (c)/(a) ≥ 20 and scoring ≤ 5 % of (b).
+Goals: (c)/(a) ≥ 20 and scoring ≤ 5 % of (b).
 
 Usage: .venv/bin/python benchmarks/latency.py [--checkpoint data/06_models/recpo] [--users 20] [--tokens 32]
 Needs the outputs of `make run` (prompts and a checkpoint). One model job at a time on 2 cores.
