@@ -109,7 +109,7 @@ def print_table(results: dict[str, Any]) -> None:
         figures = {k: v for k, v in values.items() if k not in ("seconds", "peak_gpu_gb")}
         peak = values.get("peak_gpu_gb")
         print(
-            f"| {name} | {values['seconds']:.1f} | {'' if peak is None else f'{peak:.2f}'} | "
+            f"| {name} | {values.get('seconds', 0.0):.1f} | {'' if peak is None else f'{peak:.2f}'} | "
             f"{json.dumps(figures, default=lambda v: round(float(v), 4))} |"
         )
     print("\n| N@10 difference (same users) | difference | 95% CI | users |\n|---|---:|---|---:|")

@@ -158,6 +158,7 @@ def sft_stage(
         batch_size=args.sft_batch,
         learning_rate=args.sft_lr,
         item_chunk_size=args.sft_item_chunk,
+        share_prefix=args.sft_share_prefix,
         eval_every=max(1, per_epoch // args.validations),
         negatives=0,
         steps=1,
@@ -221,7 +222,7 @@ def recpo_stage(
     best_value, best_step, best_state = validate(0), 0, trainable_state(policy)
     step, paths_done, tokens_done, train_seconds = 0, 0, 0, 0.0
     generator = torch.Generator(policy.device).manual_seed(0)
-    while stages.elapsed() < deadline:
+    while stages.elapsed() < deadline and (args.recpo_max_steps is None or step < args.recpo_max_steps):
         started = time.perf_counter()
         rows = rng.choice(len(train), size=args.recpo_users, replace=False)
         targets = train["target_item_id"].to_numpy()[rows].astype(int).tolist()
@@ -293,6 +294,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="catalog items whose activations are held at once (null: the whole catalog in one graph)",
     )
     parser.add_argument(
+        "--sft-share-prefix",
+        nargs="*",
+        choices=["users", "items"],
+        default=["users", "items"],
+        help="texts whose common prefix runs once with its KV cache repeated (the others run whole, unmasked)",
+    )
+    parser.add_argument(
         "--sft-max-seconds",
         type=float,
         default=None,
@@ -304,6 +312,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--recpo-lr", type=float, default=1e-5)
     parser.add_argument("--recpo-tokens", type=int, default=256, help="reasoning tokens of a rollout")
     parser.add_argument("--recpo-eval-every", type=int, default=8)
+    parser.add_argument("--recpo-max-steps", type=int, default=None, help="stop RecPO after this many steps")
     parser.add_argument("--reasoning-tokens", type=int, default=256, help="greedy reasoning tokens at evaluation")
     return parser.parse_args(argv)
 
@@ -343,12 +352,15 @@ def main(argv: list[str] | None = None) -> int:
         stages.run("sft_test", lambda: results.add("sft", both()))
         save_checkpoint(policy, args.out, "sft")
         # what follows RecPO's last step: one validation and the test evaluation (each like sft_test), saving
-        reserve = 2 * stages.results["stages"]["sft_test"]["seconds"] + 15
-        stages.run(
-            "recpo", lambda: recpo_stage(policy, merged, data, args, history, args.wall_budget - reserve, stages)
-        )
-        stages.run("recpo_test", lambda: results.add("recpo", both()))
-        save_checkpoint(policy, args.out, "recpo")
+        evaluation = stages.results["stages"]["sft_test"]["seconds"]
+        deadline = args.wall_budget - 2 * evaluation - 15
+        if deadline - stages.elapsed() < 1.5 * evaluation:  # not even the first validation and a step would fit
+            stages.results["stages"]["recpo"] = {"skipped": f"{deadline - stages.elapsed():.0f} s left of the budget"}
+            stages.save()
+        else:
+            stages.run("recpo", lambda: recpo_stage(policy, merged, data, args, history, deadline, stages))
+            stages.run("recpo_test", lambda: results.add("recpo", both()))
+            save_checkpoint(policy, args.out, "recpo")
     except StageFailed as failure:
         print(failure, file=sys.stderr, flush=True)
         return 1

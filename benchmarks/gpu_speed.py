@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ def plain_sft_step(
     optimizer.zero_grad(set_to_none=True)
 
 
-def training_data(model: R2ecModel, data: dict[str, Any]) -> SFTData:
+def training_data(model: R2ecModel, data: dict[str, Any], share_prefix: list[str]) -> SFTData:
     """Every training sample and the catalog, tokenized once, as the batched engine trains on them."""
     train = data["train"]
     return SFTData.build(
@@ -72,37 +73,29 @@ def training_data(model: R2ecModel, data: dict[str, Any]) -> SFTData:
         train["target_item_id"].astype(int).tolist(),
         data["item_prompt"],
         data["histories"]["train"],
+        share_prefix,
     )
 
 
 def sft_speed(
-    model: R2ecModel, data: dict[str, Any], sft: SFTData, users: int, columns: int, run_users: int, repeats: int
+    model: R2ecModel, data: dict[str, Any], sft: SFTData, users: int, columns: int, repeats: int
 ) -> dict[str, float]:
     """samples/s of our step and the plain one at ``users`` + ``columns`` item columns (targets, then sampled
-    negatives), and of our whole-catalog step at ``run_users`` (no plain counterpart: its item activations
-    alone would not fit)."""
+    negatives): the same sampled softmax, ours with shared prefixes and float32 masters."""
     train = data["train"]
-    order = np.argsort(sft.users.lengths, kind="stable")  # batches of typical length: the middle of the sorted samples
-
-    def middle(size: int) -> np.ndarray:
-        return order[len(order) // 2 - size // 2 :][:size]
-
-    rows, full_rows = middle(users), middle(run_users)
+    rows = middle_rows(sft, users)
     negatives = np.setdiff1d(sft.item_ids, sft.target_ids[rows])[: columns - users]
     parameters = [p for p in model.lm.parameters() if p.requires_grad]
     weights = MasterWeights(parameters, DTYPES["bfloat16"])
     optimizer = torch.optim.AdamW(weights.masters, lr=1e-6)
     model.lm.train()
-    sampled, full = (SFTParams(engine="batched", softmax=kind, item_chunk_size=None) for kind in ("sampled", "full"))
+    sampled = SFTParams(engine="batched", softmax="sampled", item_chunk_size=None)
 
-    def ours(batch: np.ndarray, settings: SFTParams) -> None:
-        batched_loss_backward(model, sft, batch, settings, negatives if settings.softmax == "sampled" else None)
+    def ours() -> None:
+        batched_loss_backward(model, sft, rows, sampled, negatives)
         weights.step(optimizer, 1.0)
 
-    ours_s = timed(lambda: ours(rows, sampled), repeats, 2, model.device)
-    torch.cuda.reset_peak_memory_stats() if torch.cuda.is_available() else None
-    full_s = timed(lambda: ours(full_rows, full), repeats, 1, model.device)
-    full_peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+    ours_s = timed(ours, repeats, 2, model.device)
     users_plain = TokenTable.of(model, model.user_texts(train["prompt"].to_numpy()[rows].tolist()), share_prefix=False)
     items_plain = TokenTable.of(model, [data["item_prompt"][int(i)] for i in sft.item_ids], share_prefix=False)
     item_rows = sft.column_of[np.concatenate([sft.target_ids[rows], negatives])]
@@ -123,9 +116,6 @@ def sft_speed(
         "ours_samples_per_s": users / ours_s,
         "plain_samples_per_s": users / plain_s,
         "ours_over_plain": plain_s / ours_s,
-        "full_catalog_users": run_users,
-        "full_catalog_samples_per_s": run_users / full_s,
-        "full_catalog_peak_gb": full_peak,
     }
 
 
@@ -175,9 +165,17 @@ def main() -> None:
     parser.add_argument("--sft-columns", type=int, default=512)
     parser.add_argument("--run-users", type=int, default=384, help="users of the whole-catalog step")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--rows", type=int, nargs="+", default=[256, 943])
+    parser.add_argument("--rows", type=int, nargs="+", default=[943, 256])
+    parser.add_argument(
+        "--share-prefix",
+        nargs="+",
+        default=["users,items", "items"],
+        help="whole-catalog step variants: the tables whose common prefix runs once (comma-separated, or none)",
+    )
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--train-samples", type=int, default=None)
+    parser.add_argument(
+        "--train-samples", type=int, default=None, help="samples tokenized (speed does not depend on how many)"
+    )
     parser.add_argument(
         "--random-weights",
         action="store_true",
@@ -187,8 +185,8 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="also write torch.profiler tables of 3 SFT steps "
-        "and 16 decoding steps (profile_sft.txt, profile_decode.txt): where a step's time goes",
+        help="also write torch.profiler tables of SFT steps and decoding steps "
+        "(profile_sft*.txt, profile_decode*.txt, by device and by host time): where a step's time goes",
     )
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -201,49 +199,107 @@ def main() -> None:
     else:
         lm = load_causal_lm(args.backbone, args.cache)
     model = build_dual_head(lm, tokenizer, {"backbone": args.backbone, "adapters": {"top_layers": None}}, {})
-    results = {
+    results: dict[str, Any] = {
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    sft = training_data(model, data)
-    results["sft"] = sft_speed(model, data, sft, args.sft_users, args.sft_columns, args.run_users, args.repeats)
-    print(json.dumps(results["sft"]), flush=True)
+
+    def report(key: str, value: dict[str, Any]) -> None:
+        """Print one result as a JSON line and rewrite speed.json: a stopped run keeps what it measured."""
+        results.setdefault(key, []).append(value)
+        print(json.dumps(value), flush=True)
+        (args.out / "speed.json").write_text(json.dumps(results, indent=2))
+
+    for variant in args.share_prefix:
+        shared = [] if variant == "none" else variant.split(",")
+        sft = training_data(model, data, shared)
+        report("sft_full", {"share_prefix": shared, **full_catalog_speed(model, sft, args.run_users, args.repeats)})
+        if args.profile and variant == args.share_prefix[0]:
+            profile_sft(model, sft, args.run_users, args.out)
     merged = MergedCopy(model).model
     prompts = data["test"]["prompt"].tolist()
-    results["decoding"] = []
     for rows in args.rows:
         for sample in (False, True):
-            results["decoding"].append(decode_speed(merged, prompts[:rows], args.tokens, sample))
-            print(json.dumps(results["decoding"][-1]), flush=True)
-    (args.out / "speed.json").write_text(json.dumps(results, indent=2))
-    if args.profile:
-        profile_steps(model, merged, sft, args.run_users, prompts[: max(args.rows)], args.out)
+            report("decoding", decode_speed(merged, prompts[:rows], args.tokens, sample))
+            if args.profile and rows == args.rows[0] and not sample:
+                profile_decode(merged, prompts[:rows], args.out)
+    sft = training_data(model, data, ["users", "items"])
+    report("sft_vs_plain", sft_speed(model, data, sft, args.sft_users, args.sft_columns, args.repeats))
 
 
-def profile_steps(model: R2ecModel, merged: R2ecModel, sft: SFTData, users: int, prompts: list[str], out: Path) -> None:
-    """torch.profiler tables (ops by self device time; CPU time where there is no GPU) of 3 whole-catalog SFT
-    steps at ``users`` and of 16 greedy decoding steps over ``prompts``."""
+def middle_rows(sft: SFTData, size: int) -> np.ndarray:
+    """``size`` samples of typical length: the middle of the samples sorted by length."""
+    order = np.argsort(sft.users.lengths, kind="stable")
+    return order[len(order) // 2 - size // 2 :][:size]
+
+
+def full_catalog_speed(model: R2ecModel, sft: SFTData, users: int, repeats: int) -> dict[str, float]:
+    """samples/s and peak memory of our whole-catalog step at ``users``."""
+    rows = middle_rows(sft, users)
+    weights = MasterWeights([p for p in model.lm.parameters() if p.requires_grad], DTYPES["bfloat16"])
+    optimizer = torch.optim.AdamW(weights.masters, lr=1e-6)
+    settings = SFTParams(engine="batched", softmax="full", item_chunk_size=None)
+    model.lm.train()
+
+    def step() -> None:
+        batched_loss_backward(model, sft, rows, settings)
+        weights.step(optimizer, 1.0)
+
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    step_s = timed(step, repeats, 1, model.device)
+    peak = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else 0.0
+    weights.release()
+    return {
+        "users": users,
+        "samples_per_s": users / step_s,
+        "step_s": step_s,
+        "peak_gb": peak,
+        "user_tokens_mean": float(sft.users.lengths[rows].mean() + len(sft.users.prefix)),
+        "item_tokens_mean": float(sft.items.lengths.mean() + len(sft.items.prefix)),
+        "shared_prefix_tokens": {"users": len(sft.users.prefix), "items": len(sft.items.prefix)},
+    }
+
+
+def _profiled(function: Callable[[], Any], device: torch.device):
     from torch.profiler import ProfilerActivity, profile
 
-    order = np.argsort(sft.users.lengths, kind="stable")
-    rows = order[len(order) // 2 :][:users]
-    settings = SFTParams(engine="batched", softmax="full", item_chunk_size=None)
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
-    sort = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    function()  # warm-up
+    synchronize(device)
+    with profile(activities=activities) as result:
+        function()
+        synchronize(device)
+    return result
+
+
+def _write_tables(result, out: Path, name: str) -> None:
+    """Ops by self device time (where there is a GPU) and by self host time."""
+    averages = result.key_averages()
+    sorts = (["self_cuda_time_total"] if torch.cuda.is_available() else []) + ["self_cpu_time_total"]
+    for sort in sorts:
+        suffix = "device" if "cuda" in sort else "host"
+        (out / f"profile_{name}_{suffix}.txt").write_text(averages.table(sort_by=sort, row_limit=40))
+
+
+def profile_sft(model: R2ecModel, sft: SFTData, users: int, out: Path) -> None:
+    """torch.profiler tables of two whole-catalog SFT steps (forward and backward) at ``users``."""
+    rows, settings = middle_rows(sft, users), SFTParams(engine="batched", softmax="full", item_chunk_size=None)
     model.lm.train()
-    batched_loss_backward(model, sft, rows, settings)  # warm-up
-    with profile(activities=activities) as sft_profile:
-        for _ in range(3):
+
+    def two_steps() -> None:
+        for _ in range(2):
             batched_loss_backward(model, sft, rows, settings)
-        synchronize(model.device)
-    model.lm.zero_grad(set_to_none=True)
-    generate_reasoning(merged, prompts, 4, logprobs=False)  # warm-up
-    with profile(activities=activities) as decode_profile:
-        generate_reasoning(merged, prompts, 16, logprobs=False)
-        synchronize(merged.device)
-    for name, result in (("sft", sft_profile), ("decode", decode_profile)):
-        (out / f"profile_{name}.txt").write_text(result.key_averages().table(sort_by=sort, row_limit=30))
+        model.lm.zero_grad(set_to_none=True)
+
+    _write_tables(_profiled(two_steps, model.device), out, "sft")
+
+
+def profile_decode(merged: R2ecModel, prompts: list[str], out: Path) -> None:
+    """torch.profiler tables of one greedy generation of 16 tokens over ``prompts`` (prompt pass included)."""
+    result = _profiled(lambda: generate_reasoning(merged, prompts, 16, logprobs=False), merged.device)
+    _write_tables(result, out, "decode")
 
 
 if __name__ == "__main__":

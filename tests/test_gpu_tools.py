@@ -85,15 +85,17 @@ def test_gpu_run_goes_end_to_end_on_the_cpu_with_a_tiny_budget(tiny_backbone_dir
         "4",
         "--recpo-eval-every",
         "1",
-        "--wall-budget",
+        "--recpo-max-steps",
         "1",
+        "--wall-budget",
+        "100000",
     ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert list(results["stages"]) == ["data", "zero_shot_test", "sft", "sft_test", "recpo", "recpo_test"]
     assert results["stages"]["sft"]["steps"] == 2 and results["stages"]["sft"]["epochs"] == 0.8  # 2 of 3 batches
-    assert results["stages"]["recpo"]["steps"] == 0  # the 1-second budget is spent before RecPO
+    assert results["stages"]["recpo"]["steps"] == 1
     assert set(results["comparisons"]) == {
         "sft.direct - zero_shot.direct",
         "recpo.direct - sft.direct",

@@ -180,3 +180,36 @@ def test_a_shared_prefix_runs_once_and_gives_the_full_passes_states_and_gradient
     _assert_same(_gradients(model), expected_grads)
     plain = TokenTable.of(model, texts, share_prefix=False)
     assert plain.prefix == [] and torch.allclose(encode_rows(model, plain, rows), full, atol=1e-5)
+
+
+def test_the_catalog_in_length_groups_gives_one_passs_states_and_gradients(model):
+    from r2ec_pipeline.model.sft_batched import TokenTable, encode_catalog, encode_rows, length_groups
+
+    texts = [ITEMS[i] for i in sorted(ITEMS)]
+    table = TokenTable.of(model, texts)
+    runs = length_groups(table.lengths, 2)
+    assert sorted(np.concatenate(runs).tolist()) == list(range(len(texts)))
+    assert all(table.lengths[a].max() <= table.lengths[b].min() for a, b in zip(runs, runs[1:], strict=False))
+    model.lm.train()
+    one = encode_rows(model, table, np.arange(len(texts)))
+    (one**2).sum().backward()
+    expected = _gradients(model)
+    grouped = encode_catalog(model, table, groups=2)
+    (grouped**2).sum().backward()
+    torch.testing.assert_close(grouped, one, atol=1e-5, rtol=1e-4)
+    _assert_same(expected, _gradients(model))
+
+
+@pytest.mark.parametrize("share_prefix", [[], ["items"], ["users"]])
+def test_full_softmax_loss_and_gradient_do_not_depend_on_which_prefixes_are_shared(model, share_prefix):
+    users = [f"<|im_start|>user\nHere is a user's history of rated items, oldest first.\n{h}" for h in USERS]
+    model.lm.train()
+    settings = SFTParams(engine="batched", softmax="full", item_chunk_size=None)
+    both = SFTData.build(model, users, TARGETS, ITEMS, HISTORIES)
+    loss = batched_loss_backward(model, both, np.arange(4), settings)
+    expected = _gradients(model)
+    some = SFTData.build(model, users, TARGETS, ITEMS, HISTORIES, share_prefix)
+    assert bool(both.users.prefix) and bool(both.items.prefix)
+    assert bool(some.users.prefix) == ("users" in share_prefix) and bool(some.items.prefix) == ("items" in share_prefix)
+    torch.testing.assert_close(batched_loss_backward(model, some, np.arange(4), settings), loss, atol=1e-5, rtol=1e-5)
+    _assert_same(expected, _gradients(model))

@@ -95,6 +95,12 @@ class SFTParams(_Params):
         description="engine batched: precision the adapters compute in; bfloat16 keeps float32 master "
         "weights for AdamW (no per-projection cast on a bfloat16 backbone).",
     )
+    share_prefix: list[Literal["users", "items"]] = Field(
+        ["users", "items"],
+        description="engine batched: texts whose common prefix (system turn, instruction) runs once a pass with "
+        "its KV cache repeated; the others run whole, right-padded with no attention mask (fewer kernels, flash "
+        "attention on a GPU, more tokens).",
+    )
     table_refresh_every: int = Field(16, ge=1, description="softmax: catalog: steps between item-table refreshes.")
     item_chunk_size: int | None = Field(
         8,
