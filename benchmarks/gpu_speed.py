@@ -284,8 +284,10 @@ def _write_tables(result, out: Path, name: str) -> None:
 
 
 def profile_sft(model: R2ecModel, sft: SFTData, users: int, out: Path) -> None:
-    """torch.profiler tables of two whole-catalog SFT steps (forward and backward) at ``users``."""
-    rows, settings = middle_rows(sft, users), SFTParams(engine="batched", softmax="full", item_chunk_size=None)
+    """torch.profiler tables of two whole-catalog SFT steps (forward and backward) at ``users`` (at most 128:
+    the profiler's records on top of a 384-user step ran an H200's 140 GB out)."""
+    rows = middle_rows(sft, min(users, 128))
+    settings = SFTParams(engine="batched", softmax="full", item_chunk_size=None)
     model.lm.train()
 
     def two_steps() -> None:

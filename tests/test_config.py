@@ -95,14 +95,63 @@ def test_missing_block_is_named():
         )
 
 
-@pytest.mark.parametrize("env", ["base", "paper", "learn", "gpu"])
-def test_every_shipped_environment_has_valid_parameters(env):
+PROFILES = ["paper", "learn", "gpu"]
+
+
+def _project_parameters(env: str) -> dict:
+    """The parameters a ``kedro run --env <env>`` reads: the project's loader settings (soft merge)."""
     from kedro.config import OmegaConfigLoader
+
+    from r2ec_pipeline.settings import CONFIG_LOADER_ARGS
+    from tests.conftest import PROJECT_ROOT
+
+    settings = {**CONFIG_LOADER_ARGS, "default_run_env": env}
+    return OmegaConfigLoader(str(PROJECT_ROOT / "conf"), **settings)["parameters"]
+
+
+def _leaves(tree: dict, path: tuple = ()):
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, (*path, key))
+        else:
+            yield (*path, key), value
+
+
+@pytest.mark.parametrize("env", PROFILES)
+def test_a_profile_lists_only_what_it_changes_and_only_keys_base_has(env):
+    """Every leaf of conf/<env>/parameters*.yml differs from the value conf/base gives it (its own or the
+    typed default) and reaches the merged parameters; soft merge keeps every other key of base."""
+    import yaml
 
     from tests.conftest import PROJECT_ROOT
 
-    loader = OmegaConfigLoader(str(PROJECT_ROOT / "conf"), base_env="base", default_run_env=env)
-    typed = validate_parameters(loader["parameters"])
+    base = _project_parameters("base")
+    defaults = {name: block.model_dump() for name, block in validate_parameters(base).items()}
+    merged = _project_parameters(env)
+    for path in sorted((PROJECT_ROOT / "conf" / env).glob("parameters*.yml")):
+        for keys, value in _leaves(yaml.safe_load(path.read_text()) or {}):
+            name = f"{path.name}: {'.'.join(keys)}"
+            assert _at(defaults, keys) != value, f"{name} repeats conf/base's value {value!r}"
+            assert _at(merged, keys) == value, f"{name} did not reach the merged parameters"
+    for keys, _ in _leaves(base):  # every other key still comes from base
+        assert _at(merged, keys) is not _MISSING, f"{'.'.join(keys)} is missing from the merged {env} parameters"
+
+
+_MISSING = object()
+
+
+def _at(tree, keys: tuple):
+    """The value at ``keys`` (tuples as lists, as YAML writes them), or ``_MISSING``."""
+    for key in keys:
+        if not isinstance(tree, dict) or key not in tree:
+            return _MISSING
+        tree = tree[key]
+    return list(tree) if isinstance(tree, tuple) else tree
+
+
+@pytest.mark.parametrize("env", ["base", *PROFILES])
+def test_every_shipped_environment_has_valid_parameters(env):
+    typed = validate_parameters(_project_parameters(env))
     assert typed["model"].backbone
     if env == "paper":
         assert typed["prompts"].split == "temporal" and typed["model"].adapters.top_layers is None

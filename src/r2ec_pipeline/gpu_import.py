@@ -6,9 +6,10 @@ experiment ``r2ec-gpu``: the run's arguments as parameters, wall time and peak G
 the test metrics per model and mode (named as `make run`'s ``eval.test.<model>.<mode>.<metric>``), the
 SFT and RecPO curves step by step, the paired CIs, the GPU as a tag, the rank file as an artifact.
 The RecPO checkpoint is then registered as `make run`'s registration does (a pyfunc over the packaged
-backbone, challenger always, champion only when it beats the champion on the same dataset and users).
+backbone, challenger always, champion only when it beats the champion on the same dataset and users;
+``--promote`` makes it champion by a person's decision where the rule cannot compare the two).
 
-  python -m r2ec_pipeline.gpu_import docs/results/gpu/h200 [--backbone packaged:smollm2-135m-instruct]
+  python -m r2ec_pipeline.gpu_import <gpu_run folder> [--backbone packaged:smollm2-135m-instruct] [--promote]
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from r2ec_pipeline.model.backbone import backbone_folder
 from r2ec_pipeline.pipelines.data_ingestion.nodes import canonicalize, movielens_tables
 from r2ec_pipeline.run_tags import data_hash, git_commit, metric_users
 from r2ec_pipeline.serving.pyfunc import ServingSettings
-from r2ec_pipeline.serving.registry import Registration, register
+from r2ec_pipeline.serving.registry import Registration, promote, register
 
 EXPERIMENT = "r2ec-gpu"
 PROMOTION_METRIC = "valid.recpo.reasoning.ndcg_at_10"
@@ -130,8 +131,12 @@ def registration(
     )
 
 
-def import_run(run: Path, wheel: Path, backbone: str, cache: Path) -> dict[str, Any]:
-    """Log ``run`` as an MLflow run of ``r2ec-gpu`` and register its RecPO checkpoint; the registration report."""
+def import_run(run: Path, wheel: Path, backbone: str, cache: Path, promote_by_hand: bool = False) -> dict[str, Any]:
+    """Log ``run`` as an MLflow run of ``r2ec-gpu`` and register its RecPO checkpoint; the registration report.
+
+    ``promote_by_hand``: make the version champion even where the rule refused (typically because
+    `make run`'s champion was validated on other users, so the two metrics are not comparable); the
+    rule's answer stays in the version's ``promotion`` tag, after the words "promoted by hand"."""
     results = json.loads((run / "results.json").read_text())
     rankings = pd.read_parquet(run / "rankings.parquet")
     interactions, items = catalog_tables(wheel)
@@ -184,6 +189,11 @@ def import_run(run: Path, wheel: Path, backbone: str, cache: Path) -> dict[str, 
             registration(run, checkpoint, backbone, cache, interactions, items, results),
             {"profile": "gpu_run", "git_commit": git_commit(PROJECT)},
         )
+        if promote_by_hand and not report["promoted"]:
+            reason = f"promoted by hand (gpu_import --promote); the rule said: {report['promotion']}"
+            report.update(
+                promoted=True, promotion=reason, aliases=promote(report["model_name"], report["version"], reason)
+            )
         mlflow.set_tag("registered_version", str(report["version"]))
     return report
 
@@ -194,13 +204,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--wheel", type=Path, default=PROJECT / "data/01_raw/recbole-1.2.1-py3-none-any.whl")
     parser.add_argument("--backbone", default="packaged:smollm2-135m-instruct", help="what it was trained on")
     parser.add_argument("--cache", type=Path, default=PROJECT / "data/06_models/backbones")
+    parser.add_argument(
+        "--promote",
+        action="store_true",
+        help="make the new version champion even where the like-for-like rule cannot compare it with the champion",
+    )
     args = parser.parse_args(argv)
     missing = [name for name in ("results.json", "rankings.parquet", "recpo.tar") if not (args.run / name).is_file()]
     if missing:
         raise SystemExit(f"{args.run} is not a finished gpu_run folder: {', '.join(missing)} missing")
     # the project's store, as conf/base/mlflow.yml names it (any server through MLFLOW_TRACKING_URI)
     mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{PROJECT / 'mlflow.db'}"))
-    report = import_run(args.run, args.wheel, args.backbone, args.cache)
+    report = import_run(args.run, args.wheel, args.backbone, args.cache, args.promote)
     print(json.dumps(report, indent=2, default=str))
 
 

@@ -29,6 +29,9 @@ CONFIG_LOADER_ARGS = {
     "config_patterns": {
         "mlflow": ["mlflow*", "mlflow*/**"],
     },
+    # a profile (conf/gpu, conf/learn, conf/paper) lists only the parameters it changes: soft merge keeps
+    # every other key of a block from conf/base
+    "merge_strategy": {"parameters": "soft"},
     # ${env:NAME,default}: lets MLFLOW_TRACKING_URI point the runs at a server without editing YAML.
     "custom_resolvers": {"env": lambda name, default=None: os.environ.get(name, default)},
 }

@@ -8,7 +8,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from r2ec_pipeline.serving.registry import basis_mismatch, promotion_decision
+from r2ec_pipeline.serving.registry import basis_mismatch, promote, promotion_decision
 from tests.serving.conftest import BASIS, log_and_register
 
 
@@ -40,6 +40,14 @@ def test_a_better_metric_on_other_users_does_not_take_the_champion(mlflow_store,
     tags = client.get_model_version("r2ec", str(other["version"])).tags
     assert "not comparable" in tags["promotion"] and tags["promotion_users"] == "valid: 943 users, seed 0"
     assert int(client.get_model_version_by_alias("r2ec", "champion").version) == first["version"]
+    # a person decides: the refused version becomes champion, the rule's answer kept beside the decision
+    assert promote("r2ec", other["version"], f"promoted by hand; the rule said: {tags['promotion']}") == [
+        "challenger",
+        "champion",
+    ]
+    assert int(client.get_model_version_by_alias("r2ec", "champion").version) == other["version"]
+    kept = client.get_model_version("r2ec", str(other["version"])).tags["promotion"]
+    assert kept.startswith("promoted by hand") and "not comparable" in kept
 
 
 def test_a_worse_challenger_leaves_the_champion_and_a_better_one_takes_it(

@@ -164,6 +164,15 @@ def register_and_gate(
     }
 
 
+def promote(name: str, version: int, reason: str) -> list[str]:
+    """Move ``champion`` to ``version`` by a person's decision, e.g. where the rule found the two models'
+    metrics not comparable; ``reason`` replaces the version's ``promotion`` tag. Returns its aliases."""
+    client = MlflowClient()
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    client.set_model_version_tag(name, str(version), "promotion", reason)
+    return sorted(client.get_model_version(name, str(version)).aliases)
+
+
 def register(registration: Registration, run_tags: dict[str, str]) -> dict[str, object]:
     """Log the model to the active run, register it and gate ``champion``; the version carries
     ``registration.tags`` plus the run's ``RUN_TAGS``. Returns the registration report."""
