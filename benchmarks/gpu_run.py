@@ -40,15 +40,15 @@ import pandas as pd
 import torch
 from gpu_common import StageFailed, Stages, build_data, print_table  # benchmarks/ is on the path
 
-from r2ec_pipeline.config import RecPOParams, SFTParams
+from r2ec_pipeline.config import PromptParams, RecPOParams, SFTParams, parse_block
 from r2ec_pipeline.metrics import paired_bootstrap, per_sample, ranking_metrics
 from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
-from r2ec_pipeline.model.checkpoint import (
+from r2ec_pipeline.model.dual_head import R2ecModel
+from r2ec_pipeline.model.dual_head_io import (
     restore_trainable,
     save_dual_head,
     trainable_state,
 )
-from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.evaluation import (
     Ranking,
     rank_both_modes,
@@ -344,7 +344,12 @@ def main(argv: list[str] | None = None) -> int:
             },
         )
         model_params = {"backbone": args.backbone, "adapters": {"top_layers": None}, "encode_batch_size": args.batch}
-        policy = build_dual_head(load_causal_lm(args.backbone, args.cache), tokenizer, model_params, {})
+        policy = build_dual_head(
+            load_causal_lm(args.backbone, args.cache),
+            tokenizer,
+            parse_block("model", model_params),
+            PromptParams().answer_tag,
+        )
         merged = MergedCopy(policy)
         results = Results(data, stages)
         both = lambda: rank_split(policy, merged, data, "test", True, args.reasoning_tokens, args.batch)  # noqa: E731

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from gpu_common import build_data, timed  # benchmarks/ is on the path when this script runs
 
-from r2ec_pipeline.config import SFTParams
+from r2ec_pipeline.config import PromptParams, SFTParams, parse_block
 from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
 from r2ec_pipeline.model.dual_head import R2ecModel, position_ids
 from r2ec_pipeline.model.factory import DTYPES, build_dual_head
@@ -198,7 +198,8 @@ def main() -> None:
         lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(args.backbone))
     else:
         lm = load_causal_lm(args.backbone, args.cache)
-    model = build_dual_head(lm, tokenizer, {"backbone": args.backbone, "adapters": {"top_layers": None}}, {})
+    config = parse_block("model", {"backbone": args.backbone, "adapters": {"top_layers": None}})
+    model = build_dual_head(lm, tokenizer, config, PromptParams().answer_tag)
     results: dict[str, Any] = {
         "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "versions": {"torch": torch.__version__, "transformers": __import__("transformers").__version__},

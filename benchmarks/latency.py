@@ -26,7 +26,7 @@ import torch
 
 from r2ec_pipeline.baselines.generative import build_title_trie, constrained_beam_search
 from r2ec_pipeline.data.samples import seeded_subset
-from r2ec_pipeline.model.checkpoint import load_dual_head
+from r2ec_pipeline.model.dual_head_io import load_dual_head
 from r2ec_pipeline.model.generation import generate_reasoning
 from r2ec_pipeline.model.scoring import top_k
 

@@ -34,8 +34,8 @@ from _table import (
 from r2ec_pipeline.config import RecPOParams
 from r2ec_pipeline.data.samples import earlier_items
 from r2ec_pipeline.model.adapters import enable_training
-from r2ec_pipeline.model.checkpoint import load_dual_head
 from r2ec_pipeline.model.dual_head import R2ecModel
+from r2ec_pipeline.model.dual_head_io import load_dual_head
 from r2ec_pipeline.model.scoring import target_ranks
 from r2ec_pipeline.rl.rewards import fused_reward, rank_reward, similarity_reward
 from r2ec_pipeline.rl.step import Batch, recpo_step

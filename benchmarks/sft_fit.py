@@ -81,8 +81,8 @@ def main() -> None:
     model = build_dual_head(
         load_causal_lm(model_config.backbone, CACHE),
         load_tokenizer(model_config.backbone, CACHE),
-        params["model"],
-        params["prompts"],
+        model_config,
+        parse_block("prompts", params["prompts"]).answer_tag,
     )
 
     def evaluate(current) -> dict[str, float]:

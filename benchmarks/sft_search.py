@@ -70,8 +70,8 @@ def _run(name: str, overrides: str, args: argparse.Namespace, data: dict) -> np.
     model = build_dual_head(
         load_causal_lm(model_config.backbone, CACHE),
         load_tokenizer(model_config.backbone, CACHE),
-        params["model"],
-        params["prompts"],
+        model_config,
+        parse_block("prompts", params["prompts"]).answer_tag,
     )
     valid, items = data["valid"], data["items"]
 

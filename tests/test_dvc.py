@@ -180,7 +180,7 @@ def test_dvc_plots_show_draws_every_declared_curve(tmp_path):
     import subprocess
     import sys
 
-    from r2ec_pipeline.reporting import curve_tables
+    from r2ec_pipeline.pipelines.evaluation.nodes import curve_tables
 
     shutil.copy(PROJECT_ROOT / "dvc.yaml", tmp_path)
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
@@ -191,6 +191,7 @@ def test_dvc_plots_show_draws_every_declared_curve(tmp_path):
             "validation_by_step": {"reasoning": {"0": 0.01}, "direct": {"0": 0.02}},
         },
         {"loss_by_step": [3.9], "validation_by_step": {"0": 0.004}},
+        {},
     )
     folder = tmp_path / "data/08_reporting/curves"
     folder.mkdir(parents=True)
@@ -209,6 +210,31 @@ def test_dvc_plots_show_draws_every_declared_curve(tmp_path):
     assert not shown.get("errors") and set(declared) <= set(shown["data"])
     for name in declared:
         assert shown["data"][name][0]["content"]["data"]["values"], name  # each plot found its rows
+
+
+def test_dvc_metrics_show_prints_a_row_per_model_and_mode(tmp_path):
+    """`dvc metrics show` on the files the evaluation stage writes: one short row per file, no errors."""
+    import json
+    import subprocess
+    import sys
+
+    from r2ec_pipeline.pipelines.evaluation.nodes import headline_metrics
+
+    (tmp_path / "dvc.yaml").write_text((PROJECT_ROOT / "dvc.yaml").read_text())
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=tmp_path, check=True)
+    values = {"hit_at_10": 0.2, "ndcg_at_10": 0.1, "mrr": 0.05, "users": 943}
+    folder = tmp_path / "data/08_reporting/metrics"
+    folder.mkdir(parents=True)
+    for name, row in headline_metrics({"test": {"popularity": {"direct": values}, "sft": {"direct": values}}}).items():
+        (folder / f"{name}.json").write_text(json.dumps(row))
+    env = {**__import__("os").environ, "DVC_NO_ANALYTICS": "1"}
+    shown = subprocess.run(
+        [sys.executable, "-m", "dvc", "metrics", "show"], cwd=tmp_path, capture_output=True, text=True, env=env
+    )
+    assert shown.returncode == 0 and "ERROR" not in shown.stderr, shown.stderr
+    lines = shown.stdout.strip().splitlines()
+    assert len(lines) == 3 and max(len(line) for line in lines) < 120, shown.stdout  # header + a row per file
 
 
 def _dvc_file():

@@ -138,6 +138,7 @@ def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
     assert {k: run.data.tags.get(k) for k in ("profile", "dataset")} == {"profile": "base", "dataset": "amazon_2023"}
     assert len(run.data.tags["data_hash"]) == 16 and run.data.tags["git_commit"]
     assert run.data.tags["evaluation_users"].startswith("users=3,valid_users=3")
+    assert run.data.tags["runner"] == "SequentialRunner"  # the class, not the object's repr
     assert run.data.params["prompts.window_size"] == "5"
     assert run.data.metrics["prompt_metrics.test.samples"] == len(test)
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}

@@ -1,5 +1,7 @@
 """Kedro structure rules: nodes are pure functions of data and params (MLflow is written by hooks and
-datasets), and no pipeline imports another pipeline's nodes (shared code lives outside ``pipelines/``)."""
+datasets) living under ``pipelines/``; no pipeline imports another pipeline's modules (node functions
+several pipelines run live in ``pipelines/shared/``); the library packages take typed parameters and
+import without Kedro."""
 
 from __future__ import annotations
 
@@ -48,7 +50,11 @@ def test_no_pipeline_imports_another_pipelines_modules():
         for path in package.glob("*.py"):
             for name in _imported_modules(path):
                 parts = name.split(".")
-                if parts[:2] == ["r2ec_pipeline", "pipelines"] and len(parts) > 2 and parts[2] != package.name:
+                if (
+                    parts[:2] == ["r2ec_pipeline", "pipelines"]
+                    and len(parts) > 2
+                    and parts[2] not in (package.name, "shared")
+                ):
                     crossing.append(f"{path.relative_to(PIPELINES)} imports {name}")
     assert not crossing, crossing
 
@@ -56,4 +62,49 @@ def test_no_pipeline_imports_another_pipelines_modules():
 def test_the_checks_see_the_nodes_they_guard():
     files = _node_function_files()
     assert any(path.endswith("registration/nodes.py") for path in files)
-    assert any(path.endswith("rl/runs.py") for path in files)  # shared node functions are checked too
+    assert any(path.endswith("pipelines/shared/recpo.py") for path in files)  # shared node functions are checked too
+
+
+LIBRARY = ("data", "model", "rl", "baselines", "serving")
+
+
+def test_every_node_function_lives_under_pipelines():
+    outside = {path: sorted(nodes) for path, nodes in _node_function_files().items() if str(PIPELINES) not in path}
+    assert not outside, (
+        f"node functions outside pipelines/ (move them, or wrap typed library code in a node): {outside}"
+    )
+
+
+def _calls(path: Path, names: set[str]) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            name = getattr(node.func, "id", None) or getattr(node.func, "attr", None)
+            if name in names:
+                found.append(f"{path.relative_to(PIPELINES.parent)}:{node.lineno} calls {name}")
+    return found
+
+
+def test_library_packages_take_typed_parameters_and_import_without_kedro():
+    """data/, model/, rl/, baselines/, serving/ never parse a Kedro parameter block nor import Kedro: node
+    functions under pipelines/ parse the blocks and pass typed parameters in."""
+    problems = []
+    for package in LIBRARY:
+        for path in sorted((PIPELINES.parent / package).rglob("*.py")):
+            problems += _calls(path, {"parse_block", "validate_parameters"})
+            problems += [f"{path.name} imports {name}" for name in _imported_modules(path) if name.startswith("kedro")]
+    assert not problems, problems
+
+
+def test_pipeline_packages_import_their_nodes_without_kedro():
+    """A pipeline's ``__init__`` imports nothing and its ``nodes.py`` no Kedro, so scripts without Kedro
+    (``benchmarks/gpu_run.py`` on a GPU machine) import node functions plainly; the registry imports
+    ``pipeline.py``."""
+    problems = []
+    for package in (p for p in PIPELINES.iterdir() if p.is_dir() and p.name != "__pycache__"):
+        if _imported_modules(package / "__init__.py"):
+            problems.append(f"{package.name}/__init__.py imports {sorted(_imported_modules(package / '__init__.py'))}")
+        for path in package.glob("*.py"):
+            if path.name != "pipeline.py" and any(n.startswith("kedro") for n in _imported_modules(path)):
+                problems.append(f"{package.name}/{path.name} imports Kedro")
+    assert not problems, problems

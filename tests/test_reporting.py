@@ -15,7 +15,6 @@ from r2ec_pipeline.reporting import (
     metrics_by_model,
     paired_comparisons,
     results_table,
-    training_curves,
 )
 
 
@@ -70,65 +69,6 @@ def test_paired_comparisons_pair_the_same_users_and_pick_the_best_r2ec_row():
     table = comparisons_table(comparisons)
     assert table["difference"].tolist() == ["RecPO (reasoning) − RecPO (direct)", "RecPO (reasoning) − SASRec"]
     assert table.loc[1, "Δ hit_at_10"] == "+0.5000 [+0.0000, +1.0000]"
-
-
-def test_training_curves_skip_absent_validation():
-    figure = training_curves(
-        {"reward_mean_by_step": [0.1, 0.2], "validation_by_step": {"reasoning": {}}},
-        {"log": [{"epoch": 1, "valid_ndcg_at_10": 0.1}]},
-    )
-    assert figure.axes[0].get_legend_handles_labels()[1] == []  # no validation at all: an empty panel
-    assert figure.axes[1].get_legend_handles_labels()[1] == ["reward"]
-    assert len(figure.axes[3].lines) == 1  # SASRec per epoch
-
-
-def test_training_curves_put_recpo_steps_after_the_sft_steps():
-    recpo = {
-        "validation_by_step": {"reasoning": {"0": 0.01, "3": 0.02}, "direct": {"0": 0.03, "3": 0.04}},
-        "curves": {
-            "reward_mean": [0.1, 0.2, 0.3],
-            "reward_rank": [0.1, 0.2, 0.3],
-            "reward_sim": [0.5, 0.5, 0.6],
-            "completion_length": [30.0, 31.0, 33.0],
-        },
-    }
-    sft = {"validation_by_step": {"0": 0.0, "8": 0.02, "16": 0.03}}
-    figure = training_curves(recpo, {"log": []}, sft)
-    lines = {line.get_label(): line for line in figure.axes[0].lines}
-    assert list(lines["SFT direct"].get_xdata()) == [0, 8, 16]
-    assert list(lines["RecPO reasoning"].get_xdata()) == [16, 19]  # RecPO step 0 is SFT's last step
-    assert figure.axes[1].get_legend_handles_labels()[1] == ["reward", "rank part", "similarity part"]
-    assert list(figure.axes[2].lines[0].get_ydata()) == [30.0, 31.0, 33.0]
-
-
-def test_curve_tables_by_hand():
-    from r2ec_pipeline.reporting import curve_tables
-
-    recpo = {
-        "curves": {
-            "reward_mean": [0.1, 0.3],
-            "reward_rank": [0.2, 0.4],
-            "reward_sim": [0.0, 0.1],
-            "completion_length": [30.0, 12.5],
-        },
-        "validation_by_step": {"reasoning": {"0": 0.01, "2": 0.03}, "direct": {"0": 0.02, "2": 0.02}},
-    }
-    sft = {"loss_by_step": [3.9, 3.5], "validation_by_step": {"12": 0.014, "0": 0.004}}
-    tables = curve_tables(recpo, sft)
-    assert tables["sft_loss"] == [{"step": 1, "loss": 3.9}, {"step": 2, "loss": 3.5}]
-    assert tables["sft_validation"] == [{"step": 0, "ndcg_at_10": 0.004}, {"step": 12, "ndcg_at_10": 0.014}]
-    assert tables["recpo_train"][1] == {
-        "step": 2,
-        "reward_mean": 0.3,
-        "reward_rank": 0.4,
-        "reward_sim": 0.1,
-        "completion_length": 12.5,
-    }
-    assert tables["recpo_validation"] == [
-        {"step": 0, "reasoning_ndcg_at_10": 0.01, "direct_ndcg_at_10": 0.02},
-        {"step": 2, "reasoning_ndcg_at_10": 0.03, "direct_ndcg_at_10": 0.02},
-    ]
-    assert set(curve_tables({"validation_by_step": {"reasoning": {}, "direct": {}}})) == set()  # nothing ran
 
 
 def test_cold_start_tables_name_each_setting_and_difference():

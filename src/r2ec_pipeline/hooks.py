@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from datetime import datetime
 from typing import Any
 
@@ -65,6 +66,14 @@ class ParameterValidationHooks:
         logger.info("torch threads: %d", threads)
 
 
+def runner_name(runner: Any) -> str:
+    """The runner's class name, whether Kedro passes the runner, its name, its repr
+    (``<kedro.runner.sequential_runner.SequentialRunner object at 0x…>``) or ``"None"`` (the default runner)."""
+    text = runner if isinstance(runner, str) else type(runner).__name__
+    found = re.search(r"(\w+Runner)\b", text)
+    return found.group(1) if found else "SequentialRunner"
+
+
 def process_rank() -> int:
     """This process's global rank under torchrun / ``accelerate launch`` (0 when run alone)."""
     return int(os.environ.get("RANK", "0"))
@@ -112,6 +121,8 @@ class RunTagsHooks:
                 "dataset": dataset_name(params.get("data_ingestion", {})),
                 "git_commit": git_commit(run_params.get("project_path") or "."),
                 "evaluation_users": evaluation_users(params.get("evaluation", {})),
+                # kedro-mlflow tags the run with every run parameter as it is: the runner object's repr
+                "runner": runner_name(run_params.get("runner")),
             }
         )
 

@@ -8,19 +8,17 @@ from __future__ import annotations
 
 from kedro.pipeline import Pipeline
 
-from r2ec_pipeline.pipelines import (
-    ablations,
-    baselines,
-    catalog_update,
-    cold_start,
-    data_ingestion,
-    data_validation,
-    evaluation,
-    prompts,
-    recpo,
-    registration,
-    sft,
-)
+from r2ec_pipeline.pipelines.ablations import pipeline as ablations
+from r2ec_pipeline.pipelines.baselines import pipeline as baselines
+from r2ec_pipeline.pipelines.catalog_update import pipeline as catalog_update
+from r2ec_pipeline.pipelines.cold_start import pipeline as cold_start
+from r2ec_pipeline.pipelines.data_ingestion import pipeline as data_ingestion
+from r2ec_pipeline.pipelines.data_validation import pipeline as data_validation
+from r2ec_pipeline.pipelines.evaluation import pipeline as evaluation
+from r2ec_pipeline.pipelines.prompts import pipeline as prompts
+from r2ec_pipeline.pipelines.recpo import pipeline as recpo
+from r2ec_pipeline.pipelines.registration import pipeline as registration
+from r2ec_pipeline.pipelines.sft import pipeline as sft
 
 # The stages in the order they build on each other; each is also a DVC stage of the same name.
 STAGES = {

@@ -200,48 +200,6 @@ def variant_bar_chart(table: pd.DataFrame) -> plt.Figure:
     return figure
 
 
-def _by_step(points: dict[str, float]) -> tuple[list[int], list[float]]:
-    steps = sorted(points, key=int)
-    return [int(step) for step in steps], [points[step] for step in steps]
-
-
-def training_curves(
-    recpo_report: dict[str, Any], sasrec_report: dict[str, Any], sft_report: dict[str, Any] | None = None
-) -> plt.Figure:
-    """Four panels: validation N@10 against step for SFT and RecPO (both modes); RecPO's reward and its
-    rank / similarity parts per step; its completion length per step; SASRec's validation N@10 per epoch."""
-    figure, ((ndcg_axis, reward_axis), (length_axis, sasrec_axis)) = plt.subplots(2, 2, figsize=(11, 7.5))
-    sft_points = (sft_report or {}).get("validation_by_step") or {}
-    if sft_points:
-        ndcg_axis.plot(*_by_step(sft_points), marker=".", label="SFT direct")
-    offset = int(max(sft_points, key=int)) if sft_points else 0  # RecPO starts where SFT ended
-    for name, points in (recpo_report.get("validation_by_step") or {}).items():
-        if points:  # absent when RecPO ran without validation (eval_users: 0)
-            steps, values = _by_step(points)
-            ndcg_axis.plot([offset + step for step in steps], values, marker="o", label=f"RecPO {name}")
-    if offset:
-        ndcg_axis.axvline(offset, color="grey", linestyle=":", linewidth=1)
-    ndcg_axis.set(title="validation N@10 (SFT steps, then RecPO steps)", xlabel="step", ylabel="NDCG@10")
-    curves = recpo_report.get("curves") or {"reward_mean": recpo_report.get("reward_mean_by_step", [])}
-    for name, label in (("reward_mean", "reward"), ("reward_rank", "rank part"), ("reward_sim", "similarity part")):
-        values = curves.get(name) or []
-        if values:
-            reward_axis.plot(range(1, len(values) + 1), values, marker="o", label=label)
-    reward_axis.set(title="RecPO reward per step (group means)", xlabel="RecPO step", ylabel="reward")
-    lengths = curves.get("completion_length") or []
-    length_axis.plot(range(1, len(lengths) + 1), lengths, marker="o")
-    length_axis.set(title="RecPO completion length per step", xlabel="RecPO step", ylabel="tokens (tag included)")
-    log = sasrec_report.get("log", [])
-    if log:
-        sasrec_axis.plot([e["epoch"] for e in log], [e["valid_ndcg_at_10"] for e in log])
-    sasrec_axis.set(title="SASRec validation N@10", xlabel="epoch", ylabel="NDCG@10")
-    for axis in (ndcg_axis, reward_axis):
-        if axis.get_legend_handles_labels()[0]:
-            axis.legend(fontsize=8)
-    figure.tight_layout()
-    return figure
-
-
 def print_summary(metrics_path: str | Path, registration_path: str | Path) -> str:
     """What `make run` prints at the end: the test table and the registered model version."""
     metrics = json.loads(Path(metrics_path).read_text())
@@ -262,45 +220,6 @@ def print_summary(metrics_path: str | Path, registration_path: str | Path) -> st
             f"(aliases: {', '.join(registration['aliases']) or 'none'}); {registration['promotion']}"
         )
     return "\n".join(lines)
-
-
-def curve_tables(recpo_report: dict[str, Any], sft_report: dict[str, Any] | None = None) -> dict[str, list[dict]]:
-    """The training curves as tables (one JSON file each, ``dvc plots show`` draws them; step = optimizer step).
-
-    ``sft_loss`` and ``sft_validation`` (N@10); ``recpo_train`` (mean reward, its rank and similarity
-    parts, completion length per step); ``recpo_validation`` (N@10 in both modes, step 0 = the SFT start).
-    Curves a run did not produce (no validation, no SFT) are left out.
-    """
-    sft_report = sft_report or {}
-    tables = {
-        "sft_loss": [
-            {"step": step, "loss": value} for step, value in enumerate(sft_report.get("loss_by_step") or [], 1)
-        ],
-        "sft_validation": [
-            {"step": step, "ndcg_at_10": value}
-            for step, value in zip(*_by_step(sft_report.get("validation_by_step") or {}), strict=True)
-        ],
-    }
-    curves = recpo_report.get("curves") or {}
-    names = [name for name in ("reward_mean", "reward_rank", "reward_sim", "completion_length") if curves.get(name)]
-    tables["recpo_train"] = (
-        [
-            {"step": step, **{name: curves[name][step - 1] for name in names}}
-            for step in range(1, len(curves[names[0]]) + 1)
-        ]
-        if names
-        else []
-    )
-    modes = {mode: points for mode, points in (recpo_report.get("validation_by_step") or {}).items() if points}
-    steps = sorted({int(step) for points in modes.values() for step in points})
-    tables["recpo_validation"] = [
-        {
-            "step": step,
-            **{f"{mode}_ndcg_at_10": points[str(step)] for mode, points in modes.items() if str(step) in points},
-        }
-        for step in steps
-    ]
-    return {name: rows for name, rows in tables.items() if rows}
 
 
 COLD_START_METRICS = ("hit_at_10", "ndcg_at_10", "hit_at_20", "ndcg_at_20", "mrr", "median_rank")

@@ -6,12 +6,12 @@ import torch
 from r2ec_pipeline.config import AdapterParams
 from r2ec_pipeline.model.adapters import attach_adapters
 from r2ec_pipeline.model.backbone import BackboneError, load_causal_lm, load_tokenizer
-from r2ec_pipeline.model.checkpoint import (
+from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel, position_ids
+from r2ec_pipeline.model.dual_head_io import (
     CheckpointError,
     load_dual_head,
     save_dual_head,
 )
-from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel, position_ids
 from tests.model.conftest import PROMPTS
 
 

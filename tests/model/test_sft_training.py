@@ -3,7 +3,7 @@
 import torch
 
 from r2ec_pipeline.config import SFTParams as SFTSettings
-from r2ec_pipeline.model.checkpoint import trainable_state
+from r2ec_pipeline.model.dual_head_io import trainable_state
 from r2ec_pipeline.model.sft import train_sft
 
 ITEMS = {

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from r2ec_pipeline.model.backbone import load_tokenizer
-from r2ec_pipeline.rl.runs import start_policy
+from r2ec_pipeline.pipelines.shared.recpo import start_policy
 
 MODEL = {"similarity_temperature": 0.1, "adapters": {"r": 2, "alpha": 4, "top_layers": 1}}
 

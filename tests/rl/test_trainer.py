@@ -8,9 +8,9 @@ import torch
 from transformers import get_constant_schedule_with_warmup
 
 import r2ec_pipeline.rl.trainer as trainer_module
-from r2ec_pipeline.model.checkpoint import trainable_state
-from r2ec_pipeline.rl.checkpointing import CheckpointStore, ResumeError
+from r2ec_pipeline.model.dual_head_io import trainable_state
 from r2ec_pipeline.rl.trainer import batch_indices, total_steps, train_recpo
+from r2ec_pipeline.rl.training_state import CheckpointStore, ResumeError
 from tests.rl.toy_task import SETTINGS, toy_data, toy_model
 
 TRAINER = SETTINGS.model_copy(

@@ -13,8 +13,8 @@ from r2ec_pipeline.config import AdapterParams
 from r2ec_pipeline.datasets.mlflow_runs import RegisteredModelDataset
 from r2ec_pipeline.model.adapters import attach_adapters
 from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
-from r2ec_pipeline.model.checkpoint import save_dual_head
 from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel
+from r2ec_pipeline.model.dual_head_io import save_dual_head
 from r2ec_pipeline.serving.pyfunc import ServingSettings
 from r2ec_pipeline.serving.registry import Registration
 

@@ -30,9 +30,9 @@ from r2ec_pipeline.datasets.mlflow_runs import (
 from r2ec_pipeline.datasets.reports import SiteDataset
 from r2ec_pipeline.model.adapters import attach_adapters
 from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
-from r2ec_pipeline.model.checkpoint import save_dual_head
 from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel
-from r2ec_pipeline.pipelines.catalog_update import create_pipeline
+from r2ec_pipeline.model.dual_head_io import save_dual_head
+from r2ec_pipeline.pipelines.catalog_update.pipeline import create_pipeline
 from tests.helpers import KeptDataset
 from tests.serving.conftest import ITEMS, log_and_register
 

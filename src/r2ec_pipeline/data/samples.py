@@ -13,8 +13,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from r2ec_pipeline.config import parse_block
-
 SAMPLE_COLUMNS = [
     "user_id",
     "position",
@@ -126,13 +124,6 @@ def seeded_subset(samples: pd.DataFrame, size: int | None, seed: int) -> pd.Data
     if size is None or size >= len(samples):
         return samples
     return samples.sample(n=size, random_state=seed).sort_index()
-
-
-def select_eval_samples(valid_samples: pd.DataFrame, params: dict[str, Any], block: str) -> pd.DataFrame:
-    """The validation samples of in-training validation: the ``block``'s (sft, recpo) seeded ``eval_users``
-    subset, or all of them. A node with ``block`` bound (``functools.partial``)."""
-    config = parse_block(block, params)
-    return seeded_subset(valid_samples, config.eval_users, config.seed)
 
 
 def mask_lists(samples: pd.DataFrame, interactions: pd.DataFrame, history_mask: str) -> list[list[int]]:

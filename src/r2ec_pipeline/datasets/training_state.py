@@ -7,7 +7,7 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from r2ec_pipeline.rl.checkpointing import CheckpointStore
+from r2ec_pipeline.rl.training_state import CheckpointStore
 
 
 class CheckpointStoreDataset(AbstractDataset[None, CheckpointStore]):

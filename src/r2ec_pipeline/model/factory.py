@@ -6,12 +6,11 @@ Shared by the sft, recpo and evaluation stages.
 from __future__ import annotations
 
 import os
-from typing import Any
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from r2ec_pipeline.config import parse_block
+from r2ec_pipeline.config import ModelParams
 from r2ec_pipeline.model.adapters import attach_adapters
 from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel
 
@@ -56,31 +55,26 @@ def place_model(
     return model
 
 
-def place_for_params(model: R2ecModel, model_params: dict[str, Any]) -> R2ecModel:
+def place_for(model: R2ecModel, config: ModelParams) -> R2ecModel:
     """``place_model`` with the ``model`` block's device, dtype and gradient checkpointing."""
-    config = parse_block("model", model_params)
     device = resolve_device(config.device)
     return place_model(model, device, resolve_dtype(config.dtype, device), config.gradient_checkpointing)
 
 
 def build_dual_head(
-    backbone_lm: PreTrainedModel,
-    backbone_tokenizer: PreTrainedTokenizerBase,
-    model_params: dict[str, Any],
-    prompts_params: dict[str, Any],
+    backbone_lm: PreTrainedModel, backbone_tokenizer: PreTrainedTokenizerBase, config: ModelParams, answer_tag: str
 ) -> R2ecModel:
     """Backbone + fresh adapters (or full fine-tuning) + tokenizer: the zero-shot R²ec model, placed.
 
-    Its answer tag is the prompts' (``prompts.answer_tag``): the tag the item prompts end with is the one
+    ``answer_tag`` is the prompts' (``prompts.answer_tag``): the tag the item prompts end with is the one
     generation forces and the user state is read at.
     """
-    config = parse_block("model", model_params)
     torch.manual_seed(config.seed)  # LoRA's A matrices are random: seed them, or reruns differ
     lm = attach_adapters(backbone_lm, config.adapters)
     head = DualHeadConfig(
         backbone=config.backbone,
-        answer_tag=parse_block("prompts", prompts_params).answer_tag,
+        answer_tag=answer_tag,
         similarity_temperature=config.similarity_temperature,
         history_mask=config.history_mask,
     )
-    return place_for_params(R2ecModel(lm, backbone_tokenizer, head), model_params)
+    return place_for(R2ecModel(lm, backbone_tokenizer, head), config)

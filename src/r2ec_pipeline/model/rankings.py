@@ -7,13 +7,12 @@ users (greedy reasoning, the zero-shot model) is the first ones of that order.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
-from r2ec_pipeline.config import parse_block
+from r2ec_pipeline.config import EvaluationParams, ModelParams
 from r2ec_pipeline.data.samples import mask_lists
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.evaluation import (
@@ -21,7 +20,7 @@ from r2ec_pipeline.model.evaluation import (
     rank_both_modes,
     rank_without_reasoning,
 )
-from r2ec_pipeline.model.factory import place_for_params
+from r2ec_pipeline.model.factory import place_for
 from r2ec_pipeline.model.scoring import mask_items
 
 
@@ -65,16 +64,15 @@ def rank_r2ec(
     model: R2ecModel,
     samples: pd.DataFrame,
     interactions: pd.DataFrame,
-    model_params: dict[str, Any],
-    params: dict[str, Any],
+    model_config: ModelParams,
+    config: EvaluationParams,
     reasoning_users: int | None,
 ) -> pd.DataFrame:
     """Direct mode on every sample; greedy reasoning too on the first ``reasoning_users`` per split (null: all).
 
     Both modes come from one prompt pass for those users.
     """
-    model_config, config = parse_block("model", model_params), parse_block("evaluation", params)
-    place_for_params(model, model_params)  # a checkpoint loads on the CPU in float32
+    place_for(model, model_config)  # a checkpoint loads on the CPU in float32
     both = first_in_order(samples, reasoning_users)
     rest = samples.drop(both.index)
     batch = model_config.encode_batch_size

@@ -16,8 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from r2ec_pipeline.config import SFTParams
-from r2ec_pipeline.model.checkpoint import restore_trainable, trainable_state
 from r2ec_pipeline.model.dual_head import R2ecModel
+from r2ec_pipeline.model.dual_head_io import restore_trainable, trainable_state
 from r2ec_pipeline.model.losses import catalog_infonce, in_batch_infonce
 from r2ec_pipeline.model.sft_batched import train_sft_batched
 from r2ec_pipeline.model.sft_result import SFTResult, record_metrics

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from r2ec_pipeline.config import SFTParams
-from r2ec_pipeline.model.checkpoint import ITEM_TABLE_KEY, restore_trainable
 from r2ec_pipeline.model.dual_head import R2ecModel, SharedPrefix, common_prefix_length
+from r2ec_pipeline.model.dual_head_io import ITEM_TABLE_KEY, restore_trainable
 from r2ec_pipeline.model.factory import DTYPES
 from r2ec_pipeline.model.generation import MIN_SHARED_PREFIX
 from r2ec_pipeline.model.hf_compat import with_cache

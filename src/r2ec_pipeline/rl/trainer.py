@@ -20,12 +20,12 @@ from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup
 
 from r2ec_pipeline.config import RecPOParams
-from r2ec_pipeline.model.checkpoint import restore_trainable, trainable_state
 from r2ec_pipeline.model.dual_head import R2ecModel
+from r2ec_pipeline.model.dual_head_io import restore_trainable, trainable_state
 from r2ec_pipeline.model.merged import MergedCopy
-from r2ec_pipeline.rl.checkpointing import CheckpointStore, ResumeError
 from r2ec_pipeline.rl.distributed import Collective
 from r2ec_pipeline.rl.step import Batch, Rollout, recpo_step
+from r2ec_pipeline.rl.training_state import CheckpointStore, ResumeError
 
 logger = logging.getLogger(__name__)
 

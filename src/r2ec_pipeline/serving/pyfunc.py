@@ -106,7 +106,7 @@ class R2ecPyfunc(PythonModel):
     and hash of the backbone, stored once in the MLflow store); versions logged before that carry ``backbone``."""
 
     def load_context(self, context) -> None:
-        from r2ec_pipeline.model.checkpoint import load_dual_head
+        from r2ec_pipeline.model.dual_head_io import load_dual_head
         from r2ec_pipeline.serving.backbone_store import fetch_backbone
 
         artifacts = context.artifacts

@@ -23,8 +23,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 
 import r2ec_pipeline
-from r2ec_pipeline.model.checkpoint import save_dual_head
 from r2ec_pipeline.model.dual_head import R2ecModel
+from r2ec_pipeline.model.dual_head_io import save_dual_head
 from r2ec_pipeline.serving.backbone_store import fetch_backbone, log_backbone
 from r2ec_pipeline.serving.pyfunc import SIGNATURE, R2ecPyfunc, ServingSettings
 

@@ -1,5 +1,3 @@
-"""ablations: RecPO variants (reward, advantage, relabelling, β) trained and ranked side by side."""
+"""ablations: RecPO variants (reward, advantage, relabelling, β) trained and ranked side by side.
 
-from r2ec_pipeline.pipelines.ablations.pipeline import create_pipeline
-
-__all__ = ["create_pipeline"]
+Its ``pipeline.py`` builds it (``create_pipeline``); ``nodes.py`` imports without Kedro."""

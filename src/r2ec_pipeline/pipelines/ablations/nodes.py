@@ -16,13 +16,13 @@ from matplotlib.figure import Figure
 from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.rankings import rank_r2ec
+from r2ec_pipeline.pipelines.shared.recpo import start_policy
 from r2ec_pipeline.reporting import (
     TABLE_METRICS,
     markdown_table,
     metrics_by_model,
     variant_bar_chart,
 )
-from r2ec_pipeline.rl.runs import start_policy
 
 logger = logging.getLogger(__name__)
 
@@ -49,15 +49,15 @@ def rank_variant(
 ) -> pd.DataFrame:
     """The variant ranked in both modes on the evaluation stage's users of the chosen splits."""
     splits = parse_block("ablations", ablation_params).splits
-    reasoning_users = parse_block("evaluation", evaluation_params).reasoning_users
+    config = parse_block("evaluation", evaluation_params)
     return rank_r2ec(
         variant,
         model,
         samples[samples["split"].isin(splits)],
         interactions,
-        model_params,
-        evaluation_params,
-        reasoning_users,
+        parse_block("model", model_params),
+        config,
+        config.reasoning_users,
     )
 
 

@@ -5,14 +5,14 @@ from functools import partial
 from kedro.pipeline import Node, Pipeline
 
 from r2ec_pipeline.config import ABLATION_VARIANTS
-from r2ec_pipeline.data.samples import select_eval_samples
 from r2ec_pipeline.pipelines.ablations.nodes import (
     rank_variant,
     start_after,
     summarise_ablations,
     variant_recpo_params,
 )
-from r2ec_pipeline.rl.runs import start_policy, train_recpo_model
+from r2ec_pipeline.pipelines.shared.recpo import start_policy, train_recpo_model
+from r2ec_pipeline.pipelines.shared.samples import select_eval_samples
 
 SHARED_INPUTS = {
     "sft_model",

@@ -1,5 +1,3 @@
-"""baselines: Popularity and SASRec, trained on the training split."""
+"""baselines: Popularity and SASRec, trained on the training split.
 
-from r2ec_pipeline.pipelines.baselines.pipeline import create_pipeline
-
-__all__ = ["create_pipeline"]
+Its ``pipeline.py`` builds it (``create_pipeline``); ``nodes.py`` imports without Kedro."""

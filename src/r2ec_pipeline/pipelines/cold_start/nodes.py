@@ -127,7 +127,8 @@ def rank_known_r2ec(
     params: dict[str, Any],
 ) -> pd.DataFrame:
     """``make run``'s RecPO model (the items in its catalog at training time), both modes, every user."""
-    rows = rank_r2ec("recpo", model, samples, interactions, model_params, params, reasoning_users=None)
+    model_config, config = parse_block("model", model_params), parse_block("evaluation", params)
+    rows = rank_r2ec("recpo", model, samples, interactions, model_config, config, reasoning_users=None)
     return _with_raw_ids(rows, items, KNOWN)
 
 
@@ -148,8 +149,8 @@ def rank_cold_r2ec(
         model,
         remap_samples(samples, ids),
         remap_interactions(interactions, ids),
-        model_params,
-        params,
+        parse_block("model", model_params),
+        parse_block("evaluation", params),
         reasoning_users=None,
     )
     return _with_raw_ids(rows, catalog, COLD)

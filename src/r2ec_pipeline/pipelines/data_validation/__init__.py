@@ -1,5 +1,3 @@
-"""great-expectations validation of the canonical tables."""
+"""great-expectations validation of the canonical tables.
 
-from r2ec_pipeline.pipelines.data_validation.pipeline import create_pipeline
-
-__all__ = ["create_pipeline"]
+Its ``pipeline.py`` builds it (``create_pipeline``); ``nodes.py`` imports without Kedro."""

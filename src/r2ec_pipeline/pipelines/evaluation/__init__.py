@@ -1,5 +1,3 @@
-"""evaluation: every model ranked over the whole catalog on validation and test (method §6)."""
+"""evaluation: every model ranked over the whole catalog on validation and test (method §6).
 
-from r2ec_pipeline.pipelines.evaluation.pipeline import create_pipeline
-
-__all__ = ["create_pipeline"]
+Its ``pipeline.py`` builds it (``create_pipeline``); ``nodes.py`` imports without Kedro."""

@@ -1,4 +1,4 @@
-"""Nodes of the evaluation pipeline: rank every model on the same users, then metrics and exports.
+"""Nodes of the evaluation pipeline: rank every model on the same users, then metrics, exports and curves.
 
 Each ranking node returns one row per (split, sample, mode) with the target's rank and the top
 ``top_n`` items; ``summarise_rankings`` turns them into metrics.json, MLflow metrics and the rankings
@@ -25,6 +25,7 @@ from r2ec_pipeline.model.rankings import first_in_order, rank_r2ec, rank_scores
 from r2ec_pipeline.reporting import (
     comparisons_table,
     flatten,
+    lookup,
     markdown_table,
     metrics_bar_chart,
     metrics_by_model,
@@ -92,17 +93,19 @@ def rank_zero_shot(
     params: dict[str, Any],
 ) -> pd.DataFrame:
     """The untrained dual-head model: the backbone's own hidden states as user and item embeddings."""
-    model = build_dual_head(backbone_lm, backbone_tokenizer, model_params, prompts_params)
-    batch = parse_block("model", model_params).item_batch_size
+    model_config, config = parse_block("model", model_params), parse_block("evaluation", params)
+    model = build_dual_head(
+        backbone_lm, backbone_tokenizer, model_config, parse_block("prompts", prompts_params).answer_tag
+    )
+    batch = model_config.item_batch_size
     model.build_item_table(item_prompts["item_id"].astype(int).tolist(), item_prompts["prompt"].tolist(), batch)
-    config = parse_block("evaluation", params)
     return rank_r2ec(
         "zero_shot",
         model,
         first_in_order(samples, config.zero_shot_users),
         interactions,
-        model_params,
-        params,
+        model_config,
+        config,
         config.reasoning_users,
     )
 
@@ -117,8 +120,10 @@ def rank_sft(
     """The SFT checkpoint (its saved item table)."""
     if sft_model is None:
         raise FileNotFoundError("no SFT checkpoint in data/06_models/sft: run `kedro run --pipelines sft` first")
-    reasoning_users = parse_block("evaluation", params).reasoning_users
-    return rank_r2ec("sft", sft_model, samples, interactions, model_params, params, reasoning_users)
+    config = parse_block("evaluation", params)
+    return rank_r2ec(
+        "sft", sft_model, samples, interactions, parse_block("model", model_params), config, config.reasoning_users
+    )
 
 
 def rank_recpo(
@@ -129,8 +134,9 @@ def rank_recpo(
     params: dict[str, Any],
 ) -> pd.DataFrame:
     """The RecPO model (its saved item table), with greedy reasoning on ``recpo_reasoning_users``."""
-    reasoning_users = parse_block("evaluation", params).recpo_reasoning_users
-    return rank_r2ec("recpo", recpo_model, samples, interactions, model_params, params, reasoning_users)
+    config = parse_block("evaluation", params)
+    model_config = parse_block("model", model_params)
+    return rank_r2ec("recpo", recpo_model, samples, interactions, model_config, config, config.recpo_reasoning_users)
 
 
 def summarise_rankings(
@@ -207,3 +213,111 @@ def reasoning_samples(rankings: pd.DataFrame, items: pd.DataFrame, params: dict[
             "reasoning": picked["reasoning"],
         }
     )
+
+
+def _by_step(points: dict[str, float]) -> tuple[list[int], list[float]]:
+    steps = sorted(points, key=int)
+    return [int(step) for step in steps], [points[step] for step in steps]
+
+
+def training_curves(
+    recpo_report: dict[str, Any], sasrec_report: dict[str, Any], sft_report: dict[str, Any] | None = None
+) -> Figure:
+    """Four panels: validation N@10 against step for SFT and RecPO (both modes); RecPO's reward and its
+    rank / similarity parts per step; its completion length per step; SASRec's validation N@10 per epoch."""
+    figure = Figure(figsize=(11, 7.5))  # no pyplot: nothing global, nothing to close
+    (ndcg_axis, reward_axis), (length_axis, sasrec_axis) = figure.subplots(2, 2)
+    sft_points = (sft_report or {}).get("validation_by_step") or {}
+    if sft_points:
+        ndcg_axis.plot(*_by_step(sft_points), marker=".", label="SFT direct")
+    offset = int(max(sft_points, key=int)) if sft_points else 0  # RecPO starts where SFT ended
+    for name, points in (recpo_report.get("validation_by_step") or {}).items():
+        if points:  # absent when RecPO ran without validation (eval_users: 0)
+            steps, values = _by_step(points)
+            ndcg_axis.plot([offset + step for step in steps], values, marker="o", label=f"RecPO {name}")
+    if offset:
+        ndcg_axis.axvline(offset, color="grey", linestyle=":", linewidth=1)
+    ndcg_axis.set(title="validation N@10 (SFT steps, then RecPO steps)", xlabel="step", ylabel="NDCG@10")
+    curves = recpo_report.get("curves") or {"reward_mean": recpo_report.get("reward_mean_by_step", [])}
+    for name, label in (("reward_mean", "reward"), ("reward_rank", "rank part"), ("reward_sim", "similarity part")):
+        values = curves.get(name) or []
+        if values:
+            reward_axis.plot(range(1, len(values) + 1), values, marker="o", label=label)
+    reward_axis.set(title="RecPO reward per step (group means)", xlabel="RecPO step", ylabel="reward")
+    lengths = curves.get("completion_length") or []
+    length_axis.plot(range(1, len(lengths) + 1), lengths, marker="o")
+    length_axis.set(title="RecPO completion length per step", xlabel="RecPO step", ylabel="tokens (tag included)")
+    log = sasrec_report.get("log", [])
+    if log:
+        sasrec_axis.plot([e["epoch"] for e in log], [e["valid_ndcg_at_10"] for e in log])
+    sasrec_axis.set(title="SASRec validation N@10", xlabel="epoch", ylabel="NDCG@10")
+    for axis in (ndcg_axis, reward_axis):
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def curve_tables(
+    recpo_report: dict[str, Any], sft_report: dict[str, Any] | None, metrics: dict[str, Any]
+) -> dict[str, list[dict]]:
+    """The training curves as tables (one JSON file each, ``dvc plots show`` draws them; step = optimizer step).
+
+    ``sft_loss`` and ``sft_validation`` (N@10: SFT's own validation, or, when SFT ran without one, the
+    evaluation stage's validation users at step 0, the zero-shot model, and at SFT's last step, the SFT
+    model: every file ``dvc.yaml`` declares is written); ``recpo_train`` (mean reward, its rank and
+    similarity parts, completion length per step); ``recpo_validation`` (N@10 in both modes, step 0 = the
+    SFT start). RecPO curves a run did not produce (no validation) are left out.
+    """
+    sft_report = sft_report or {}
+    own = sft_report.get("validation_by_step") or {}
+    evaluated = {
+        0: lookup(metrics, "valid.zero_shot.direct.ndcg_at_10"),
+        int(sft_report.get("steps_run") or 0): lookup(metrics, "valid.sft.direct.ndcg_at_10"),
+    }
+    points = own or {str(step): value for step, value in evaluated.items() if value is not None}
+    tables = {
+        "sft_loss": [
+            {"step": step, "loss": value} for step, value in enumerate(sft_report.get("loss_by_step") or [], 1)
+        ],
+        "sft_validation": [{"step": step, "ndcg_at_10": value} for step, value in zip(*_by_step(points), strict=True)],
+    }
+    curves = recpo_report.get("curves") or {}
+    names = [name for name in ("reward_mean", "reward_rank", "reward_sim", "completion_length") if curves.get(name)]
+    tables["recpo_train"] = (
+        [
+            {"step": step, **{name: curves[name][step - 1] for name in names}}
+            for step in range(1, len(curves[names[0]]) + 1)
+        ]
+        if names
+        else []
+    )
+    modes = {mode: points for mode, points in (recpo_report.get("validation_by_step") or {}).items() if points}
+    steps = sorted({int(step) for points in modes.values() for step in points})
+    tables["recpo_validation"] = [
+        {
+            "step": step,
+            **{f"{mode}_ndcg_at_10": points[str(step)] for mode, points in modes.items() if str(step) in points},
+        }
+        for step in steps
+    ]
+    return {name: rows for name, rows in tables.items() if rows}
+
+
+HEADLINE_METRICS = ("hit_at_10", "ndcg_at_10", "mrr", "users")
+
+
+def headline_metrics(metrics: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """metrics.json's test figures as one small file per model and mode (H@10, N@10, MRR, users) and per
+    paired comparison (N@10 difference and its 95% CI), so `dvc metrics show` prints a row per file."""
+    rows = {
+        f"test_{model}_{mode}": {name: values[name] for name in HEADLINE_METRICS if name in values}
+        for model, modes in metrics.get("test", {}).items()
+        for mode, values in modes.items()
+    }
+    for pair, values in metrics.get("comparisons", {}).get("test", {}).items():
+        ndcg = values.get("ndcg_at_10")
+        if ndcg:
+            name = pair.replace(".", "_").replace("-", "_minus_")
+            rows[f"test_ci_{name}"] = {f"ndcg_at_10_{part}": ndcg[part] for part in ("difference", "low", "high")}
+    return rows

@@ -3,7 +3,9 @@
 from kedro.pipeline import Node, Pipeline
 
 from r2ec_pipeline.pipelines.evaluation.nodes import (
+    curve_tables,
     export_rankings,
+    headline_metrics,
     rank_popularity,
     rank_recpo,
     rank_sasrec,
@@ -12,8 +14,8 @@ from r2ec_pipeline.pipelines.evaluation.nodes import (
     reasoning_samples,
     select_evaluation_samples,
     summarise_rankings,
+    training_curves,
 )
-from r2ec_pipeline.reporting import curve_tables, training_curves
 
 _RANKED = ["evaluation_samples", "validated_interactions", "params:model", "params:evaluation"]
 
@@ -74,6 +76,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 "training_curves_plot",
                 name="plot_training_curves",
             ),
-            Node(curve_tables, ["recpo_report", "sft_report"], "training_curve_tables", name="training_curve_tables"),
+            Node(headline_metrics, "evaluation_metrics", "headline_metrics", name="headline_metrics"),
+            Node(
+                curve_tables,
+                ["recpo_report", "sft_report", "evaluation_metrics"],
+                "training_curve_tables",
+                name="training_curve_tables",
+            ),
         ]
     )

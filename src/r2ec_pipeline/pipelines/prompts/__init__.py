@@ -1,6 +1,3 @@
-"""Samples, split protocols and chat-formatted prompts."""
+"""Samples, split protocols and chat-formatted prompts.
 
-from r2ec_pipeline.pipelines import lazy_pipeline
-
-__getattr__ = lazy_pipeline(__name__)  # the nodes import without Kedro
-__all__ = ["create_pipeline"]
+Its ``pipeline.py`` builds it (``create_pipeline``); ``nodes.py`` imports without Kedro."""

@@ -4,8 +4,8 @@ from functools import partial
 
 from kedro.pipeline import Node, Pipeline
 
-from r2ec_pipeline.data.samples import select_eval_samples
-from r2ec_pipeline.pipelines.recpo.nodes import start_policy, train_recpo_model
+from r2ec_pipeline.pipelines.shared.recpo import start_policy, train_recpo_model
+from r2ec_pipeline.pipelines.shared.samples import select_eval_samples
 
 
 def create_pipeline(**kwargs) -> Pipeline:

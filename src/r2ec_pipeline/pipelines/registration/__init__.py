@@ -1,5 +1,3 @@
-"""registration: the RecPO model as an MLflow pyfunc, registered as challenger, promoted if better."""
+"""registration: the RecPO model as an MLflow pyfunc, registered as challenger, promoted if better.
 
-from r2ec_pipeline.pipelines.registration.pipeline import create_pipeline
-
-__all__ = ["create_pipeline"]
+Its ``pipeline.py`` builds it (``create_pipeline``); ``nodes.py`` imports without Kedro."""

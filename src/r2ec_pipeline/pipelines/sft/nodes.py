@@ -7,14 +7,27 @@ import resource
 from typing import Any
 
 import pandas as pd
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.data.samples import EarlierItems, mask_lists
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.evaluation import evaluate_without_reasoning
+from r2ec_pipeline.model.factory import build_dual_head
 from r2ec_pipeline.model.sft import train_sft
 
 logger = logging.getLogger(__name__)
+
+
+def zero_shot_model(
+    backbone_lm: PreTrainedModel,
+    backbone_tokenizer: PreTrainedTokenizerBase,
+    model_params: dict[str, Any],
+    prompts_params: dict[str, Any],
+) -> R2ecModel:
+    """The backbone with fresh adapters and the prompts' answer tag: the model SFT starts from."""
+    answer_tag = parse_block("prompts", prompts_params).answer_tag
+    return build_dual_head(backbone_lm, backbone_tokenizer, parse_block("model", model_params), answer_tag)
 
 
 def train_sft_model(

@@ -4,16 +4,15 @@ from functools import partial
 
 from kedro.pipeline import Node, Pipeline
 
-from r2ec_pipeline.data.samples import select_eval_samples
-from r2ec_pipeline.model.factory import build_dual_head
-from r2ec_pipeline.pipelines.sft.nodes import train_sft_model
+from r2ec_pipeline.pipelines.sft.nodes import train_sft_model, zero_shot_model
+from r2ec_pipeline.pipelines.shared.samples import select_eval_samples
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                func=build_dual_head,
+                func=zero_shot_model,
                 inputs=["backbone_lm", "backbone_tokenizer", "params:model", "params:prompts"],
                 outputs="zero_shot_model",
                 name="build_dual_head",

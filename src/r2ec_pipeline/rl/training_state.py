@@ -22,12 +22,12 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from r2ec_pipeline.model.checkpoint import (
+from r2ec_pipeline.model.dual_head import R2ecModel
+from r2ec_pipeline.model.dual_head_io import (
     CheckpointError,
     restore_trainable,
     trainable_state,
 )
-from r2ec_pipeline.model.dual_head import R2ecModel
 
 STATE_FILE = "trainer_state.json"
 BEST_FILE = "best.safetensors"

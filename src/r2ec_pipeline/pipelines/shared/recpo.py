@@ -1,6 +1,7 @@
-"""A RecPO run from tables and parameter blocks: the starting policy, validation users, training and its report.
+"""A RecPO run from tables and parameter blocks: the starting policy, training and its report.
 
-The recpo pipeline's nodes, and each ablation variant's (namespaced); plain functions, no Kedro.
+The recpo pipeline's nodes, and each ablation variant's (namespaced); plain functions, no Kedro. The
+training loop itself is ``rl.trainer.train_recpo`` (typed parameters, plain PyTorch).
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from r2ec_pipeline.model.adapters import enable_training
 from r2ec_pipeline.model.backbone import load_causal_lm
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.evaluation import evaluate_both_modes
-from r2ec_pipeline.model.factory import build_dual_head, place_for_params
-from r2ec_pipeline.rl.checkpointing import CheckpointStore
+from r2ec_pipeline.model.factory import build_dual_head, place_for
 from r2ec_pipeline.rl.distributed import Collective
 from r2ec_pipeline.rl.trainer import RecPOData, RecPOResult, train_recpo
+from r2ec_pipeline.rl.training_state import CheckpointStore
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def start_policy(
     if sft_model is None:
         logger.warning("no SFT checkpoint found: RecPO starts from the zero-shot backbone")
         lm = load_causal_lm(str(backbone_folder), backbone_folder.parent)
-        model = build_dual_head(lm, backbone_tokenizer, model_params, prompts_params)
+        model = build_dual_head(lm, backbone_tokenizer, model_config, parse_block("prompts", prompts_params).answer_tag)
     else:
         _check_matches(sft_model, "backbone", model_config.backbone, "model.backbone")
         _check_matches(sft_model, "answer_tag", parse_block("prompts", prompts_params).answer_tag, "prompts.answer_tag")
@@ -82,7 +83,7 @@ def train_recpo_model(
     """RecPO with validation (greedy reasoning and direct) before and after; model, history, samples, report."""
     model_config, config = parse_block("model", model_params), parse_block("recpo", recpo_params)
     PartialState()  # joins the process group under `accelerate launch` / torchrun
-    place_for_params(model, model_params)  # this process's device (LOCAL_RANK), model.dtype
+    place_for(model, model_config)  # this process's device (LOCAL_RANK), model.dtype
     collective = Collective()
     item_prompt = dict(zip(item_prompts["item_id"].astype(int).tolist(), item_prompts["prompt"], strict=True))
     data = RecPOData(

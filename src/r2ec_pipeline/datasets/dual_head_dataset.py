@@ -7,8 +7,8 @@ from typing import Any
 
 from kedro.io import AbstractDataset
 
-from r2ec_pipeline.model.checkpoint import CONFIG_FILE, load_dual_head, save_dual_head
 from r2ec_pipeline.model.dual_head import R2ecModel
+from r2ec_pipeline.model.dual_head_io import CONFIG_FILE, load_dual_head, save_dual_head
 
 
 class DualHeadModelDataset(AbstractDataset[R2ecModel, R2ecModel | None]):
