@@ -65,7 +65,7 @@ def test_the_checks_see_the_nodes_they_guard():
     assert any(path.endswith("pipelines/shared/recpo.py") for path in files)  # shared node functions are checked too
 
 
-LIBRARY = ("data", "model", "rl", "baselines", "serving")
+LIBRARY = ("data", "model", "rl", "baselines", "serving", "items")
 
 
 def test_every_node_function_lives_under_pipelines():
@@ -86,7 +86,7 @@ def _calls(path: Path, names: set[str]) -> list[str]:
 
 
 def test_library_packages_take_typed_parameters_and_import_without_kedro():
-    """data/, model/, rl/, baselines/, serving/ never parse a Kedro parameter block nor import Kedro: node
+    """data/, model/, rl/, baselines/, serving/, items/ never parse a Kedro parameter block nor import Kedro: node
     functions under pipelines/ parse the blocks and pass typed parameters in."""
     problems = []
     for package in LIBRARY:

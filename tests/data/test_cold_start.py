@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from r2ec_pipeline.data.cold_start import (
+from r2ec_pipeline.items.cold_start import (
     hold_out,
     id_map,
     newest_items,

@@ -15,12 +15,6 @@ from mlflow import MlflowClient
 from safetensors.torch import load_file
 
 from r2ec_pipeline.config import AdapterParams
-from r2ec_pipeline.data.catalog import (
-    CatalogUpdateError,
-    match_catalog,
-    plan_update,
-    read_item_rows,
-)
 from r2ec_pipeline.data.prompting import item_prompt_table
 from r2ec_pipeline.data.validation import DataValidationError
 from r2ec_pipeline.datasets.mlflow_runs import (
@@ -28,6 +22,12 @@ from r2ec_pipeline.datasets.mlflow_runs import (
     RegisteredVersionDataset,
 )
 from r2ec_pipeline.datasets.reports import SiteDataset
+from r2ec_pipeline.items.rows import (
+    CatalogUpdateError,
+    match_catalog,
+    plan_update,
+    read_item_rows,
+)
 from r2ec_pipeline.model.adapters import attach_adapters
 from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
 from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel

@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 from kedro.io import AbstractDataset, DatasetError
 
-from r2ec_pipeline.data.catalog import CatalogUpdateError, read_item_rows
+from r2ec_pipeline.items.rows import CatalogUpdateError, read_item_rows
 
 
 class ItemRowsDataset(AbstractDataset[None, pd.DataFrame]):

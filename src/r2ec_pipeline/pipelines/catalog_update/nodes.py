@@ -15,8 +15,8 @@ import pandas as pd
 
 from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.data.validation import enforce
+from r2ec_pipeline.items.update import check_item_rows, encode_update
 from r2ec_pipeline.model.dual_head_io import load_dual_head
-from r2ec_pipeline.serving.catalog_update import check_item_rows, encode_update
 from r2ec_pipeline.serving.registry import (
     COMPARED_TAGS,
     RegisteredVersion,

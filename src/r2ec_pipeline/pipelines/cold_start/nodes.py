@@ -19,16 +19,17 @@ import pandas as pd
 from r2ec_pipeline.baselines.popularity import Popularity
 from r2ec_pipeline.baselines.sasrec import SASRec, catalog_scores
 from r2ec_pipeline.config import parse_block
-from r2ec_pipeline.data.catalog import CATALOG_COLUMNS
-from r2ec_pipeline.data.cold_start import (
+from r2ec_pipeline.data.samples import mask_lists
+from r2ec_pipeline.data.validation import enforce
+from r2ec_pipeline.items.cold_start import (
     hold_out,
     id_map,
     newest_items,
     remap_interactions,
     remap_samples,
 )
-from r2ec_pipeline.data.samples import mask_lists
-from r2ec_pipeline.data.validation import enforce
+from r2ec_pipeline.items.rows import CATALOG_COLUMNS
+from r2ec_pipeline.items.update import check_item_rows, encode_update
 from r2ec_pipeline.metrics import ranking_metrics
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.rankings import rank_r2ec, rank_scores
@@ -39,7 +40,6 @@ from r2ec_pipeline.reporting import (
     markdown_table,
     paired_differences,
 )
-from r2ec_pipeline.serving.catalog_update import check_item_rows, encode_update
 
 logger = logging.getLogger(__name__)
 DATA_DOCS = "data/08_reporting/cold_start_data_docs"

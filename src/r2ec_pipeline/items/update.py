@@ -14,9 +14,9 @@ from typing import Any
 import pandas as pd
 
 from r2ec_pipeline.config import PromptParams
-from r2ec_pipeline.data.catalog import CatalogUpdate, match_catalog, plan_update
 from r2ec_pipeline.data.prompting import item_prompt_table
 from r2ec_pipeline.data.validation import new_item_rules, validate_frames
+from r2ec_pipeline.items.rows import CatalogUpdate, match_catalog, plan_update
 from r2ec_pipeline.model.dual_head import R2ecModel
 
 
