@@ -16,28 +16,20 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import time
-from pathlib import Path
 
 import pandas as pd
 import torch
-from _models import trained_like_model  # benchmarks/_models.py
-from _table import (
-    print_measures,  # benchmarks/_table.py (the script's folder is on sys.path)
+from _common import (  # benchmarks/_common.py (the script's folder is on sys.path)
+    ROOT,
+    print_measures,
+    timed_call,
+    trained_like_model,
 )
 
 from r2ec_pipeline.model.backbone import PACKAGED_SMOLLM2
 from r2ec_pipeline.model.bottom_cache import clear_shared_caches
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.evaluation import rank_without_reasoning
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _seconds(function) -> tuple[float, object]:
-    started = time.perf_counter()
-    result = function()
-    return time.perf_counter() - started, result
 
 
 def main() -> None:
@@ -68,11 +60,11 @@ def main() -> None:
         )
 
     first.bottom_cache_mb = 0
-    plain, plain_table = _seconds(lambda: table(first))
+    plain, plain_table = timed_call(lambda: table(first))
     first.bottom_cache_mb = 2048
-    filling, _ = _seconds(lambda: table(first))
+    filling, _ = timed_call(lambda: table(first))
     second.bottom_cache_mb = 2048
-    refresh, cached_table = _seconds(lambda: table(second))
+    refresh, cached_table = timed_call(lambda: table(second))
     second.bottom_cache_mb = 0
     expected_table = table(second)
     rows += [
@@ -85,10 +77,10 @@ def main() -> None:
     first.build_item_table(ids, prompts, batch_size=32, progress=False)
     first.bottom_cache_mb, second.bottom_cache_mb = 0, 0
     second.item_table = first.item_table
-    uncached, reference = _seconds(lambda: ranking(second))
+    uncached, reference = timed_call(lambda: ranking(second))
     first.bottom_cache_mb, second.bottom_cache_mb = 2048, 2048
-    fill, _ = _seconds(lambda: ranking(first))  # the first model fills the cache
-    cached, result = _seconds(lambda: ranking(second))  # the second reuses it
+    fill, _ = timed_call(lambda: ranking(first))  # the first model fills the cache
+    cached, result = timed_call(lambda: ranking(second))  # the second reuses it
     count = len(users)
     rows += [
         (f"direct ranking, {count} users (batch {args.batch}): uncached", f"{uncached / count * 1000:.0f} ms/user"),

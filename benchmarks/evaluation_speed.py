@@ -20,21 +20,19 @@ import argparse
 import os
 import resource
 import time
-from pathlib import Path
 
 import pandas as pd
 import torch
-from _models import trained_like_model  # benchmarks/_models.py
-from _table import (
-    print_measures,  # benchmarks/_table.py (the script's folder is on sys.path)
+from _common import (  # benchmarks/_common.py (the script's folder is on sys.path)
+    ROOT,
+    print_measures,
+    trained_like_model,
 )
 
 from r2ec_pipeline.model.backbone import PACKAGED_SMOLLM2
 from r2ec_pipeline.model.bottom_cache import clear_shared_caches
 from r2ec_pipeline.model.evaluation import rank_both_modes, rank_without_reasoning
 from r2ec_pipeline.model.generation import generate_reasoning
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def cut_history(prompt: str, window: int) -> str:

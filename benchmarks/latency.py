@@ -17,26 +17,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from _common import ROOT, timed_call  # benchmarks/_common.py (the script's folder is on sys.path)
 
 from r2ec_pipeline.baselines.generative import build_title_trie, constrained_beam_search
 from r2ec_pipeline.data.samples import seeded_subset
 from r2ec_pipeline.model.dual_head_io import load_dual_head
 from r2ec_pipeline.model.generation import generate_reasoning
 from r2ec_pipeline.model.scoring import top_k
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _seconds(function) -> tuple[float, object]:
-    started = time.perf_counter()
-    result = function()
-    return time.perf_counter() - started, result
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
@@ -95,11 +87,11 @@ def main() -> None:
     with torch.no_grad():
         for index, sample in enumerate(samples.itertuples(index=False)):
             history = [list(sample.history_item_ids)]
-            seconds_a, _ = _seconds(lambda: top_k(model.score(model.encode([sample.prompt + tag]), history), 10))
-            seconds_gen, generation = _seconds(lambda: generate_reasoning(model, [sample.prompt], args.tokens))
-            seconds_score, _ = _seconds(lambda: top_k(model.score(generation.final_hidden, history), 10))
-            seconds_c, found = _seconds(lambda: constrained_beam_search(model, sample.prompt + tag, trie, args.beams))
-            seconds_hf, _ = _seconds(
+            seconds_a, _ = timed_call(lambda: top_k(model.score(model.encode([sample.prompt + tag]), history), 10))
+            seconds_gen, generation = timed_call(lambda: generate_reasoning(model, [sample.prompt], args.tokens))
+            seconds_score, _ = timed_call(lambda: top_k(model.score(generation.final_hidden, history), 10))
+            seconds_c, found = timed_call(lambda: constrained_beam_search(model, sample.prompt + tag, trie, args.beams))
+            seconds_hf, _ = timed_call(
                 lambda: hf_constrained_generate(model, sample.prompt + tag, trie, args.beams, depth)
             )
             if index == 0:

@@ -16,13 +16,10 @@ import os
 import resource
 import statistics
 import time
-from pathlib import Path
 
 import pandas as pd
 import torch
-from _table import (
-    print_measures,  # benchmarks/_table.py (the script's folder is on sys.path)
-)
+from _common import CACHE, ROOT, print_measures  # benchmarks/_common.py (the script's folder is on sys.path)
 
 from r2ec_pipeline.config import AdapterParams
 from r2ec_pipeline.model.adapters import attach_adapters
@@ -34,9 +31,6 @@ from r2ec_pipeline.model.backbone import (
 from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel
 from r2ec_pipeline.model.generation import generate_reasoning
 from r2ec_pipeline.model.scoring import top_k
-
-ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / "data/06_models/backbones"
 
 
 def _timed(function, repeats: int) -> list[float]:

@@ -22,14 +22,11 @@ import os
 import resource
 import tempfile
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from _table import (
-    print_measures,  # benchmarks/_table.py (the script's folder is on sys.path)
-)
+from _common import CACHE, ROOT, print_measures  # benchmarks/_common.py (the script's folder is on sys.path)
 
 from r2ec_pipeline.config import RecPOParams
 from r2ec_pipeline.data.samples import earlier_items
@@ -40,8 +37,6 @@ from r2ec_pipeline.model.scoring import target_ranks
 from r2ec_pipeline.rl.rewards import fused_reward, rank_reward, similarity_reward
 from r2ec_pipeline.rl.step import Batch, recpo_step
 
-ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / "data/06_models/backbones"
 SFT = ROOT / "data/06_models/sft"
 
 

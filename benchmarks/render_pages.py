@@ -23,7 +23,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from _table import print_measures
+from _common import print_measures  # benchmarks/_common.py (the script's folder is on sys.path)
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 

@@ -18,15 +18,12 @@ import math
 import os
 import resource
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 import yaml
-from _table import (
-    print_measures,  # benchmarks/_table.py (the script's folder is on sys.path)
-)
+from _common import CACHE, ROOT, print_measures  # benchmarks/_common.py (the script's folder is on sys.path)
 from kedro.config import OmegaConfigLoader
 
 from r2ec_pipeline.config import parse_block
@@ -35,9 +32,6 @@ from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
 from r2ec_pipeline.model.evaluation import evaluate_without_reasoning
 from r2ec_pipeline.model.factory import build_dual_head
 from r2ec_pipeline.model.sft import train_sft
-
-ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / "data/06_models/backbones"
 
 
 def base_parameters() -> dict:

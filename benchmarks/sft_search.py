@@ -27,9 +27,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
-from _table import (
-    print_measures,  # benchmarks/_table.py (the script's folder is on sys.path)
-)
+from _common import CACHE, ROOT, print_measures  # benchmarks/_common.py (the script's folder is on sys.path)
 from sft_fit import base_parameters, with_overrides
 
 from r2ec_pipeline.config import parse_block
@@ -43,8 +41,6 @@ from r2ec_pipeline.model.evaluation import (
 from r2ec_pipeline.model.factory import build_dual_head
 from r2ec_pipeline.model.sft import train_sft
 
-ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / "data/06_models/backbones"
 GRID = {  # name → overrides of conf/base (the first is the reference of the paired CIs)
     "baseline": "",
     # "catalog" (a finished run in sft-search) was the first catalog softmax, fresh target values: not rerun
