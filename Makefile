@@ -68,7 +68,8 @@ gpu-import: setup  ## log a benchmarks/gpu_run.py result into MLflow (experiment
 repro: setup  ## rebuild the DVC pipeline (only stages whose inputs changed)
 	$(BIN)/dvc repro
 
-mlflow-ui: setup  ## open the MLflow UI on the project's store
+mlflow-ui: setup  ## open the MLflow UI on the project's store (prints the link to r2ec's training runs)
+	@echo "r2ec's training runs: http://127.0.0.1:5000/#/experiments/$$($(BIN)/python -m r2ec_pipeline.run_tags r2ec)?workflowType=machine_learning"
 	$(BIN)/mlflow ui --backend-store-uri $${MLFLOW_TRACKING_URI:-sqlite:///mlflow.db} --host 127.0.0.1 --port 5000
 
 viz: setup  ## open kedro-viz on the pipeline DAG (data layers, parameters); `kedro viz build` writes a static site

@@ -19,8 +19,8 @@ from r2ec_pipeline.model.adapters import attach_adapters
 from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
 from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel
 from r2ec_pipeline.model.generation import generate_reasoning
+from r2ec_pipeline.model.tiny_backbone import build_tiny_backbone
 from r2ec_pipeline.rl.step import Batch, recpo_step
-from tests.tiny_models import build_tiny_backbone
 
 TITLES = ["Toy Story", "GoldenEye", "Four Rooms", "Get Shorty", "Copycat", "Babe"]
 

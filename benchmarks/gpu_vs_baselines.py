@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from r2ec_pipeline.metrics import per_sample
-from r2ec_pipeline.reporting import paired_differences
+from r2ec_pipeline.reporting.statistics import paired_differences
 
 BASELINES = ("popularity", "sasrec")
 METRICS = ("ndcg_at_10", "hit_at_10", "mrr")

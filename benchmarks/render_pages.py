@@ -1,12 +1,12 @@
 """Render the pages a user browses in a headless Chromium and say what each shows.
 
 The GX Data Docs (``data/08_reporting/data_docs``: GX's index, a validation page and the overview page),
-the MLflow run page of the latest ``r2ec`` run (``mlflow ui`` on the project's store) and ``kedro viz
-build``'s static site: each is loaded with its JavaScript run to completion, its rendered DOM searched
+the MLflow experiment ``r2ec`` and its latest run's page and metric charts (``mlflow ui`` on the project's
+store) and ``kedro viz build``'s static site: each is loaded with its JavaScript run to completion, its rendered DOM searched
 for what the page must show, and a screenshot saved. Needs a Chromium (``apt install chromium``; not a project dependency) and a project that has run
 ``make run``. Prints one table row per page; exits 1 if a page lacks what it must show.
 
-    python benchmarks/render_pages.py [--project .] [--out docs/results/pages]
+    python benchmarks/render_pages.py [--project .] [--out docs/img]
 """
 
 from __future__ import annotations
@@ -110,7 +110,12 @@ def data_docs(project: Path, out: Path) -> list[tuple[str, str, bool]]:
     ]
 
 
-def mlflow_run_page(project: Path, out: Path) -> list[tuple[str, str, bool]]:
+def mlflow_pages(project: Path, out: Path) -> list[tuple[str, str, bool]]:
+    """The ``r2ec`` experiment (its training runs) and the latest run's page and Model metrics tab (its curves).
+
+    MLflow 3's UI opens experiments in its GenAI view unless the browser chose "Model training" before;
+    ``?workflowType=machine_learning`` (the link ``make mlflow-ui`` prints) opens the runs.
+    """
     import mlflow
 
     store = f"sqlite:///{project / 'mlflow.db'}"
@@ -121,10 +126,19 @@ def mlflow_run_page(project: Path, out: Path) -> list[tuple[str, str, bool]]:
     port = free_port()
     bin_dir = Path(sys.executable).parent
     command = [str(bin_dir / "mlflow"), "ui", "--backend-store-uri", store, "--host", "127.0.0.1", "--port", str(port)]
+    experiment = f"http://127.0.0.1:{port}/#/experiments/{run.info.experiment_id}"
+    training = "?workflowType=machine_learning"
     with serving(command, f"http://127.0.0.1:{port}/health", project):
-        url = f"http://127.0.0.1:{port}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}"
-        dom = render(url, out / "mlflow_run.png", 20_000)
-    return [check("MLflow run page", dom, [run.info.run_name, "git_commit", "data_hash"])]
+        runs = render(experiment + training, out / "mlflow_experiment.png", 20_000)
+        page = render(f"{experiment}/runs/{run.info.run_id}{training}", out / "mlflow_run.png", 20_000)
+        charts = render(
+            f"{experiment}/runs/{run.info.run_id}/model-metrics{training}", out / "mlflow_curves.png", 30_000
+        )
+    return [
+        check("MLflow experiment r2ec", runs, ["Runs", run.info.run_name]),
+        check("MLflow run page", page, [run.info.run_name, "git_commit", "data_hash"]),
+        check("MLflow run: Model metrics", charts, ["recpo (", "sasrec (", "sft (", "train.loss", "Model metrics ("]),
+    ]
 
 
 def kedro_viz_site(project: Path, out: Path) -> list[tuple[str, str, bool]]:
@@ -143,11 +157,11 @@ def kedro_viz_site(project: Path, out: Path) -> list[tuple[str, str, bool]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=Path("."))
-    parser.add_argument("--out", type=Path, default=Path("docs/results/pages"))
+    parser.add_argument("--out", type=Path, default=Path("docs/img"))
     args = parser.parse_args()
     project, out = args.project.resolve(), args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
-    rows = [row for pages in (data_docs, mlflow_run_page, kedro_viz_site) for row in pages(project, out)]
+    rows = [row for pages in (data_docs, mlflow_pages, kedro_viz_site) for row in pages(project, out)]
     print_measures([(name, shown) for name, shown, _ in rows])
     print(f"screenshots: {out}")
     sys.exit(0 if all(ok for *_, ok in rows) else 1)

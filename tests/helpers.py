@@ -1,4 +1,4 @@
-"""Test helpers: tiny canonical tables and in-memory Kedro catalogs (tiny models: ``tiny_models``)."""
+"""Test helpers: tiny canonical tables and in-memory Kedro catalogs (tiny models: ``r2ec_pipeline.model.tiny_backbone``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 from kedro.io import DataCatalog, MemoryDataset
 
-from tests.tiny_models import build_tiny_backbone, build_tiny_tokenizer
+from r2ec_pipeline.model.tiny_backbone import build_tiny_backbone, build_tiny_tokenizer
 
 __all__ = ["KeptDataset", "build_tiny_backbone", "build_tiny_tokenizer", "free_port", "memory_catalog", "tiny_tables"]
 

@@ -123,6 +123,8 @@ def _cli_run(project: Path, pipeline: str = "__default__", **runtime_params) -> 
 
 
 def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    mlflow.create_experiment("r2ec")  # a store from before mlflow.yml gave the experiment its tags
     _run(project)
     test = pd.read_parquet(project / "data/05_model_input/test_samples.parquet")
     interactions = pd.read_parquet(project / "data/03_primary/interactions.parquet")
@@ -132,6 +134,8 @@ def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     [run] = mlflow.search_runs(experiment_names=["r2ec"], output_format="list")
     assert run.info.status == "FINISHED"
+    tags = mlflow.get_experiment_by_name("r2ec").tags  # the UI opens it on its runs, with a description
+    assert tags["mlflow.experimentKind"] == "custom_model_development" and tags["mlflow.note.content"]
     assert run.data.params["data_ingestion.source"] == "amazon_2023"
     # the run says what ran and what its numbers depend on
     assert run.info.run_name.startswith("all · base · ")
@@ -151,29 +155,32 @@ def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
     } <= artifacts
     assert (project / "data/08_reporting/data_docs/index.html").is_file()  # GX Data Docs, browsable
     # SFT: zero-shot (step 0) and trained validation metrics, and a checkpoint on disk
-    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "sft.valid.ndcg_at_10")
+    history = mlflow.MlflowClient().get_metric_history(run.info.run_id, "sft/valid.ndcg_at_10")
     assert [m.step for m in history] == [0, 1, 2]
     assert (project / "data/06_models/sft/r2ec_config.json").is_file()
     # RecPO: per-step metrics, validation with and without reasoning before/after, samples table, model
     client = mlflow.MlflowClient()
-    assert [m.step for m in client.get_metric_history(run.info.run_id, "recpo.train.reward_mean")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "recpo/train.reward_mean")] == [1, 2]
     for name in (
-        "recpo.train.token_loss",
-        "recpo.train.item_loss",
-        "recpo.train.clip_fraction",
-        "recpo.train.completion_length",
-        "recpo.train.stop_length_share",
-        "recpo.train.stop_tag_share",
-        "recpo.train.stop_end_of_turn_share",
-        "recpo.train.item_clip_fraction",
-        "recpo.train.item_ratio_mean",
-        "recpo.train.learning_rate",
-        "recpo.train.seconds_per_step",
-        "recpo.train.advantage_std",
-        "recpo.train.reward_rank",
+        "recpo/train.token_loss",
+        "recpo/train.item_loss",
+        "recpo/train.clip_fraction",
+        "recpo/train.completion_length",
+        "recpo/train.stop_length_share",
+        "recpo/train.stop_tag_share",
+        "recpo/train.stop_end_of_turn_share",
+        "recpo/train.item_clip_fraction",
+        "recpo/train.item_ratio_mean",
+        "recpo/train.learning_rate",
+        "recpo/train.seconds_per_step",
+        "recpo/train.advantage_std",
+        "recpo/train.reward_rank",
     ):
         assert len(client.get_metric_history(run.info.run_id, name)) == 2, name
-    for name in ("recpo.valid.reasoning.ndcg_at_10", "recpo.valid.direct.ndcg_at_10"):
+    # what each stage cost goes to MLflow, not into the reports DVC hashes
+    for name in ("sft/run.seconds_per_step", "sft/run.peak_rss_mb", "recpo/run.peak_rss_mb", "sasrec/run.seconds"):
+        assert len(client.get_metric_history(run.info.run_id, name)) == 1, name
+    for name in ("recpo/valid.reasoning.ndcg_at_10", "recpo/valid.direct.ndcg_at_10"):
         assert [m.step for m in client.get_metric_history(run.info.run_id, name)] == [0, 2], name
     assert {"recpo_report.json", "recpo_samples.csv"} <= artifacts
     samples = pd.read_csv(project / "data/08_reporting/recpo_samples.csv")
@@ -310,28 +317,28 @@ def test_recpo_under_torchrun_trains_on_two_processes_and_writes_once(project: P
     assert report["world_size"] == 2 and report["steps"] == 2 and report["after"]
     runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
     assert len(runs) == runs_before + 1  # one MLflow run for the 2-process launch, from rank 0
-    [recpo_run] = [run for run in runs if "recpo.train.loss" in run.data.metrics]
-    history = mlflow.MlflowClient().get_metric_history(recpo_run.info.run_id, "recpo.train.loss")
+    [recpo_run] = [run for run in runs if "recpo/train.loss" in run.data.metrics]
+    history = mlflow.MlflowClient().get_metric_history(recpo_run.info.run_id, "recpo/train.loss")
     assert [m.step for m in history] == [1, 2]
 
 
 def test_the_same_seed_and_data_give_identical_metrics(project: Path):
     """Two default runs from scratch on the tiny model: metrics.json, RecPO rewards and SASRec agree exactly
     (same machine, same thread count: CPU kernels are deterministic there)."""
-    reports = ("metrics.json", "recpo_report.json", "sasrec_report.json")
+    reports = ("metrics.json", "recpo_report.json", "sasrec_report.json", "sft_report.json")
 
-    def run_once() -> dict[str, dict]:
+    def run_once() -> dict[str, str]:
         shutil.rmtree(project / "data", ignore_errors=True)
         _cli_run(project)
-        found = {name: json.loads((project / "data/08_reporting" / name).read_text()) for name in reports}
-        for volatile in ("seconds_per_step", "peak_rss_mb"):
-            found["recpo_report.json"].pop(volatile)
-        found["sasrec_report.json"].pop("seconds")
+        found = {name: (project / "data/08_reporting" / name).read_text() for name in reports}
+        for model in ("sft", "recpo"):  # DVC hashes these folders: equal weights must give equal files
+            folder = project / "data/06_models" / model
+            found |= {str(f.relative_to(project)): f.read_bytes().hex() for f in folder.rglob("*") if f.is_file()}
         return found
 
     first, second = run_once(), run_once()
-    assert first == second
-    assert first["recpo_report.json"]["reward_mean_by_step"]  # the comparison covers real values
+    assert first == second  # byte for byte: the reports DVC tracks hold no timings
+    assert json.loads(first["recpo_report.json"])["reward_mean_by_step"]  # the comparison covers real values
 
 
 def test_ablation_grid_trains_every_variant_as_a_child_run(project: Path):

@@ -7,15 +7,8 @@ import math
 import pandas as pd
 import pytest
 
-from r2ec_pipeline.reporting import (
-    cold_start_tables,
-    comparisons_table,
-    flatten,
-    lookup,
-    metrics_by_model,
-    paired_comparisons,
-    results_table,
-)
+from r2ec_pipeline.reporting.statistics import metrics_by_model, paired_comparisons
+from r2ec_pipeline.reporting.tables import cold_start_tables, comparisons_table, flatten, lookup, results_table
 
 
 def _rankings() -> pd.DataFrame:

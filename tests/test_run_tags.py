@@ -10,6 +10,7 @@ from r2ec_pipeline.run_tags import (
     evaluation_users,
     git_commit,
     metric_users,
+    missing_tags,
     run_name,
 )
 
@@ -35,3 +36,12 @@ def test_user_sets_and_dataset_as_tag_values():
 
 def test_git_commit_outside_a_checkout_is_unknown(tmp_path):
     assert git_commit(tmp_path) == "unknown"
+
+
+def test_an_experiment_gets_only_the_configured_tags_it_lacks():
+    wanted = {"mlflow.experimentKind": "custom_model_development", "mlflow.note.content": "R²ec"}
+    assert missing_tags({}, wanted) == wanted
+    assert missing_tags({"mlflow.note.content": "edited in the UI"}, wanted) == {
+        "mlflow.experimentKind": "custom_model_development"
+    }
+    assert missing_tags(wanted, wanted) == {}

@@ -66,11 +66,11 @@ def split_metrics(rankings: pd.DataFrame) -> dict[str, float]:
 
 
 def log_curves(curves: dict[str, dict[str, list[dict[str, float]]]]) -> None:
-    """Each curve point as a metric at its step (``sft.train.loss``, ``recpo.valid.reasoning.ndcg_at_10``...)."""
+    """Each curve point as a metric at its step (``sft/train.loss``, ``recpo/valid.reasoning.ndcg_at_10``...: the run page groups them by stage)."""
     for stage, named in curves.items():
         for name, points in named.items():
             for point in points:
-                mlflow.log_metric(f"{stage}.{name}", float(point["value"]), step=int(point["step"]))
+                mlflow.log_metric(f"{stage}/{name}", float(point["value"]), step=int(point["step"]))
 
 
 def catalog_tables(wheel: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

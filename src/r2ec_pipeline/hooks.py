@@ -21,6 +21,7 @@ from r2ec_pipeline.run_tags import (
     dataset_name,
     evaluation_users,
     git_commit,
+    missing_tags,
     profile,
     run_name,
 )
@@ -100,18 +101,32 @@ class RunTagsHooks:
 
     Name: ``<pipelines> · <profile> · <start time>``. Tags: ``dataset``, ``profile``, ``git_commit``,
     ``evaluation_users`` (the evaluation's user sets) and ``data_hash`` (of the validated interactions,
-    once the run has them). Registration copies them onto the model version it registers.
+    once the run has them). Registration copies them onto the model version it registers. The experiment
+    gets the tags mlflow.yml gives it (kind, description) if it lacks them: MLflow sets them only when it
+    creates the experiment, so a store that predates them would open on the wrong page.
     """
 
     def __init__(self) -> None:
         self._hashed_run: str | None = None  # the run whose data_hash is set: hashed once, not on every load
+        self._experiment_tags: dict[str, str] = {}
+
+    @hook_impl(trylast=True)  # after kedro-mlflow has read mlflow.yml into context.mlflow
+    def after_context_created(self, context: KedroContext) -> None:
+        config = getattr(context, "mlflow", None)
+        tags = config.tracking.experiment.create_experiment_kwargs.tags if config is not None else None
+        self._experiment_tags = dict(tags or {})
 
     @hook_impl(trylast=True)  # after kedro-mlflow's own before_pipeline_run has started the run
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline, catalog: DataCatalog) -> None:
         import mlflow
 
-        if mlflow.active_run() is None:
+        run = mlflow.active_run()
+        if run is None:
             return
+        client = mlflow.MlflowClient()
+        experiment = client.get_experiment(run.info.experiment_id)
+        for key, value in missing_tags(experiment.tags, self._experiment_tags).items():
+            client.set_experiment_tag(experiment.experiment_id, key, value)
         params = catalog.load("parameters") if "parameters" in catalog else {}
         pipelines = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or DEFAULT_PIPELINE]
         mlflow.set_tags(

@@ -66,3 +66,25 @@ def evaluation_users(evaluation: Mapping[str, Any]) -> str:
 def metric_users(metric: str, users: int | None, seed: int) -> str:
     """Which users a promotion metric was computed on: split, count and the seeded order they come from."""
     return f"{metric.split('.', 1)[0]}: {users if users is not None else '?'} users, seed {seed}"
+
+
+def missing_tags(existing: Mapping[str, str], wanted: Mapping[str, str]) -> dict[str, str]:
+    """The ``wanted`` tags an experiment lacks; a value someone set differently (in the UI) is theirs to keep."""
+    return {key: str(value) for key, value in wanted.items() if key not in existing}
+
+
+def experiment_id(name: str, tracking_uri: str) -> str:
+    """The id of experiment ``name`` in the store, for a link to it (the UI's routes use ids, not names)."""
+    import mlflow
+
+    experiment = mlflow.MlflowClient(tracking_uri).get_experiment_by_name(name)
+    if experiment is None:
+        raise SystemExit(f"no experiment {name!r} in {tracking_uri} yet: run `make run` first")
+    return experiment.experiment_id
+
+
+if __name__ == "__main__":  # `python -m r2ec_pipeline.run_tags r2ec`: the experiment's id (make mlflow-ui)
+    import os
+    import sys
+
+    print(experiment_id(sys.argv[1], os.environ.get("MLFLOW_TRACKING_URI", "sqlite:///mlflow.db")))

@@ -1,5 +1,7 @@
 """The dual-head model on the tiny random backbone: answer-tag state, item table, generation, save/load."""
 
+import json
+
 import pytest
 import torch
 
@@ -8,9 +10,11 @@ from r2ec_pipeline.model.adapters import attach_adapters
 from r2ec_pipeline.model.backbone import BackboneError, load_causal_lm, load_tokenizer
 from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel, position_ids
 from r2ec_pipeline.model.dual_head_io import (
+    ADAPTER_CONFIG_FILE,
     CheckpointError,
     load_dual_head,
     save_dual_head,
+    stabilize_adapter_config,
 )
 from tests.model.conftest import PROMPTS
 
@@ -61,6 +65,20 @@ def test_save_then_load_gives_identical_scores(model, tiny_backbone_dir, tmp_pat
     loaded = load_dual_head(path, tmp_path).eval()
     after = loaded.score(loaded.encode([PROMPTS[0] + "<answer>"]))
     torch.testing.assert_close(after, before)
+
+
+def test_adapter_config_lists_modules_sorted_so_equal_weights_give_equal_files(model, tmp_path):
+    """peft writes target_modules in a set's order, which string hashing changes per process (a new DVC hash
+    for the same adapters on every run); the saved config is sorted and keyed in order."""
+    config = json.loads((save_dual_head(model, tmp_path / "ckpt") / "adapter" / ADAPTER_CONFIG_FILE).read_text())
+    assert len(config["target_modules"]) > 1 and config["target_modules"] == sorted(config["target_modules"])
+
+    written = tmp_path / "adapter_config.json"
+    written.write_text(json.dumps({"r": 8, "target_modules": ["v_proj", "q_proj", "k_proj"], "alpha": 16}))
+    stabilize_adapter_config(written)
+    assert written.read_text() == (
+        '{\n  "alpha": 16,\n  "r": 8,\n  "target_modules": [\n    "k_proj",\n    "q_proj",\n    "v_proj"\n  ]\n}\n'
+    )
 
 
 def test_checkpoint_from_another_backbone_is_refused(model, tmp_path):

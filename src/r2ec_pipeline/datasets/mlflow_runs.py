@@ -18,7 +18,7 @@ from typing import Any
 import mlflow
 from kedro.io import AbstractDataset, DatasetError
 
-from r2ec_pipeline.reporting import flatten
+from r2ec_pipeline.reporting.tables import flatten
 from r2ec_pipeline.serving.registry import (
     RegisteredVersion,
     Registration,

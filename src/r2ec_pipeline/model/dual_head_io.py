@@ -29,6 +29,7 @@ from r2ec_pipeline.model.dual_head import (
 )
 
 CONFIG_FILE = "r2ec_config.json"
+ADAPTER_CONFIG_FILE = "adapter_config.json"  # peft's name for it
 ITEM_TABLE_KEY = "__item_table__"  # the item table's name beside the weights in a trainable_state
 
 
@@ -63,6 +64,20 @@ def restore_trainable(model: R2ecModel, state: dict[str, torch.Tensor], source: 
     model.item_table = table.to(model.device)
 
 
+def stabilize_adapter_config(path: Path) -> None:
+    """Rewrite peft's adapter config with its module sets sorted and its keys in order.
+
+    peft keeps ``target_modules`` as a Python set and writes it in the set's iteration order, which string
+    hashing randomises per process: the same adapters would give a different file, and a different DVC
+    hash, on every run. Sorted, the checkpoint folder is byte-identical for identical weights.
+    """
+    config = json.loads(path.read_text())
+    for key in ("target_modules", "modules_to_save", "exclude_modules"):
+        if isinstance(config.get(key), list):
+            config[key] = sorted(config[key])
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def save_dual_head(model: R2ecModel, directory: str | os.PathLike[str]) -> Path:
     """Write the checkpoint into a staging folder, then swap it in: never a half-written checkpoint."""
     target = Path(directory)
@@ -73,6 +88,8 @@ def save_dual_head(model: R2ecModel, directory: str | os.PathLike[str]) -> Path:
         (staging / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
         weights = "adapter" if isinstance(model.lm, PeftModel) else "backbone"
         model.lm.save_pretrained(staging / weights, safe_serialization=True)
+        if weights == "adapter":
+            stabilize_adapter_config(staging / weights / ADAPTER_CONFIG_FILE)
         save_file(
             {"item_table": model.item_table.detach().float().cpu().contiguous()}, staging / "item_table.safetensors"
         )

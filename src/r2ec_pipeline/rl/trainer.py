@@ -195,6 +195,126 @@ def _check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Any) 
         raise ResumeError(f"cannot resume from {path}: settings changed since it was written (saved, now): {changed}")
 
 
+class _RecPORun:
+    """One RecPO run's moving parts: the model and its optimizer, the progress so far, the selected weights.
+
+    ``train_recpo`` drives it step by step; each method is one thing a step may do (train, refresh the item
+    table, validate, save), so the loop reads top to bottom.
+    """
+
+    def __init__(
+        self,
+        model: R2ecModel,
+        data: RecPOData,
+        settings: RecPOParams,
+        evaluate: Callable[[R2ecModel], dict[str, float]] | None,
+        store: CheckpointStore | None,
+        collective: Collective,
+    ) -> None:
+        self.model, self.data, self.settings = model, data, settings
+        self.evaluate, self.store, self.collective = evaluate, store, collective
+        self.global_batch = settings.per_device_train_batch_size * collective.world_size
+        self.steps = total_steps(len(data.prompts), settings, collective.world_size)
+        self.item_ids = sorted(data.item_prompt)
+        parameters = [p for p in model.lm.parameters() if p.requires_grad]
+        if not parameters:
+            raise ValueError("the model has no trainable parameters (load adapters as trainable)")
+        self.optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+        self.scheduler = get_constant_schedule_with_warmup(self.optimizer, settings.warmup_steps)
+        self.config = {
+            **settings.model_dump(mode="json"),
+            "world_size": collective.world_size,
+            "global_batch": self.global_batch,
+        }
+        self.done = _Progress()
+        self.best: dict[str, torch.Tensor] | None = None  # trainable_state of the selected weights
+
+    def begin(self) -> None:
+        """Resume from the store's checkpoint when asked to; otherwise clear old checkpoints and validate step 0."""
+        settings, store = self.settings, self.store
+        if settings.resume_from_checkpoint and store is None:
+            raise ResumeError("resume_from_checkpoint needs a checkpoint folder")
+        checkpoint = store.resolve(settings.resume_from_checkpoint) if store is not None else None
+        if checkpoint is not None:
+            state = CheckpointStore.load(checkpoint, self.model, self.optimizer, self.scheduler)
+            _check_resumable(state["config"], self.config, checkpoint)
+            self.done, self.best = _Progress.from_state(state), CheckpointStore.load_best(checkpoint)
+            logger.info("resumed RecPO from %s at step %d", checkpoint, self.done.step)
+            return
+        if store is not None and self.collective.is_main and (stale := store.clear()):
+            logger.warning(
+                "fresh RecPO run: removed %d old checkpoint(s) from %s "
+                "(resume_from_checkpoint: true continues a run instead)",
+                stale,
+                store.root,
+            )
+        if self.model.num_items < 1:
+            self.refresh_table()
+        if self.evaluate is not None:
+            self.validate(0, refresh=False)  # the starting policy's table (SFT's) matches its weights
+
+    def remaining_steps(self) -> range:
+        return range(self.done.step + 1, self.steps + 1) if not self.done.stopped_early else range(0)
+
+    def train_step(self, step: int, decoding: MergedCopy | None) -> dict[str, float]:
+        """One RecPO update on global batch ``step`` (this process's shard), recorded in the history."""
+        settings, collective, group = self.settings, self.collective, self.settings.num_generations
+        started = time.perf_counter()
+        indices = batch_indices(len(self.data.prompts), self.global_batch, step, settings.seed)
+        batch = _batch(self.data, indices[collective.shard(self.global_batch)].tolist())
+        first_row = collective.rank * settings.per_device_train_batch_size * group
+        rows = range(first_row, first_row + settings.per_device_train_batch_size * group)
+        generators = row_generators(settings.seed, step, rows, self.model.device)
+        learning_rate = self.scheduler.get_last_lr()[0]
+        metrics, paths = recpo_step(self.model, self.optimizer, batch, settings, generators, collective, decoding)
+        self.scheduler.step()
+        elapsed = time.perf_counter() - started
+        done = self.done
+        done.step, done.seconds, done.skipped = step, done.seconds + elapsed, done.skipped + int(metrics["skipped"] > 0)
+        _record(done.history, {**metrics, "learning_rate": learning_rate, "seconds_per_step": elapsed}, step, "train.")
+        if settings.log_completions_steps and step % settings.log_completions_steps == 0 and collective.is_main:
+            done.samples.extend(_sample_rows(step, batch, paths, group))
+        return metrics
+
+    def refresh_table(self) -> None:
+        """Re-encode the catalog with the current weights (the rec head scores against it)."""
+        prompts = [self.data.item_prompt[i] for i in self.item_ids]
+        self.model.build_item_table(self.item_ids, prompts, progress=self.collective.is_main)
+
+    def validate(self, step: int, refresh: bool = True) -> None:
+        """Validate the current weights (item table refreshed first); keep them if best; decide early stopping."""
+        if refresh:
+            self.refresh_table()
+        metrics = self.evaluate(self.model) if self.evaluate is not None and self.collective.is_main else {}
+        if self.done.evaluated(step, metrics, self.settings.metric_for_best_model):
+            self.best = trainable_state(self.model)
+        patience = self.settings.early_stopping_patience
+        stop = torch.tensor(float(bool(patience) and self.done.stale_evaluations >= patience), device=self.model.device)
+        self.done.stopped_early = bool(self.collective.total(stop) > 0)  # decided on the main process
+
+    def save(self) -> None:
+        """A resumable checkpoint (main process), then every process waits for it."""
+        if self.store is not None and self.collective.is_main:
+            state = {"config": self.config, **asdict(self.done)}
+            self.store.save(self.model, self.optimizer, self.scheduler, state, self.best)
+        self.collective.barrier()
+
+    def select(self) -> int:
+        """Put the best validated weights back (method §5); the step whose weights the model now holds."""
+        done = self.done
+        if self.best is None or done.best_step is None:
+            return done.step
+        if done.best_step != done.step:
+            restore_trainable(self.model, {name: t.to(self.model.device) for name, t in self.best.items()})
+        logger.info(
+            "RecPO: selected the weights of step %d (%s %.4f)",
+            done.best_step,
+            self.settings.metric_for_best_model,
+            done.best_value,
+        )
+        return done.best_step
+
+
 def train_recpo(
     model: R2ecModel,
     data: RecPOData,
@@ -212,114 +332,38 @@ def train_recpo(
     return; ``early_stopping_patience`` ends training after that many validations without a better
     one. Without validation the last weights are kept.
     """
-    collective = collective or Collective()
     torch.manual_seed(settings.seed)
-    group, per_device = settings.num_generations, settings.per_device_train_batch_size
-    global_batch = per_device * collective.world_size
-    steps = total_steps(len(data.prompts), settings, collective.world_size)
-    item_ids = sorted(data.item_prompt)
-    parameters = [p for p in model.lm.parameters() if p.requires_grad]
-    if not parameters:
-        raise ValueError("the model has no trainable parameters (load adapters as trainable)")
-    optimizer = torch.optim.AdamW(parameters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    scheduler = get_constant_schedule_with_warmup(optimizer, settings.warmup_steps)
-    config = {**settings.model_dump(mode="json"), "world_size": collective.world_size, "global_batch": global_batch}
-
-    def refresh_table() -> None:
-        model.build_item_table(item_ids, [data.item_prompt[i] for i in item_ids], progress=collective.is_main)
-
-    best: dict[str, torch.Tensor] | None = None  # trainable_state of the selected weights
-
-    def validate(step: int, refresh: bool = True) -> None:
-        """Validate the current weights (item table refreshed first); keep them if best; decide early stopping."""
-        nonlocal best
-        if refresh:
-            refresh_table()
-        metrics = evaluate(model) if evaluate is not None and collective.is_main else {}
-        if done.evaluated(step, metrics, settings.metric_for_best_model):
-            best = trainable_state(model)
-        patience = settings.early_stopping_patience
-        stop = torch.tensor(float(bool(patience) and done.stale_evaluations >= patience), device=model.device)
-        done.stopped_early = bool(collective.total(stop) > 0)  # decided on the main process, followed by all
-
-    if settings.resume_from_checkpoint and store is None:
-        raise ResumeError("resume_from_checkpoint needs a checkpoint folder")
-    checkpoint = store.resolve(settings.resume_from_checkpoint) if store is not None else None
-    if checkpoint is not None:
-        state = CheckpointStore.load(checkpoint, model, optimizer, scheduler)
-        _check_resumable(state["config"], config, checkpoint)
-        done, best = _Progress.from_state(state), CheckpointStore.load_best(checkpoint)
-        logger.info("resumed RecPO from %s at step %d", checkpoint, done.step)
-    else:
-        done = _Progress()
-        if store is not None and collective.is_main and (stale := store.clear()):
-            logger.warning(
-                "fresh RecPO run: removed %d old checkpoint(s) from %s "
-                "(resume_from_checkpoint: true continues a run instead)",
-                stale,
-                store.root,
-            )
-        if model.num_items < 1:
-            refresh_table()
-        if evaluate is not None:
-            validate(0, refresh=False)  # the starting policy's table (SFT's) matches its weights
-    start = done.step
-
-    def save() -> None:
-        if store is not None and collective.is_main:
-            store.save(model, optimizer, scheduler, {"config": config, **asdict(done)}, best)
-        collective.barrier()
-
+    run = _RecPORun(model, data, settings, evaluate, store, collective or Collective())
+    run.begin()
+    start = run.done.step
     decoding = MergedCopy(model) if settings.merged_rollouts else None  # after a resume: the resumed weights
-    remaining = range(start + 1, steps + 1) if not done.stopped_early else range(0)
-    progress = tqdm(remaining, desc="recpo", disable=not collective.is_main, leave=False)
+    progress = tqdm(run.remaining_steps(), desc="recpo", disable=not run.collective.is_main, leave=False)
     for step in progress:
-        started = time.perf_counter()
-        indices = batch_indices(len(data.prompts), global_batch, step, settings.seed)[collective.shard(global_batch)]
-        batch = _batch(data, indices.tolist())
-        first_row = collective.rank * per_device * group
-        generators = row_generators(settings.seed, step, range(first_row, first_row + per_device * group), model.device)
-        learning_rate = scheduler.get_last_lr()[0]
-        metrics, paths = recpo_step(model, optimizer, batch, settings, generators, collective, decoding)
-        scheduler.step()
-        elapsed = time.perf_counter() - started
-        done.step, done.seconds, done.skipped = step, done.seconds + elapsed, done.skipped + int(metrics["skipped"] > 0)
-        _record(done.history, {**metrics, "learning_rate": learning_rate, "seconds_per_step": elapsed}, step, "train.")
-        if settings.log_completions_steps and step % settings.log_completions_steps == 0 and collective.is_main:
-            done.samples.extend(_sample_rows(step, batch, paths, group))
+        metrics = run.train_step(step, decoding)
         progress.set_postfix(reward=f"{metrics['reward_mean']:.3f}", loss=f"{metrics['loss']:.3f}")
-        if step == steps:
+        if step == run.steps:
             break
         if settings.refresh_every and step % settings.refresh_every == 0:
-            refresh_table()
+            run.refresh_table()
         if settings.eval_steps and evaluate is not None and step % settings.eval_steps == 0:
-            validate(step)
-            if done.stopped_early:
+            run.validate(step)
+            if run.done.stopped_early:
                 logger.info(
                     "RecPO: early stopping at step %d (%d validations without a better %s)",
                     step,
-                    done.stale_evaluations,
+                    run.done.stale_evaluations,
                     settings.metric_for_best_model,
                 )
                 break
         if settings.save_steps and step % settings.save_steps == 0:
-            save()
+            run.save()
 
+    done = run.done
     if done.step not in done.evaluations:
-        validate(done.step)  # also refreshes the table: it must match the final weights
+        run.validate(done.step)  # also refreshes the table: it must match the final weights
     if start < done.step:
-        save()
-    selected = done.step
-    if best is not None and done.best_step is not None:
-        selected = done.best_step
-        if selected != done.step:
-            restore_trainable(model, {name: t.to(model.device) for name, t in best.items()})
-        logger.info(
-            "RecPO: selected the weights of step %d (%s %.4f)",
-            selected,
-            settings.metric_for_best_model,
-            done.best_value,
-        )
+        run.save()
+    selected = run.select()
     seconds_per_step = done.seconds / max(done.step, 1)
     logger.info(
         "RecPO: %d steps (from step %d), %.1f s/step, %d skipped", done.step, start, seconds_per_step, done.skipped

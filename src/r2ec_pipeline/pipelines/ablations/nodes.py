@@ -17,12 +17,9 @@ from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.rankings import rank_r2ec
 from r2ec_pipeline.pipelines.shared.recpo import start_policy
-from r2ec_pipeline.reporting import (
-    TABLE_METRICS,
-    markdown_table,
-    metrics_by_model,
-    variant_bar_chart,
-)
+from r2ec_pipeline.reporting.plots import variant_bar_chart
+from r2ec_pipeline.reporting.statistics import metrics_by_model
+from r2ec_pipeline.reporting.tables import TABLE_METRICS, markdown_table
 
 logger = logging.getLogger(__name__)
 

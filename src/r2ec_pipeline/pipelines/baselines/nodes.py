@@ -15,6 +15,7 @@ from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.data.samples import earlier_items
 from r2ec_pipeline.metrics import ndcg_at_k
 from r2ec_pipeline.model.scoring import mask_items, target_ranks
+from r2ec_pipeline.pipelines.shared.costs import cost_metrics, peak_rss_mb
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,7 @@ def train_sasrec_model(
         "best_epoch": best["epoch"],
         "epochs": len(log),
         "valid_ndcg_at_10": best["valid_ndcg_at_10"],
-        "seconds": seconds,
         "training_sequences": len(sequences),
         "log": log,
     }
-    return model, history, report
+    return model, {**history, **cost_metrics(len(log), seconds=seconds, peak_rss_mb=peak_rss_mb())}, report

@@ -33,13 +33,8 @@ from r2ec_pipeline.items.update import check_item_rows, encode_update
 from r2ec_pipeline.metrics import ranking_metrics
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.rankings import rank_r2ec, rank_scores
-from r2ec_pipeline.reporting import (
-    CI_METRICS,
-    cold_start_tables,
-    flatten,
-    markdown_table,
-    paired_differences,
-)
+from r2ec_pipeline.reporting.statistics import paired_differences
+from r2ec_pipeline.reporting.tables import CI_METRICS, cold_start_tables, flatten, markdown_table
 
 logger = logging.getLogger(__name__)
 DATA_DOCS = "data/08_reporting/cold_start_data_docs"

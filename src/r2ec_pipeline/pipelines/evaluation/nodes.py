@@ -22,16 +22,9 @@ from r2ec_pipeline.data.samples import mask_lists
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.factory import build_dual_head
 from r2ec_pipeline.model.rankings import first_in_order, rank_r2ec, rank_scores
-from r2ec_pipeline.reporting import (
-    comparisons_table,
-    flatten,
-    lookup,
-    markdown_table,
-    metrics_bar_chart,
-    metrics_by_model,
-    paired_comparisons,
-    results_table,
-)
+from r2ec_pipeline.reporting.plots import metrics_bar_chart
+from r2ec_pipeline.reporting.statistics import metrics_by_model, paired_comparisons
+from r2ec_pipeline.reporting.tables import comparisons_table, flatten, lookup, markdown_table, results_table
 
 logger = logging.getLogger(__name__)
 SPLIT_NAMES = ("valid", "test")

@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from r2ec_pipeline.config import parse_block
-from r2ec_pipeline.reporting import lookup
+from r2ec_pipeline.reporting.tables import lookup
 from r2ec_pipeline.run_tags import data_hash, dataset_name, metric_users
 from r2ec_pipeline.serving.pyfunc import ServingSettings
 from r2ec_pipeline.serving.registry import Registration

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import resource
 from typing import Any
 
 import pandas as pd
@@ -15,6 +14,7 @@ from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.evaluation import evaluate_without_reasoning
 from r2ec_pipeline.model.factory import build_dual_head
 from r2ec_pipeline.model.sft import train_sft
+from r2ec_pipeline.pipelines.shared.costs import cost_metrics, peak_rss_mb
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,11 @@ def train_sft_model(
     model_params: dict[str, Any],
     sft_params: dict[str, Any],
 ) -> tuple[R2ecModel, dict[str, list[dict[str, float]]], dict[str, Any]]:
-    """Zero-shot validation, SFT with periodic validation, best weights kept; history and report out."""
+    """Zero-shot validation, SFT with periodic validation, best weights kept.
+
+    Returns the model, the metric history (MLflow only: the curves, and the run's seconds and memory) and the
+    report (DVC-tracked, so only what the same code and data reproduce).
+    """
     model_config, config = parse_block("model", model_params), parse_block("sft", sft_params)
     item_ids = item_prompts["item_id"].astype(int).tolist()
     prompts_by_item = dict(zip(item_ids, item_prompts["prompt"], strict=True))
@@ -77,10 +81,13 @@ def train_sft_model(
         "eval_users": len(eval_samples),
         "train_samples": len(train_samples),
         "steps_run": result.steps_run,
-        "seconds_per_step": result.seconds_per_step,
-        "estimated_seconds_per_epoch": result.seconds_per_step * steps_per_epoch,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+    costs = cost_metrics(
+        result.steps_run,
+        seconds_per_step=result.seconds_per_step,
+        estimated_seconds_per_epoch=result.seconds_per_step * steps_per_epoch,
+        peak_rss_mb=peak_rss_mb(),
+    )
     if result.best_metrics:
         logger.info(
             "zero-shot N@10 %.4f → SFT N@10 %.4f (step %d)",
@@ -88,4 +95,4 @@ def train_sft_model(
             result.best_metrics["ndcg_at_10"],
             result.best_step,
         )
-    return model, result.history, report
+    return model, {**result.history, **costs}, report

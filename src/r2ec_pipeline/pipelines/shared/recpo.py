@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import resource
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from r2ec_pipeline.model.backbone import load_causal_lm
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.evaluation import evaluate_both_modes
 from r2ec_pipeline.model.factory import build_dual_head, place_for
+from r2ec_pipeline.pipelines.shared.costs import cost_metrics, peak_rss_mb
 from r2ec_pipeline.rl.distributed import Collective
 from r2ec_pipeline.rl.trainer import RecPOData, RecPOResult, train_recpo
 from r2ec_pipeline.rl.training_state import CheckpointStore
@@ -111,12 +111,12 @@ def train_recpo_model(
         model, data, config, evaluate=evaluate if len(eval_samples) else None, store=checkpoints, collective=collective
     )
     report = recpo_report(result, config.metric_for_best_model if len(eval_samples) else None)
-    report.update(
-        eval_users=len(eval_samples),
-        world_size=collective.world_size,
-        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-    )
-    history = {**result.history, "selected_step": [{"value": float(result.selected_step), "step": result.steps}]}
+    report.update(eval_users=len(eval_samples), world_size=collective.world_size)
+    history = {
+        **result.history,
+        "selected_step": [{"value": float(result.selected_step), "step": result.steps}],
+        **cost_metrics(result.steps, seconds_per_step=result.seconds_per_step, peak_rss_mb=peak_rss_mb()),
+    }
     for mode in ("reasoning", "direct"):
         key = f"{mode}.ndcg_at_10"
         if key in result.initial_metrics and key in result.selected_metrics:
@@ -176,5 +176,4 @@ def recpo_report(result: RecPOResult, metric: str | None) -> dict[str, Any]:
                 "item_ratio_mean",
             )
         },
-        "seconds_per_step": result.seconds_per_step,
     }

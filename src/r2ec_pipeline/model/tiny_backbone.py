@@ -1,7 +1,8 @@
 """A tiny local tokenizer with a chat template and a tiny random Llama: no downloads, no Kedro.
 
 The tokenizer is a byte-level BPE trained in milliseconds on a few lines; the model has SmolLM2's
-architecture (Llama) at toy size, so every code path of the real backbone runs in tests.
+architecture (Llama) at toy size, so every code path of the real backbone runs in the tests and in the
+checks that only need a model's shape (``benchmarks/gpu_check.py``).
 """
 
 from __future__ import annotations
