@@ -159,6 +159,7 @@ def sft_stage(
         learning_rate=args.sft_lr,
         item_chunk_size=args.sft_item_chunk,
         share_prefix=args.sft_share_prefix,
+        catalog_groups=args.sft_catalog_groups,
         eval_every=max(1, per_epoch // args.validations),
         negatives=0,
         steps=1,
@@ -300,6 +301,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=["items"],
         help="texts whose common prefix runs once with its KV cache repeated (the others run whole, unmasked); "
         "conf/gpu's choice, the faster on an H200",
+    )
+    parser.add_argument(
+        "--sft-catalog-groups",
+        type=int,
+        default=SFTParams().catalog_groups,
+        help="length groups the whole catalog is encoded in each step (1: one padded batch)",
     )
     parser.add_argument(
         "--sft-max-seconds",

@@ -4,7 +4,7 @@ SFT: the batched engine's step (``sft_batched.batched_loss_backward`` + ``Master
 float32 masters, shared prefixes run once) against a plain PyTorch step of the same shape (the same peft
 model, one padded forward of the users' whole texts and one of the item columns', cosine / τ
 cross-entropy, AdamW straight on the bf16 adapters), at 256 users + 512 item columns; and our
-whole-catalog step at the learning run's batch. Decoding: ``generate_reasoning`` on a merged
+whole-catalog step at the learning run's batch, by shared prefixes and by the catalog's length groups. Decoding: ``generate_reasoning`` on a merged
 copy (``merged.MergedCopy``) against HF ``generate`` on the same merged weights, greedy and sampled
 (top-k 200, temperature 1.5, log-probs kept as RecPO needs), same prompts, same number of rows.
 Every figure is the mean of timed repeats after warm-up; the ratios are ours / reference, from this run.
@@ -172,6 +172,13 @@ def main() -> None:
         default=["users,items", "items"],
         help="whole-catalog step variants: the tables whose common prefix runs once (comma-separated, or none)",
     )
+    parser.add_argument(
+        "--catalog-groups",
+        type=int,
+        nargs="+",
+        default=[4, 1],
+        help="whole-catalog step variants: length groups the catalog is encoded in (1: one padded batch)",
+    )
     parser.add_argument("--tokens", type=int, default=64)
     parser.add_argument(
         "--train-samples", type=int, default=None, help="samples tokenized (speed does not depend on how many)"
@@ -215,7 +222,9 @@ def main() -> None:
     for variant in args.share_prefix:
         shared = [] if variant == "none" else variant.split(",")
         sft = training_data(model, data, shared)
-        report("sft_full", {"share_prefix": shared, **full_catalog_speed(model, sft, args.run_users, args.repeats)})
+        for groups in args.catalog_groups:
+            speed = full_catalog_speed(model, sft, args.run_users, args.repeats, groups)
+            report("sft_full", {"share_prefix": shared, "catalog_groups": groups, **speed})
         if args.profile and variant == args.share_prefix[0]:
             profile_sft(model, sft, args.run_users, args.out)
     merged = MergedCopy(model).model
@@ -235,12 +244,12 @@ def middle_rows(sft: SFTData, size: int) -> np.ndarray:
     return order[len(order) // 2 - size // 2 :][:size]
 
 
-def full_catalog_speed(model: R2ecModel, sft: SFTData, users: int, repeats: int) -> dict[str, float]:
-    """samples/s and peak memory of our whole-catalog step at ``users``."""
+def full_catalog_speed(model: R2ecModel, sft: SFTData, users: int, repeats: int, groups: int) -> dict[str, float]:
+    """samples/s and peak memory of our whole-catalog step at ``users``, the catalog in ``groups`` length groups."""
     rows = middle_rows(sft, users)
     weights = MasterWeights([p for p in model.lm.parameters() if p.requires_grad], DTYPES["bfloat16"])
     optimizer = torch.optim.AdamW(weights.masters, lr=1e-6)
-    settings = SFTParams(engine="batched", softmax="full", item_chunk_size=None)
+    settings = SFTParams(engine="batched", softmax="full", item_chunk_size=None, catalog_groups=groups)
     model.lm.train()
 
     def step() -> None:

@@ -63,10 +63,11 @@ def test_sampled_softmax_matches_the_prefix_cache_engine(model, chunk):
     _assert_same(expected, _gradients(model))
 
 
-@pytest.mark.parametrize("chunk", [None, 2])
-def test_full_softmax_equals_the_catalog_loss_and_takes_every_items_gradient(model, chunk):
+@pytest.mark.parametrize("chunk, groups", [(None, 1), (None, 3), (2, 4)])
+def test_full_softmax_equals_the_catalog_loss_and_takes_every_items_gradient(model, chunk, groups):
     """Loss: the catalog engine's on a fresh table. Gradient: that loss with every item's row encoded with
-    gradient (the catalog engine passes it through the targets' rows only, by design)."""
+    gradient (the catalog engine passes it through the targets' rows only, by design). The same whether the
+    catalog runs as one padded batch or in length groups, whole or in chunks."""
     model.lm.train()
     ids = sorted(ITEMS)
     with torch.no_grad():
@@ -87,7 +88,10 @@ def test_full_softmax_equals_the_catalog_loss_and_takes_every_items_gradient(mod
     expected = _gradients(model)
     data = SFTData.build(model, USERS, TARGETS, ITEMS, HISTORIES)
     new = batched_loss_backward(
-        model, data, np.arange(4), SFTParams(engine="batched", softmax="full", item_chunk_size=chunk)
+        model,
+        data,
+        np.arange(4),
+        SFTParams(engine="batched", softmax="full", item_chunk_size=chunk, catalog_groups=groups),
     )
     torch.testing.assert_close(new, bank, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(new, reference.detach(), atol=1e-5, rtol=1e-5)

@@ -101,6 +101,12 @@ class SFTParams(_Params):
         "its KV cache repeated; the others run whole, right-padded with no attention mask (fewer kernels, flash "
         "attention on a GPU, more tokens).",
     )
+    catalog_groups: int = Field(
+        4,
+        ge=1,
+        description="softmax full (engine batched, item_chunk_size null): length groups the whole catalog is "
+        "encoded in, its shared prefix run once for all (1: one batch padded to the longest item).",
+    )
     table_refresh_every: int = Field(16, ge=1, description="softmax: catalog: steps between item-table refreshes.")
     item_chunk_size: int | None = Field(
         8,

@@ -37,7 +37,6 @@ from r2ec_pipeline.model.losses import in_batch_infonce
 from r2ec_pipeline.model.sft_result import SFTResult, record_metrics
 
 logger = logging.getLogger(__name__)
-CATALOG_GROUPS = 4  # length groups the whole catalog is encoded in (softmax: full)
 
 
 @dataclass
@@ -123,7 +122,7 @@ def length_groups(lengths: np.ndarray, groups: int) -> list[np.ndarray]:
     return [run for run in np.array_split(order, min(groups, len(order))) if len(run)]
 
 
-def encode_catalog(model: R2ecModel, table: TokenTable, groups: int = CATALOG_GROUPS) -> torch.Tensor:
+def encode_catalog(model: R2ecModel, table: TokenTable, groups: int) -> torch.Tensor:
     """Every row of ``table`` encoded (gradient if enabled) in ``groups`` passes of similar lengths, rows in
     table order; the shared prefix runs once for all of them."""
     prefix = model.run_prefix(table.prefix) if table.prefix else None
@@ -266,17 +265,22 @@ class SFTData:
 
 
 def catalog_item_backward(
-    model: R2ecModel, data: SFTData, chunk_size: int | None, loss_of: Callable[[torch.Tensor], torch.Tensor]
+    model: R2ecModel,
+    data: SFTData,
+    chunk_size: int | None,
+    loss_of: Callable[[torch.Tensor], torch.Tensor],
+    groups: int,
 ) -> torch.Tensor:
     """Backpropagate ``loss_of(every catalog item's state)`` through the items (and whatever else it reads).
 
-    Without ``chunk_size`` every item is encoded in one graph (``encode_catalog``'s length groups). With it the gradient-cache trick: the
+    Without ``chunk_size`` every item is encoded in one graph, in ``groups`` passes of similar lengths
+    (``encode_catalog``). With it the gradient-cache trick: the
     items are encoded without a graph, the loss's gradient with respect to their states is taken,
     and each chunk is encoded again with a graph and given its rows of it (the same gradient, one
     chunk's activations at a time, for one more forward pass of the items). Returns the loss (detached).
     """
     if chunk_size is None or chunk_size >= len(data.item_ids):
-        loss = loss_of(encode_catalog(model, data.items).float())
+        loss = loss_of(encode_catalog(model, data.items, groups).float())
         loss.backward()
         return loss.detach()
     order = np.argsort(data.items.lengths, kind="stable")  # similar lengths share a chunk
@@ -312,6 +316,7 @@ def batched_loss_backward(
             data,
             settings.item_chunk_size,
             lambda items: full_catalog_infonce(users, items, columns, tau, excluded),
+            settings.catalog_groups,
         )
     if settings.softmax != "sampled":
         raise ValueError(f"the batched SFT engine trains softmax 'full' or 'sampled', not {settings.softmax!r}")
