@@ -367,6 +367,7 @@ def test_ablation_grid_trains_every_variant_as_a_child_run(project: Path):
     assert by_name["rloo"].data.params["recpo.advantage_type"] == "rloo"
     assert by_name["beta_02"].data.params["recpo.reward_beta"] == "0.2"
     assert "test.reasoning.ndcg_at_10" in by_name["fused_grpo"].data.metrics
+    assert "recpo/train.reward_mean" in by_name["fused_grpo"].data.metrics  # the parent run's name for it
 
 
 def test_cold_start_adds_the_held_out_items_after_training_and_ranks_their_users(project: Path):

@@ -70,7 +70,7 @@ def _mlflow_run(
         },
         "params": {f"recpo.{key}": value for key, value in block.items()},
         "metrics": metrics,
-        "curves": {"train.reward_mean": report.get("reward_mean_by_step", [])},
+        "curves": {"recpo/train.reward_mean": report.get("reward_mean_by_step", [])},  # as in the parent run
     }
 
 

@@ -1,8 +1,8 @@
 """What a run cost (seconds, memory) as MLflow metrics, kept out of the reports DVC hashes.
 
 Timings and peak memory differ between two runs of the same code on the same data; in a DVC-tracked report
-they would change its hash, and `dvc.lock`, on every run. They go to the run's metric history instead,
-as ``<pipeline prefix>.run.<name>``, where the MLflow UI compares them across runs.
+they would change its hash, and `dvc.lock`, on every run. They go to the stage's metric history instead,
+logged as ``<stage>/run.<name>`` (``datasets.curves``), where the MLflow UI compares them across runs.
 """
 
 from __future__ import annotations
