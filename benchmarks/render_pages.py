@@ -2,9 +2,11 @@
 
 The GX Data Docs (``data/08_reporting/data_docs``: GX's index, a validation page and the overview page),
 the MLflow experiment ``r2ec`` and its latest run's page and metric charts (``mlflow ui`` on the project's
-store) and ``kedro viz build``'s static site: each is loaded with its JavaScript run to completion, its rendered DOM searched
-for what the page must show, and a screenshot saved. Needs a Chromium (``apt install chromium``; not a project dependency) and a project that has run
-``make run``. Prints one table row per page; exits 1 if a page lacks what it must show.
+store) and ``kedro viz build``'s static site: each is loaded with its JavaScript run to completion (the metric
+charts, drawn from many fetches after load, in real time through Chromium's DevTools protocol), its rendered DOM
+searched for what the page must show, and a screenshot saved. Needs a Chromium (``apt install chromium``; not a
+project dependency) and a project that has run ``make run``. Prints one table row per page; exits 1 if a page lacks
+what it must show.
 
     python benchmarks/render_pages.py [--project .] [--out docs/img]
 """
@@ -12,12 +14,15 @@ for what the page must show, and a screenshot saved. Needs a Chromium (``apt ins
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
+import json
 import re
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -35,19 +40,84 @@ def browser() -> str:
     return found
 
 
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--hide-scrollbars",
+    "--disable-background-networking",  # the closed network refuses Chromium's own connections otherwise
+    "--disable-component-update",
+    "--no-first-run",
+    "--window-size=1400,900",
+)
+
+
 def render(url: str, screenshot: Path, wait_ms: int) -> str:
     """The DOM after ``wait_ms`` of virtual time (scripts and fetches done), and a 1400×900 screenshot."""
-    flags = [
-        browser(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--hide-scrollbars",
-        f"--virtual-time-budget={wait_ms}",
-        "--window-size=1400,900",
-    ]
+    flags = [browser(), *CHROMIUM_FLAGS, f"--virtual-time-budget={wait_ms}"]
     subprocess.run([*flags, f"--screenshot={screenshot}", url], check=True, capture_output=True, timeout=120)
     return subprocess.run([*flags, "--dump-dom", url], check=True, capture_output=True, text=True, timeout=120).stdout
+
+
+def render_live(url: str, screenshot: Path, seconds: float, done: str | None = None, height: int = 900) -> str:
+    """The DOM and a 1400×``height`` screenshot of a page left to run in real time (DevTools protocol).
+
+    Pages that draw from many fetches after load (MLflow's metric charts) are not finished when Chromium's
+    virtual time runs out; this waits up to ``seconds`` of wall time, or until ``done`` shows in the page.
+    """
+    from websockets.sync.client import connect  # with kedro-viz (its uvicorn[standard]), a dev dependency
+
+    port = free_port()
+    with tempfile.TemporaryDirectory() as profile:
+        command = [browser(), *CHROMIUM_FLAGS, f"--remote-debugging-port={port}", f"--user-data-dir={profile}"]
+        chromium = subprocess.Popen([*command, "about:blank"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            page = _first_page(f"http://127.0.0.1:{port}/json/list")
+            with connect(page["webSocketDebuggerUrl"], max_size=None) as socket_:
+                call = _devtools_caller(socket_)
+                call("Emulation.setDeviceMetricsOverride", width=1400, height=height, deviceScaleFactor=1, mobile=False)
+                call("Page.navigate", url=url)
+                html = ""
+                deadline = time.monotonic() + seconds
+                while time.monotonic() < deadline:
+                    time.sleep(2)
+                    html = call("Runtime.evaluate", expression="document.documentElement.outerHTML")["result"]["value"]
+                    if done is not None and done in visible_text(html):
+                        time.sleep(2)  # the charts that found their data draw in the next frames
+                        break
+                html = call("Runtime.evaluate", expression="document.documentElement.outerHTML")["result"]["value"]
+                screenshot.write_bytes(base64.b64decode(call("Page.captureScreenshot", format="png")["data"]))
+                return html
+        finally:
+            chromium.terminate()
+            chromium.wait(timeout=30)
+
+
+def _first_page(listing: str) -> dict:
+    for _ in range(60):
+        with contextlib.suppress(OSError):
+            pages = [t for t in json.load(urllib.request.urlopen(listing, timeout=2)) if t.get("type") == "page"]
+            if pages:
+                return pages[0]
+        time.sleep(0.5)
+    raise RuntimeError(f"Chromium's DevTools did not list a page at {listing}")
+
+
+def _devtools_caller(socket_):
+    """``call(method, **params)``: one DevTools command and its result (events in between are skipped)."""
+    ids = iter(range(1, 1_000_000))
+
+    def call(method: str, **params):
+        request = next(ids)
+        socket_.send(json.dumps({"id": request, "method": method, "params": params}))
+        while True:
+            message = json.loads(socket_.recv(timeout=60))
+            if message.get("id") == request:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message["result"]
+
+    return call
 
 
 def free_port() -> int:
@@ -131,13 +201,21 @@ def mlflow_pages(project: Path, out: Path) -> list[tuple[str, str, bool]]:
     with serving(command, f"http://127.0.0.1:{port}/health", project):
         runs = render(experiment + training, out / "mlflow_experiment.png", 20_000)
         page = render(f"{experiment}/runs/{run.info.run_id}{training}", out / "mlflow_run.png", 20_000)
-        charts = render(
-            f"{experiment}/runs/{run.info.run_id}/model-metrics{training}", out / "mlflow_curves.png", 30_000
+        charts = render_live(
+            f"{experiment}/runs/{run.info.run_id}/model-metrics{training}",
+            out / "mlflow_curves.png",
+            90,
+            "train.completion_length",
+            1300,
         )
     return [
         check("MLflow experiment r2ec", runs, ["Runs", run.info.run_name]),
         check("MLflow run page", page, [run.info.run_name, "git_commit", "data_hash"]),
-        check("MLflow run: Model metrics", charts, ["recpo (", "sasrec (", "sft (", "train.loss", "Model metrics ("]),
+        check(
+            "MLflow run: Model metrics",
+            charts,
+            ["recpo (", "sasrec (", "sft (", "train.completion_length", "Model metrics ("],
+        ),
     ]
 
 
