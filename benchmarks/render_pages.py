@@ -77,15 +77,17 @@ def render_live(url: str, screenshot: Path, seconds: float, done: str | None = N
                 call = _devtools_caller(socket_)
                 call("Emulation.setDeviceMetricsOverride", width=1400, height=height, deviceScaleFactor=1, mobile=False)
                 call("Page.navigate", url=url)
-                html = ""
+
+                def dom() -> str:
+                    return call("Runtime.evaluate", expression="document.documentElement.outerHTML")["result"]["value"]
+
                 deadline = time.monotonic() + seconds
                 while time.monotonic() < deadline:
                     time.sleep(2)
-                    html = call("Runtime.evaluate", expression="document.documentElement.outerHTML")["result"]["value"]
-                    if done is not None and done in visible_text(html):
+                    if done is not None and done in visible_text(dom()):
                         time.sleep(2)  # the charts that found their data draw in the next frames
                         break
-                html = call("Runtime.evaluate", expression="document.documentElement.outerHTML")["result"]["value"]
+                html = dom()
                 screenshot.write_bytes(base64.b64decode(call("Page.captureScreenshot", format="png")["data"]))
                 return html
         finally:
