@@ -95,7 +95,7 @@ def test_missing_block_is_named():
         )
 
 
-PROFILES = ["paper", "learn", "gpu"]
+PROFILES = ["paper", "learn", "gpu", "fit"]
 
 
 def _project_parameters(env: str) -> dict:
@@ -159,6 +159,13 @@ def test_every_shipped_environment_has_valid_parameters(env):
         assert typed["sft"].eval_users >= 300 and typed["sft"].early_stopping_patience
         assert typed["evaluation"].users is None and typed["evaluation"].zero_shot_users is None
         assert typed["evaluation"].reasoning_users is None and typed["evaluation"].recpo_reasoning_users is None
+    if env == "fit":  # the RecPO fit check: a fixed set of users, visited again and again, the last weights kept
+        recpo = typed["recpo"]
+        assert recpo.train_users and recpo.max_steps * recpo.per_device_train_batch_size >= 8 * recpo.train_users
+        assert recpo.eval_users == 0 and recpo.metric_for_best_model is None
+        # the whole table re-encoded at least once a pass: a revisited user's target is never a fresh row among
+        # stale ones (that alone raises the training reward without ranking better; docs/method.md §5.8)
+        assert recpo.refresh_every and recpo.refresh_every * recpo.per_device_train_batch_size <= recpo.train_users
     if env == "gpu":  # one epoch of SFT, a few hundred RecPO steps with 256-token reasoning, every user
         sft = typed["sft"]  # a full epoch: the batched engine's epochs, or enough steps
         assert (sft.engine == "batched" and sft.epochs >= 1 and sft.softmax == "full") or (
@@ -180,3 +187,22 @@ def test_conf_base_states_exactly_the_typed_defaults():
         typed = parse_block(name, block)
         required = {key: getattr(typed, key) for key, field in type(typed).model_fields.items() if field.is_required()}
         assert typed.model_dump() == type(typed)(**required).model_dump(), name
+
+
+def test_the_fit_check_writes_beside_make_runs_recpo_outputs_never_over_them():
+    """conf/fit's RecPO outputs live under their own folders: a fit check leaves `make run`'s model and reports."""
+    from kedro.config import OmegaConfigLoader
+
+    from r2ec_pipeline.settings import CONFIG_LOADER_ARGS
+    from tests.conftest import PROJECT_ROOT
+
+    def catalog(env: str) -> dict:
+        return OmegaConfigLoader(str(PROJECT_ROOT / "conf"), **{**CONFIG_LOADER_ARGS, "default_run_env": env})[
+            "catalog"
+        ]
+
+    base, fit = catalog("base"), catalog("fit")
+    for name in ("recpo_checkpoints", "recpo_model@model", "recpo_model@folder", "recpo_samples", "recpo_report"):
+        where = [str(v) for v in _leaves(fit[name]) if v[0][-1] in ("path", "filepath")]
+        assert where and all("fit" in w for w in where) and fit[name] != base[name], name
+    assert fit["recpo_history"]["section"] != base["recpo_history"]["section"]

@@ -6,6 +6,7 @@ import pytest
 from r2ec_pipeline.data.samples import (
     assign_splits,
     build_samples,
+    fixed_users_last_samples,
     leave_one_out_split,
     temporal_split,
 )
@@ -77,3 +78,15 @@ def test_unknown_protocol_is_named(tables):
     samples = build_samples(tables[0], window_size=2)
     with pytest.raises(ValueError, match="unknown split protocol 'random'"):
         assign_splits(samples, "random", (0.8, 0.1, 0.1))
+
+
+def test_fixed_users_are_seeded_and_each_gives_its_last_sample(tables):
+    interactions, _ = tables
+    samples = build_samples(interactions, window_size=20)
+    chosen = fixed_users_last_samples(samples, 2, seed=0)
+    assert len(chosen) == 2 and chosen["user_id"].is_unique
+    for _, row in chosen.iterrows():  # each user's latest target
+        assert row["position"] == samples.loc[samples["user_id"] == row["user_id"], "position"].max()
+    assert chosen.equals(fixed_users_last_samples(samples, 2, seed=0))  # the same set every run
+    assert fixed_users_last_samples(samples, None, seed=0) is samples
+    assert len(fixed_users_last_samples(samples, 99, seed=0)) == samples["user_id"].nunique()

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from r2ec_pipeline.rl.step import policy_forward, policy_update, recpo_step, rollout
+from r2ec_pipeline.rl.policy import policy_forward
+from r2ec_pipeline.rl.step import policy_update, recpo_step, rollout
 from tests.rl.toy_task import SETTINGS, toy_batch, toy_model
 
 
@@ -67,12 +68,13 @@ def test_policy_forward_reproduces_the_rollout_policy(tiny_backbone_dir, tmp_pat
     assert paths.mask.sum(dim=1).tolist() == [float(len(t)) for t in paths.token_ids]
 
 
-def test_first_update_item_ratio_is_one_whatever_the_age_of_the_item_table(tiny_backbone_dir, tmp_path):
+@pytest.mark.parametrize("softmax", ["in_batch", "catalog"])
+def test_first_update_item_ratio_is_one_whatever_the_age_of_the_item_table(tiny_backbone_dir, tmp_path, softmax):
     """The old log p(v⁺) comes from the rollout-time weights, not from cached (here: stale) table rows."""
     model = toy_model(tiny_backbone_dir, tmp_path)
     model.item_table = model.item_table + 0.5 * torch.randn_like(model.item_table)  # many updates old
     optimizer = torch.optim.AdamW([p for p in model.lm.parameters() if p.requires_grad], lr=1e-2)
-    settings = SETTINGS.model_copy(update={"num_iterations": 2})
+    settings = SETTINGS.model_copy(update={"num_iterations": 2, "item_softmax": softmax})
     batch = toy_batch()
     paths = rollout(model, batch, settings, torch.Generator().manual_seed(0))
     first = policy_update(model, optimizer, batch, paths, settings)

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from r2ec_pipeline.model.logprobs import token_logprobs
-from r2ec_pipeline.rl.step import policy_forward, policy_update, rollout
+from r2ec_pipeline.rl.policy import policy_forward
+from r2ec_pipeline.rl.step import policy_update, rollout
 from tests.rl.toy_task import SETTINGS, toy_batch, toy_model
 
 
@@ -19,10 +20,17 @@ def _update_gradients(model, paths, settings):
     return {n: p.grad.clone() for n, p in model.lm.named_parameters() if p.requires_grad}, metrics
 
 
-@pytest.mark.parametrize(("micro_batch", "checkpointing"), [(1, False), (2, False), (2, True)])
-def test_micro_batched_update_has_the_one_shot_gradient(tiny_backbone_dir, tmp_path, micro_batch, checkpointing):
+@pytest.mark.parametrize(
+    ("micro_batch", "checkpointing", "softmax"),
+    [(1, False, "in_batch"), (2, False, "in_batch"), (2, True, "in_batch"), (2, False, "catalog")],
+)
+def test_micro_batched_update_has_the_one_shot_gradient(
+    tiny_backbone_dir, tmp_path, micro_batch, checkpointing, softmax
+):
     model = toy_model(tiny_backbone_dir, tmp_path)
-    settings = SETTINGS.model_copy(update={"max_grad_norm": 1e9, "relabel_topk": 2, "beta": 0.1})
+    settings = SETTINGS.model_copy(
+        update={"max_grad_norm": 1e9, "relabel_topk": 2, "beta": 0.1, "item_softmax": softmax}
+    )
     paths = rollout(model, toy_batch(), settings, torch.Generator().manual_seed(0))
     one_shot, expected = _update_gradients(model, paths, settings)
     micro = settings.model_copy(update={"policy_micro_batch": micro_batch})
@@ -31,7 +39,16 @@ def test_micro_batched_update_has_the_one_shot_gradient(tiny_backbone_dir, tmp_p
     assert any(g.abs().sum() > 0 for g in one_shot.values())
     for name, grad in one_shot.items():
         torch.testing.assert_close(summed[name], grad, atol=1e-5, rtol=1e-4, msg=name)
-    for key in ("loss", "token_loss", "item_loss", "kl", "clip_fraction", "item_ratio_mean", "grad_norm"):
+    for key in (
+        "loss",
+        "token_loss",
+        "item_loss",
+        "kl",
+        "clip_fraction",
+        "item_ratio_mean",
+        "item_logprob",
+        "grad_norm",
+    ):
         assert metrics[key] == pytest.approx(expected[key], rel=1e-4, abs=1e-6), key
 
 

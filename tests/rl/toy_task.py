@@ -70,3 +70,38 @@ def toy_data() -> RecPOData:
     return RecPOData(
         prompts=batch.prompts, targets=batch.targets, histories=batch.histories, item_prompt=item_prompts()
     )
+
+
+# --- the fit tasks: RecPO must fit a fixed handful of users it sees at every step -------------------------
+FIT_ITEMS = 24
+FIT_USERS = (3, 7, 11, 19)
+
+
+def fit_catalog() -> dict[int, str]:
+    """A catalog of ``FIT_ITEMS`` items (ranks start far from 1: a rank reward has room to rise)."""
+    return {item: chat(f"Title: Item {item}") + "<answer>" for item in range(1, FIT_ITEMS + 1)}
+
+
+def fit_model(backbone_dir: Path, cache_dir: Path) -> R2ecModel:
+    """Tiny backbone + seeded adapters with the fit catalog's item table."""
+    torch.manual_seed(0)
+    lm = attach_adapters(load_causal_lm(str(backbone_dir), cache_dir), AdapterParams(r=4, alpha=8, top_layers=None))
+    model = R2ecModel(
+        lm,
+        load_tokenizer(str(backbone_dir), cache_dir),
+        DualHeadConfig(backbone=str(backbone_dir), similarity_temperature=0.1),
+    )
+    items = fit_catalog()
+    model.build_item_table(list(items), list(items.values()), progress=False)
+    return model
+
+
+def fit_batch() -> Batch:
+    """The same four users at every step, each prompt naming its target."""
+    items = fit_catalog()
+    return Batch(
+        prompts=[chat(f"next: Item {user}") for user in FIT_USERS],
+        targets=list(FIT_USERS),
+        histories=[[] for _ in FIT_USERS],
+        target_prompts=[items[user] for user in FIT_USERS],
+    )

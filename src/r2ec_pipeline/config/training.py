@@ -203,6 +203,24 @@ class RecPOParams(_Params):
     refresh_every: int | None = Field(
         None, ge=1, description="Re-encode the whole item table every N steps (targets' rows: every step)."
     )
+    token_loss_weight: float = Field(1.0, ge=0, description="Weight of the clipped token loss (0: item loss only).")
+    item_loss_weight: float = Field(1.0, ge=0, description="Weight of the clipped item loss (0: token loss only).")
+    item_softmax: Literal["in_batch", "catalog"] = Field(
+        "in_batch",
+        description="p(v⁺) of the item loss: softmax over the batch's targets (the paper's) or over the whole "
+        "catalog with the item table as memory bank (SFT's softmax: catalog; method §5.6).",
+    )
+    train_users: int | None = Field(
+        None,
+        ge=1,
+        description="Train on the last training sample of this many seeded users only (null: every training "
+        "sample): the fit check's fixed set.",
+    )
+    kl_to_start: bool = Field(
+        True,
+        description="Log the KL of each rollout's policy to the starting policy on the rollout's tokens (one "
+        "forward without gradient per step; a diagnostic, never in the loss).",
+    )
     merged_rollouts: bool = Field(
         False,
         description="Decode rollouts from a copy of the backbone with the adapters merged into its weights "

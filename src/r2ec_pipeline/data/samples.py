@@ -126,6 +126,20 @@ def seeded_subset(samples: pd.DataFrame, size: int | None, seed: int) -> pd.Data
     return samples.sample(n=size, random_state=seed).sort_index()
 
 
+def fixed_users_last_samples(samples: pd.DataFrame, users: int | None, seed: int) -> pd.DataFrame:
+    """The last sample (latest target) of each of ``users`` seeded users, in user order (all samples if None).
+
+    RecPO's fit check trains on this fixed set, visiting each user again and again.
+    """
+    if users is None:
+        return samples
+    chosen = pd.Series(sorted(samples["user_id"].unique())).sample(
+        n=min(users, samples["user_id"].nunique()), random_state=seed
+    )
+    last = samples[samples["user_id"].isin(chosen)].sort_values(["user_id", "position"], kind="stable")
+    return last.groupby("user_id", sort=True).tail(1)
+
+
 def mask_lists(samples: pd.DataFrame, interactions: pd.DataFrame, history_mask: str) -> list[list[int]]:
     """Items to mask per sample: the whole earlier history (``full``) or the prompt window."""
     return list(EarlierItems(samples, interactions, history_mask))

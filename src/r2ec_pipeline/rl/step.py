@@ -8,25 +8,19 @@ divided by global counts and gradients summed, so the update equals the single-p
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from r2ec_pipeline.config import RecPOParams
-from r2ec_pipeline.model.dual_head import R2ecModel, position_ids
-from r2ec_pipeline.model.generation import (
-    STOP_REASONS,
-    Generators,
-    StopReason,
-    generate_reasoning,
-)
-from r2ec_pipeline.model.hf_compat import cache_of, with_cache
-from r2ec_pipeline.model.logprobs import token_logprobs
-from r2ec_pipeline.model.losses import in_batch_target_logprobs
+from r2ec_pipeline.model.dual_head import R2ecModel
+from r2ec_pipeline.model.generation import Generators, StopReason, generate_reasoning
+from r2ec_pipeline.model.losses import catalog_target_logprobs, in_batch_target_logprobs
 from r2ec_pipeline.model.merged import MergedCopy
 from r2ec_pipeline.model.scoring import target_ranks
 from r2ec_pipeline.rl.advantages import group_advantages
+from r2ec_pipeline.rl.diagnostics import ratio_sums, rollout_metrics, spread
 from r2ec_pipeline.rl.distributed import Collective
 from r2ec_pipeline.rl.losses import (
     best_paths,
@@ -34,7 +28,12 @@ from r2ec_pipeline.rl.losses import (
     clipped_token_loss,
     kl_penalty,
 )
+from r2ec_pipeline.rl.policy import padded, policy_forward
 from r2ec_pipeline.rl.rewards import fused_reward, rank_reward, similarity_reward
+
+# rewards of the paths (users·G) from their tokens, their scores (users·G × items) and their targets (users·G):
+# replaces the fused reward, for tasks whose reward is not the target's rank (the toy tests' "write token t")
+RewardFn = Callable[[list[list[int]], torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -68,79 +67,6 @@ class Rollout:
     old_item_logprobs: torch.Tensor | None = None
 
 
-def _padded(
-    rows: Sequence[torch.Tensor | list[int]], device: torch.device, value: float = 0.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad rows to one width on ``device``; returns (values, mask)."""
-    width = max(len(row) for row in rows)
-    values = torch.full((len(rows), width), value, device=device)
-    mask = torch.zeros(len(rows), width, device=device)
-    for index, row in enumerate(rows):
-        values[index, : len(row)] = torch.as_tensor(row, dtype=values.dtype, device=device)
-        mask[index, : len(row)] = 1.0
-    return values, mask
-
-
-def _cached_prompt_states(
-    model: R2ecModel, prompts: Sequence[str], ids: torch.Tensor, completion_mask: torch.Tensor, group: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each prompt run once, its KV cache repeated for its ``group`` completions (gradients flow through it)."""
-    batch = model.tokenize(prompts, padding_side="left")
-    prompt_mask = batch["attention_mask"]
-    out = model.decoder(
-        input_ids=batch["input_ids"], attention_mask=prompt_mask, position_ids=position_ids(prompt_mask), use_cache=True
-    )
-    cache = cache_of(out)
-    cache.batch_repeat_interleave(group)
-    last_prompt = out.last_hidden_state[:, -1].repeat_interleave(group, dim=0)  # left padding: the last column
-    mask = torch.cat([prompt_mask.repeat_interleave(group, dim=0), completion_mask], dim=1)
-    starts = prompt_mask.sum(dim=1).repeat_interleave(group).view(-1, 1)
-    positions = starts + torch.arange(ids.shape[1], device=model.device).view(1, -1)
-    out = model.decoder(input_ids=ids, attention_mask=mask, position_ids=positions, **with_cache(cache), use_cache=True)
-    return out.last_hidden_state, last_prompt
-
-
-def _full_sequence_states(
-    model: R2ecModel, prompts: Sequence[str], ids: torch.Tensor, completion_mask: torch.Tensor, group: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Prompt + completion as one sequence per path: what gradient checkpointing needs (it drops caches)."""
-    batch = model.tokenize(prompts, padding_side="left")
-    prompt_ids = batch["input_ids"].repeat_interleave(group, dim=0)
-    mask = torch.cat([batch["attention_mask"].repeat_interleave(group, dim=0), completion_mask], dim=1)
-    out = model.decoder(
-        input_ids=torch.cat([prompt_ids, ids], dim=1),
-        attention_mask=mask,
-        position_ids=position_ids(mask),
-        use_cache=False,
-    )
-    width = prompt_ids.shape[1]
-    return out.last_hidden_state[:, width:], out.last_hidden_state[:, width - 1]
-
-
-def policy_forward(
-    model: R2ecModel,
-    prompts: Sequence[str],
-    completions: Sequence[list[int]],
-    group: int,
-    temperature: float,
-    chunk_tokens: int = 4096,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """log π(token) of every completion token (right-padded, N × T, float32) and h at each completion's last token.
-
-    Completions are user-major: row i belongs to prompt i // group. The prompt is shared across a
-    user's paths through its KV cache, except under gradient checkpointing (full sequences then).
-    Log-probs come from the hidden states ``chunk_tokens`` positions at a time (``token_logprobs``).
-    """
-    ids, completion_mask = _padded(completions, model.device, value=model.tokenizer.pad_token_id)
-    ids, completion_mask = ids.long(), completion_mask.long()
-    states_of = _full_sequence_states if model.recomputes_activations else _cached_prompt_states
-    hidden, last_prompt = states_of(model, prompts, ids, completion_mask, group)
-    predicting = torch.cat([last_prompt.unsqueeze(1), hidden[:, :-1]], dim=1)  # state j predicts token j
-    logprobs = token_logprobs(predicting, ids, model.lm.get_output_embeddings(), temperature, chunk_tokens)
-    rows = torch.arange(len(completions), device=model.device)
-    return logprobs, hidden[rows, completion_mask.sum(dim=1) - 1]
-
-
 @torch.no_grad()
 def rollout(
     model: R2ecModel,
@@ -149,11 +75,13 @@ def rollout(
     generator: Generators = None,
     collective: Collective | None = None,
     decoder: R2ecModel | None = None,
+    reward_fn: RewardFn | None = None,
 ) -> Rollout:
     """Steps 1–4: sample G paths per user, score them against the item table, reward, advantage.
 
     ``decoder`` (a ``merged.MergedCopy``'s model, holding the policy's current weights) decodes the paths
-    at plain-model speed; the policy's own log-probs are taken in the update either way.
+    at plain-model speed; the policy's own log-probs are taken in the update either way. ``reward_fn``
+    replaces the fused reward (its rank and similarity parts are still reported).
     """
     collective = collective or Collective()
     users, group = len(batch.prompts), settings.num_generations
@@ -173,9 +101,13 @@ def rollout(
     scores = model.score(generation.final_hidden, [batch.histories[u] for u in owners.tolist()])
     rank_part = rank_reward(target_ranks(scores, targets[owners]), settings.ndcg_cutoff)
     sim_part = similarity_reward(scores, targets[owners])
-    rewards = fused_reward(rank_part, sim_part, settings.reward_beta, settings.reward_type).view(users, group)
+    if reward_fn is None:
+        rewards = fused_reward(rank_part, sim_part, settings.reward_beta, settings.reward_type)
+    else:
+        rewards = reward_fn(generation.token_ids, scores, targets[owners])
+    rewards = rewards.view(users, group)
     advantages = group_advantages(rewards.float(), settings.advantage_type)
-    old_logprobs, mask = _padded([row.float() for row in generation.logprobs], model.device)
+    old_logprobs, mask = padded([row.float() for row in generation.logprobs], model.device)
     return Rollout(
         token_ids=generation.token_ids,
         texts=generation.texts,
@@ -212,7 +144,7 @@ def _micro_batch_loss(
     settings: RecPOParams,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Loss of the users in ``users`` (divided by global counts), their log p(v⁺), and their summable parts."""
-    group, tau = settings.num_generations, model.config.similarity_temperature
+    group = settings.num_generations
     rows = slice(users.start * group, users.stop * group)
     completions = paths.token_ids[rows]
     logprobs, states = policy_forward(
@@ -230,7 +162,7 @@ def _micro_batch_loss(
         settings.loss_type,
         denominator=counts.token_loss.to(logprobs.dtype),
     )
-    item_logprobs = in_batch_target_logprobs(states, target_states, paths.columns[rows], paths.column_ids, tau)
+    item_logprobs = _item_logprobs(model, batch, paths, users, states, target_states, settings)
     old_item = (paths.old_item_logprobs[rows] if paths.old_item_logprobs is not None else item_logprobs.detach()).view(
         -1, group
     )
@@ -251,6 +183,7 @@ def _micro_batch_loss(
             )
         kl = kl_penalty(logprobs, ref_logprobs, mask, denominator=counts.tokens.to(logprobs.dtype))
     ratios = torch.exp(item_logprobs.detach().view(-1, group) - old_item)
+    ratio_sum, ratio_squares = ratio_sums(logprobs, paths.old_logprobs[rows, :width], mask)
     parts = {
         "token_loss": token_loss.detach(),
         "item_loss": item_loss.detach(),
@@ -258,8 +191,34 @@ def _micro_batch_loss(
         "clipped": clipped,
         "item_clipped": item_clipped,
         "item_ratio_sum": (ratios * paths.selected[users]).sum(),
+        "item_logprob_sum": (item_logprobs.detach().view(-1, group) * paths.selected[users]).sum(),
+        "ratio_sum": ratio_sum,
+        "ratio_squares": ratio_squares,
     }
-    return token_loss + item_loss + settings.beta * kl, item_logprobs.detach(), parts
+    loss = settings.token_loss_weight * token_loss + settings.item_loss_weight * item_loss + settings.beta * kl
+    return loss, item_logprobs.detach(), parts
+
+
+def _item_logprobs(
+    model: R2ecModel,
+    batch: Batch,
+    paths: Rollout,
+    users: slice,
+    states: torch.Tensor,
+    target_states: torch.Tensor,
+    settings: RecPOParams,
+) -> torch.Tensor:
+    """log p(v⁺) of each path of ``users`` (method §5.6): over the batch's targets (``in_batch``, the paper's)
+    or over the whole catalog (``catalog``: the item table as memory bank, the targets' fresh encodings
+    carrying the gradient, each user's earlier items masked as in evaluation)."""
+    group, tau = settings.num_generations, model.config.similarity_temperature
+    columns = paths.columns[users.start * group : users.stop * group]
+    if settings.item_softmax == "in_batch":
+        return in_batch_target_logprobs(states, target_states, columns, paths.column_ids, tau)
+    owners = [batch.histories[user] for user in range(users.start, users.stop) for _ in range(group)]
+    return catalog_target_logprobs(
+        states, target_states[columns], paths.column_ids[columns], model.item_table, tau, masks=owners
+    )
 
 
 def _micro_batches(users: int, size: int | None) -> list[slice]:
@@ -331,37 +290,27 @@ def policy_update(
         collective.sum_gradients(parameters)
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
         optimizer.step()
-    loss = totals["token_loss"] + totals["item_loss"] + settings.beta * totals["kl"]
+    loss = (
+        settings.token_loss_weight * totals["token_loss"]
+        + settings.item_loss_weight * totals["item_loss"]
+        + settings.beta * totals["kl"]
+    )
     selected = counts.selected.clamp(min=1.0)
+    token_count = tokens.clamp(min=1.0)
+    ratio_total = collective.total(totals["ratio_sum"]).item()
     return {
         "loss": collective.total(loss).item(),
         "token_loss": collective.total(totals["token_loss"]).item(),
         "item_loss": collective.total(totals["item_loss"]).item(),
         "kl": collective.total(totals["kl"]).item(),
-        "clip_fraction": (collective.total(totals["clipped"]) / tokens.clamp(min=1.0)).item(),
+        "clip_fraction": (collective.total(totals["clipped"]) / token_count).item(),
         "item_clip_fraction": (collective.total(totals["item_clipped"]) / selected).item(),
         "item_ratio_mean": (collective.total(totals["item_ratio_sum"]) / selected).item(),
+        "item_logprob": (collective.total(totals["item_logprob_sum"]) / selected).item(),
+        "ratio_mean": ratio_total / token_count.item(),
+        "ratio_std": spread(ratio_total, collective.total(totals["ratio_squares"]).item(), token_count.item()),
         "grad_norm": float(grad_norm),
         "skipped": float(skipped),
-    }
-
-
-def rollout_metrics(paths: Rollout, collective: Collective | None = None) -> dict[str, float]:
-    """Reward, advantage and completion statistics of the global batch."""
-    collective = collective or Collective()
-    rewards = collective.gather_values(paths.rewards.flatten())
-    lengths = collective.gather_values(paths.mask.sum(dim=1))
-    reasons = collective.gather_values(
-        torch.tensor([STOP_REASONS.index(r) for r in paths.stop_reasons], device=lengths.device)
-    )
-    return {
-        "reward_mean": rewards.mean().item(),
-        "reward_std": rewards.std().item(),
-        "reward_rank": collective.gather_values(paths.rank_part).mean().item(),
-        "reward_sim": collective.gather_values(paths.sim_part).mean().item(),
-        "advantage_std": collective.gather_values(paths.advantages.flatten()).std().item(),
-        "completion_length": lengths.float().mean().item(),
-        **{f"stop_{reason}_share": (reasons == code).float().mean().item() for code, reason in enumerate(STOP_REASONS)},
     }
 
 
@@ -384,12 +333,14 @@ def recpo_step(
     generator: Generators = None,
     collective: Collective | None = None,
     decoding: MergedCopy | None = None,
+    reward_fn: RewardFn | None = None,
 ) -> tuple[dict[str, float], Rollout]:
     """One rollout, ``num_iterations`` updates on it, the targets' table rows refreshed: metrics and paths.
 
-    ``decoding``: a merged copy of the policy that decodes the rollout, refreshed after the updates.
+    ``decoding``: a merged copy of the policy that decodes the rollout, refreshed after the updates;
+    ``reward_fn``: a reward in place of the fused one (``rollout``).
     """
-    paths = rollout(model, batch, settings, generator, collective, decoding.model if decoding else None)
+    paths = rollout(model, batch, settings, generator, collective, decoding.model if decoding else None, reward_fn)
     metrics = rollout_metrics(paths, collective)
     updates = [
         policy_update(model, optimizer, batch, paths, settings, collective) for _ in range(settings.num_iterations)

@@ -23,6 +23,7 @@ from r2ec_pipeline.config import RecPOParams
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.dual_head_io import restore_trainable, trainable_state
 from r2ec_pipeline.model.merged import MergedCopy
+from r2ec_pipeline.rl.diagnostics import kl_to_reference
 from r2ec_pipeline.rl.distributed import Collective
 from r2ec_pipeline.rl.step import Batch, Rollout, recpo_step
 from r2ec_pipeline.rl.training_state import CheckpointStore, ResumeError
@@ -57,6 +58,7 @@ class RecPOData:
     targets: list[int]
     histories: list[list[int]]  # items masked when ranking each sample
     item_prompt: dict[int, str]  # catalog: item id → item prompt
+    user_ids: list[int] | None = None  # each sample's user, carried into the kept reasoning samples
 
 
 @dataclass
@@ -167,12 +169,15 @@ def _record(history: dict[str, list[dict[str, float]]], metrics: dict[str, float
         history.setdefault(f"{prefix}{name}", []).append({"value": float(value), "step": step})
 
 
-def _sample_rows(step: int, batch: Batch, paths: Rollout, group: int) -> list[dict[str, Any]]:
+def _sample_rows(
+    step: int, batch: Batch, paths: Rollout, group: int, users: Sequence[int | None]
+) -> list[dict[str, Any]]:
     rewards, advantages = paths.rewards.flatten().tolist(), paths.advantages.flatten().tolist()
     best = paths.selected.flatten().tolist()
     return [
         {
             "step": step,
+            "user_id": users[row // group],
             "target_item_id": batch.targets[row // group],
             "path": row % group,
             "reward": round(rewards[row], 6),
@@ -228,6 +233,8 @@ class _RecPORun:
         }
         self.done = _Progress()
         self.best: dict[str, torch.Tensor] | None = None  # trainable_state of the selected weights
+        # the starting policy (a resumed run's model is the start until begin() loads the checkpoint)
+        self.start = trainable_state(model) if settings.kl_to_start else None
 
     def begin(self) -> None:
         """Resume from the store's checkpoint when asked to; otherwise clear old checkpoints and validate step 0."""
@@ -261,19 +268,32 @@ class _RecPORun:
         settings, collective, group = self.settings, self.collective, self.settings.num_generations
         started = time.perf_counter()
         indices = batch_indices(len(self.data.prompts), self.global_batch, step, settings.seed)
-        batch = _batch(self.data, indices[collective.shard(self.global_batch)].tolist())
+        local = indices[collective.shard(self.global_batch)].tolist()
+        batch = _batch(self.data, local)
         first_row = collective.rank * settings.per_device_train_batch_size * group
         rows = range(first_row, first_row + settings.per_device_train_batch_size * group)
         generators = row_generators(settings.seed, step, rows, self.model.device)
         learning_rate = self.scheduler.get_last_lr()[0]
         metrics, paths = recpo_step(self.model, self.optimizer, batch, settings, generators, collective, decoding)
+        if self.start is not None:
+            metrics["kl_to_start"] = kl_to_reference(
+                self.model,
+                batch.prompts,
+                paths,
+                self.start,
+                group,
+                settings.temperature,
+                settings.logprob_chunk_tokens,
+                collective,
+            )
         self.scheduler.step()
         elapsed = time.perf_counter() - started
         done = self.done
         done.step, done.seconds, done.skipped = step, done.seconds + elapsed, done.skipped + int(metrics["skipped"] > 0)
         _record(done.history, {**metrics, "learning_rate": learning_rate, "seconds_per_step": elapsed}, step, "train.")
         if settings.log_completions_steps and step % settings.log_completions_steps == 0 and collective.is_main:
-            done.samples.extend(_sample_rows(step, batch, paths, group))
+            users = self.data.user_ids or [None] * len(self.data.prompts)
+            done.samples.extend(_sample_rows(step, batch, paths, group, [users[i] for i in local]))
         return metrics
 
     def refresh_table(self) -> None:

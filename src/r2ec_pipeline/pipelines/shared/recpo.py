@@ -17,7 +17,7 @@ from accelerate import PartialState
 from transformers import PreTrainedTokenizerBase
 
 from r2ec_pipeline.config import ConfigError, parse_block
-from r2ec_pipeline.data.samples import mask_lists
+from r2ec_pipeline.data.samples import fixed_users_last_samples, mask_lists
 from r2ec_pipeline.model.adapters import enable_training
 from r2ec_pipeline.model.backbone import load_causal_lm
 from r2ec_pipeline.model.dual_head import R2ecModel
@@ -86,11 +86,13 @@ def train_recpo_model(
     place_for(model, model_config)  # this process's device (LOCAL_RANK), model.dtype
     collective = Collective()
     item_prompt = dict(zip(item_prompts["item_id"].astype(int).tolist(), item_prompts["prompt"], strict=True))
+    train_samples = fixed_users_last_samples(train_samples, config.train_users, config.seed)
     data = RecPOData(
         prompts=train_samples["prompt"].tolist(),
         targets=train_samples["target_item_id"].astype(int).tolist(),
         histories=mask_lists(train_samples, interactions, model_config.history_mask),
         item_prompt=item_prompt,
+        user_ids=train_samples["user_id"].astype(int).tolist(),
     )
     eval_prompts = eval_samples["prompt"].tolist()
     eval_targets = eval_samples["target_item_id"].astype(int).tolist()
@@ -132,6 +134,24 @@ def train_recpo_model(
     return model, history, pd.DataFrame(result.samples), report
 
 
+# the per-step training curves a report keeps: reward, the signal (method §5.9), how paths end, the update
+CURVES = (
+    "reward_mean",
+    "reward_rank",
+    "reward_sim",
+    "reward_group_std",
+    "zero_advantage_share",
+    "completion_length",
+    "stop_length_share",
+    "token_loss",
+    "item_loss",
+    "item_logprob",
+    "ratio_std",
+    "clip_fraction",
+    "kl_to_start",
+)
+
+
 def _run_mean(history: dict[str, list[dict[str, float]]], name: str) -> float | None:
     points = history.get(f"train.{name}", [])
     return sum(point["value"] for point in points) / len(points) if points else None
@@ -152,10 +172,8 @@ def recpo_report(result: RecPOResult, metric: str | None) -> dict[str, Any]:
         "resumed_from_step": result.resumed_from,
         "skipped_steps": result.skipped_steps,
         "reward_mean_by_step": rewards,
-        "curves": {
-            name: [point["value"] for point in result.history.get(f"train.{name}", [])]
-            for name in ("reward_mean", "reward_rank", "reward_sim", "completion_length")
-        },
+        "seconds_per_step": result.seconds_per_step,
+        "curves": {name: [point["value"] for point in result.history.get(f"train.{name}", [])] for name in CURVES},
         "validation_by_step": {
             mode: {
                 str(step): values[f"{mode}.ndcg_at_10"]
@@ -171,9 +189,15 @@ def recpo_report(result: RecPOResult, metric: str | None) -> dict[str, Any]:
                 "stop_tag_share",
                 "stop_end_of_turn_share",
                 "stop_length_share",
+                "reward_group_std",
+                "zero_advantage_share",
+                "token_loss",
+                "item_loss",
+                "ratio_std",
                 "clip_fraction",
                 "item_clip_fraction",
                 "item_ratio_mean",
+                "kl_to_start",
             )
         },
     }
