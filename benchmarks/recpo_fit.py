@@ -25,6 +25,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -104,7 +105,7 @@ def paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
 def measure(name: str, params_text: str, run: bool = True) -> dict[str, Any]:
     seconds = run_profile(params_text) if run else float("nan")
     report = json.loads((REPORT / "recpo_report.json").read_text())
-    samples = pd.read_csv(REPORT / "recpo_samples.csv")
+    samples = pd.read_csv(REPORT / "recpo_samples.csv", lineterminator="\n")  # texts may hold a bare \r
     bootstrap_project(ROOT)
     with KedroSession.create(project_path=ROOT, env="fit") as session:
         params = session.load_context().params
@@ -118,7 +119,8 @@ def measure(name: str, params_text: str, run: bool = True) -> dict[str, Any]:
         "steps": report["steps"],
         "users": len(early),
         "wall_seconds": round(seconds, 1),
-        "seconds_per_step": report.get("seconds_per_step"),
+        # wall seconds of the run per step (start-up and table refreshes included); timings live in MLflow
+        "seconds_per_step": round(seconds / report["steps"], 1) if run else None,
         "curves": {curve: report["curves"].get(curve, []) for curve in CURVES},
         "reward_first_vs_last_quarter": {
             "first": float(early.mean()),
@@ -176,7 +178,10 @@ def print_run(result: dict[str, Any]) -> None:
         print("| " + " | ".join(cells) + " |")
     reward = result["reward_first_vs_last_quarter"]
     rows = [
-        ("users × steps", f"{result['users']} × {result['steps']} ({result['seconds_per_step']:.1f} s a step)"),
+        (
+            "users × steps",
+            f"{result['users']} × {result['steps']} ({result['seconds_per_step'] or float('nan'):.1f} s a step)",
+        ),
         ("reward, first → last quarter", f"{reward['first']:.4f} → {reward['last']:.4f}"),
         ("reward last − first quarter (paired 95% CI)", _ci(reward)),
     ]
@@ -202,15 +207,45 @@ def print_table() -> None:
         reward, ranks = r["reward_first_vs_last_quarter"], r["rank_reward_after_minus_before"]
         print(
             f"| {r['name']} | `{r['params'] or '-'}` | {reward['first']:.4f} → {reward['last']:.4f} | {_ci(reward)} | "
-            f"{_ci(ranks['direct'])} | {_ci(ranks['reasoning'])} | {r['seconds_per_step']:.1f} |"
+            f"{_ci(ranks['direct'])} | {_ci(ranks['reasoning'])} | {r['seconds_per_step'] or float('nan'):.1f} |"
         )
+
+
+def plot_curves(target: Path) -> None:
+    """Every recorded variant's reward (mean of each pass over the users), item log p(v⁺) and KL to the start."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = (
+        ("reward_mean", "training reward (mean of each pass)"),
+        ("item_logprob", "item loss's log p(v⁺)"),
+        ("kl_to_start", "KL to the starting policy"),
+    )
+    figure, axes = plt.subplots(1, len(panels), figsize=(15, 4))
+    for path in sorted(RESULTS.glob("*.json")):
+        result = json.loads(path.read_text())
+        for axis, (curve, title) in zip(axes, panels, strict=True):
+            values = np.asarray(result["curves"].get(curve) or [np.nan])
+            passes = values[: len(values) // 4 * 4].reshape(-1, 4).mean(axis=1) if curve == "reward_mean" else values
+            steps = np.arange(1, len(passes) + 1) * (4 if curve == "reward_mean" else 1)
+            axis.plot(steps, passes, label=result["name"])
+            axis.set_title(title)
+            axis.set_xlabel("step")
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(target, dpi=110)
+    print(f"wrote {target}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", help="the variant's name (its results file)")
     parser.add_argument("--params", default="", help="Kedro --params for the variant: block.key=value,...")
-    parser.add_argument("--table", action="store_true", help="print every recorded variant and exit")
+    parser.add_argument(
+        "--table", action="store_true", help="print every recorded variant, draw docs/img/recpo_fit_curves.png, exit"
+    )
     parser.add_argument(
         "--measured-run",
         action="store_true",
@@ -219,6 +254,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.table:
         print_table()
+        plot_curves(ROOT / "docs/img/recpo_fit_curves.png")
         return
     if not args.name:
         sys.exit("--name is required (or --table)")

@@ -116,6 +116,6 @@ def test_the_item_loss_alone_raises_the_targets_rank_reward(tiny_backbone_dir, t
     rewards = _rewards(model, settings, ITEM_STEPS, lr=1e-2)
     first, last = rewards[0], sum(rewards[-5:]) / 5
     if defect is None:
-        assert first < 0.6 and last > 0.8, rewards
+        assert first < 0.6 and last > 0.75, rewards
     else:
         assert last < 0.7, rewards

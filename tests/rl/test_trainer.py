@@ -200,3 +200,18 @@ def test_merged_rollouts_train_as_the_unmerged_policy_does(tiny_backbone_dir, tm
     assert _losses(merged).keys() == _losses(plain).keys() == {1, 2, 3, 4}
     for step, loss in _losses(plain).items():
         assert _losses(merged)[step] == pytest.approx(loss, rel=1e-4, abs=1e-6)
+
+
+def test_the_kl_diagnostic_is_logged_every_step_and_changes_nothing_the_run_trains(tiny_backbone_dir, tmp_path):
+    """kl_to_start swaps the starting adapters in for one forward pass: weights, table and losses stay bit for bit."""
+    with_kl, logged = _train(
+        tiny_backbone_dir, tmp_path / "a", trainer=TRAINER.model_copy(update={"kl_to_start": True})
+    )
+    without, plain = _train(
+        tiny_backbone_dir, tmp_path / "b", trainer=TRAINER.model_copy(update={"kl_to_start": False})
+    )
+    kl = [point["value"] for point in logged.history["train.kl_to_start"]]
+    assert len(kl) == TRAINER.max_steps and kl[0] == pytest.approx(0.0, abs=1e-6) and kl[-1] > 0
+    assert "train.kl_to_start" not in plain.history and _losses(logged) == _losses(plain)
+    a, b = trainable_state(with_kl), trainable_state(without)
+    assert all(torch.equal(a[name], b[name]) for name in a)

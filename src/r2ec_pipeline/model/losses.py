@@ -57,6 +57,7 @@ def catalog_target_logprobs(
     table: torch.Tensor,
     temperature: float,
     masks: list[list[int]] | None = None,
+    own: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """log p of each row's target under softmax over the whole catalog, as evaluation ranks it.
 
@@ -66,11 +67,17 @@ def catalog_target_logprobs(
     model could tell fresh columns from stale ones and lower the loss without ranking better (the
     first SFT search measured exactly that). Column 0 (padding) and each row's ``masks`` items (its
     earlier history, masked at evaluation too) are left out; a target never is.
+
+    Row i's target is ``target_ids[i]`` (one fresh encoding per row), or ``own[i]`` when the fresh
+    encodings are a set of columns of their own (RecPO: the batch's targets, shared by every path and
+    every micro-batch, so that micro-batches add up to the one-shot gradient).
     """
-    assert user_states.shape[0] == target_states.shape[0] == len(target_ids), (
+    own = target_ids if own is None else own
+    assert user_states.shape[0] == len(own) and target_states.shape[0] == len(target_ids), (
         user_states.shape,
         target_states.shape,
         len(target_ids),
+        len(own),
     )
     users = F.normalize(user_states.float(), dim=-1)
     bank = users @ F.normalize(table.detach().float().to(users.device), dim=-1).T / temperature
@@ -81,9 +88,9 @@ def catalog_target_logprobs(
     excluded[:, 0] = True
     for row, items in enumerate(masks or []):
         excluded[row, list(items)] = True
-    excluded[torch.arange(len(target_ids), device=logits.device), target_ids] = False
+    excluded[torch.arange(len(own), device=logits.device), own] = False
     logprobs = F.log_softmax(logits.masked_fill(excluded, float("-inf")), dim=-1)
-    return logprobs.gather(1, target_ids.view(-1, 1)).squeeze(1)
+    return logprobs.gather(1, own.view(-1, 1)).squeeze(1)
 
 
 def catalog_infonce(

@@ -209,15 +209,15 @@ def _item_logprobs(
     settings: RecPOParams,
 ) -> torch.Tensor:
     """log p(v⁺) of each path of ``users`` (method §5.6): over the batch's targets (``in_batch``, the paper's)
-    or over the whole catalog (``catalog``: the item table as memory bank, the targets' fresh encodings
-    carrying the gradient, each user's earlier items masked as in evaluation)."""
+    or over the whole catalog (``catalog``: the item table as memory bank, the batch's targets' fresh
+    encodings carrying the gradient, each user's earlier items masked as in evaluation)."""
     group, tau = settings.num_generations, model.config.similarity_temperature
     columns = paths.columns[users.start * group : users.stop * group]
     if settings.item_softmax == "in_batch":
         return in_batch_target_logprobs(states, target_states, columns, paths.column_ids, tau)
     owners = [batch.histories[user] for user in range(users.start, users.stop) for _ in range(group)]
     return catalog_target_logprobs(
-        states, target_states[columns], paths.column_ids[columns], model.item_table, tau, masks=owners
+        states, target_states, paths.column_ids, model.item_table, tau, masks=owners, own=paths.column_ids[columns]
     )
 
 

@@ -172,7 +172,6 @@ def recpo_report(result: RecPOResult, metric: str | None) -> dict[str, Any]:
         "resumed_from_step": result.resumed_from,
         "skipped_steps": result.skipped_steps,
         "reward_mean_by_step": rewards,
-        "seconds_per_step": result.seconds_per_step,
         "curves": {name: [point["value"] for point in result.history.get(f"train.{name}", [])] for name in CURVES},
         "validation_by_step": {
             mode: {
