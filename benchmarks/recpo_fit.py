@@ -34,28 +34,16 @@ import torch
 from _common import ROOT, print_measures  # benchmarks/_common.py (the script's folder is on sys.path)
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
+from sft_fit import with_overrides  # Kedro's --params syntax applied to loaded parameters
 
 from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.data.samples import fixed_users_last_samples, mask_lists
 from r2ec_pipeline.metrics import paired_bootstrap, per_sample
 from r2ec_pipeline.model.evaluation import rank_both_modes
+from r2ec_pipeline.pipelines.shared.recpo import CURVES
 
 RESULTS = ROOT / "docs/results/fit"
 REPORT = ROOT / "data/08_reporting/fit"
-CURVES = (
-    "reward_mean",
-    "reward_rank",
-    "reward_group_std",
-    "zero_advantage_share",
-    "stop_length_share",
-    "completion_length",
-    "token_loss",
-    "item_loss",
-    "item_logprob",
-    "ratio_std",
-    "clip_fraction",
-    "kl_to_start",
-)
 
 
 def run_profile(params: str) -> float:
@@ -109,7 +97,7 @@ def measure(name: str, params_text: str, run: bool = True) -> dict[str, Any]:
     bootstrap_project(ROOT)
     with KedroSession.create(project_path=ROOT, env="fit") as session:
         params = session.load_context().params
-    params = _with_cli_params(params, params_text)
+    params = with_overrides(params, params_text)
     recpo = parse_block("recpo", params["recpo"]).model_dump()
     early, late = user_rewards(samples, report["steps"])
     ranks = fixed_user_ranks(params, recpo)
@@ -143,20 +131,6 @@ def measure(name: str, params_text: str, run: bool = True) -> dict[str, Any]:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
-
-
-def _with_cli_params(params: dict[str, Any], text: str) -> dict[str, Any]:
-    """Kedro's ``--params`` (``block.key=value,...``, values as YAML) applied to the loaded parameters."""
-    import yaml
-
-    for item in filter(None, text.split(",")):
-        path, _, value = item.partition("=")
-        *parents, key = path.split(".")
-        node = params
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[key] = yaml.safe_load(value)
-    return params
 
 
 def _ndcg1000(ranks: np.ndarray) -> np.ndarray:

@@ -40,8 +40,8 @@ def item_prompts() -> dict[int, str]:
     return {index + 1: chat(f"Title: {title}") + "<answer>" for index, title in enumerate(TITLES)}
 
 
-def toy_model(backbone_dir: Path, cache_dir: Path, seed: int = 0) -> R2ecModel:
-    """Tiny backbone + LoRA adapters (seeded) with its item table built."""
+def toy_model(backbone_dir: Path, cache_dir: Path, seed: int = 0, items: dict[int, str] | None = None) -> R2ecModel:
+    """Tiny backbone + LoRA adapters (seeded) with the item table of ``items`` (default: the six toy titles)."""
     torch.manual_seed(seed)
     lm = attach_adapters(load_causal_lm(str(backbone_dir), cache_dir), AdapterParams(r=4, alpha=8, top_layers=None))
     model = R2ecModel(
@@ -49,7 +49,7 @@ def toy_model(backbone_dir: Path, cache_dir: Path, seed: int = 0) -> R2ecModel:
         load_tokenizer(str(backbone_dir), cache_dir),
         DualHeadConfig(backbone=str(backbone_dir), similarity_temperature=0.1),
     )
-    items = item_prompts()
+    items = items or item_prompts()
     model.build_item_table(list(items), list(items.values()), progress=False)
     return model
 
@@ -84,16 +84,7 @@ def fit_catalog() -> dict[int, str]:
 
 def fit_model(backbone_dir: Path, cache_dir: Path) -> R2ecModel:
     """Tiny backbone + seeded adapters with the fit catalog's item table."""
-    torch.manual_seed(0)
-    lm = attach_adapters(load_causal_lm(str(backbone_dir), cache_dir), AdapterParams(r=4, alpha=8, top_layers=None))
-    model = R2ecModel(
-        lm,
-        load_tokenizer(str(backbone_dir), cache_dir),
-        DualHeadConfig(backbone=str(backbone_dir), similarity_temperature=0.1),
-    )
-    items = fit_catalog()
-    model.build_item_table(list(items), list(items.values()), progress=False)
-    return model
+    return toy_model(backbone_dir, cache_dir, items=fit_catalog())
 
 
 def fit_batch() -> Batch:
