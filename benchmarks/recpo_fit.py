@@ -65,22 +65,26 @@ def user_rewards(samples: pd.DataFrame, steps: int) -> tuple[np.ndarray, np.ndar
     return both["early"].to_numpy(), both["late"].to_numpy()
 
 
-def fixed_user_ranks(params: dict[str, Any], recpo: dict[str, Any]) -> dict[str, dict[str, np.ndarray]]:
-    """The fixed users' target ranks, ``{model: {mode: ranks}}``, before (SFT) and after (the fit run's RecPO)."""
+def fixed_user_ranks(params_text: str) -> dict[str, dict[str, np.ndarray]]:
+    """The fixed users' target ranks, ``{model: {mode: ranks}}``, before (SFT) and
+    after (the fit run's RecPO): parameters and data from one Kedro session of the fit environment."""
     bootstrap_project(ROOT)
     with KedroSession.create(project_path=ROOT, env="fit") as session:
-        catalog = session.load_context().catalog
+        context = session.load_context()
+        params = with_overrides(context.params, params_text)
+        catalog = context.catalog
         train = catalog.load("train_samples")
         interactions = catalog.load("validated_interactions")
         models = {"sft": catalog.load("sft_model"), "recpo": catalog.load("recpo_model@model")}
     model_config = parse_block("model", params["model"])
-    fixed = fixed_users_last_samples(train, recpo["train_users"], recpo["seed"])
+    recpo = parse_block("recpo", params["recpo"])
+    fixed = fixed_users_last_samples(train, recpo.train_users, recpo.seed)
     prompts, targets = fixed["prompt"].tolist(), fixed["target_item_id"].astype(int).tolist()
     masks = mask_lists(fixed, interactions, model_config.history_mask)
     ranks = {}
     for name, model in models.items():
         rankings, _ = rank_both_modes(
-            model, prompts, targets, masks, recpo["max_completion_length"], model_config.encode_batch_size
+            model, prompts, targets, masks, recpo.max_completion_length, model_config.encode_batch_size
         )
         ranks[name] = {mode: ranking.ranks.astype(int) for mode, ranking in rankings.items()}
     return ranks
@@ -94,13 +98,8 @@ def measure(name: str, params_text: str, run: bool = True) -> dict[str, Any]:
     seconds = run_profile(params_text) if run else float("nan")
     report = json.loads((REPORT / "recpo_report.json").read_text())
     samples = pd.read_csv(REPORT / "recpo_samples.csv", lineterminator="\n")  # texts may hold a bare \r
-    bootstrap_project(ROOT)
-    with KedroSession.create(project_path=ROOT, env="fit") as session:
-        params = session.load_context().params
-    params = with_overrides(params, params_text)
-    recpo = parse_block("recpo", params["recpo"]).model_dump()
     early, late = user_rewards(samples, report["steps"])
-    ranks = fixed_user_ranks(params, recpo)
+    ranks = fixed_user_ranks(params_text)
     result = {
         "name": name,
         "params": params_text,

@@ -37,16 +37,17 @@ class CheckpointError(ValueError):
     """A checkpoint is incomplete or does not belong to the backbone it is loaded onto."""
 
 
-def trainable_state(model: R2ecModel) -> dict[str, torch.Tensor]:
+def trainable_state(model: R2ecModel, with_table: bool = True) -> dict[str, torch.Tensor]:
     """Copies of the trainable weights and the item table (``ITEM_TABLE_KEY``) on the CPU.
 
     That is everything training changes: a snapshot to restore the selected weights from, and what a
-    training checkpoint stores.
+    training checkpoint stores. ``with_table=False`` copies the weights alone.
     """
     state = {
         name: p.detach().to("cpu", copy=True).contiguous() for name, p in model.lm.named_parameters() if p.requires_grad
     }
-    state[ITEM_TABLE_KEY] = model.item_table.detach().float().to("cpu", copy=True).contiguous()
+    if with_table:
+        state[ITEM_TABLE_KEY] = model.item_table.detach().float().to("cpu", copy=True).contiguous()
     return state
 
 

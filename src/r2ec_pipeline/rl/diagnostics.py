@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from r2ec_pipeline.model.dual_head_io import restore_trainable, trainable_state
+from r2ec_pipeline.model.dual_head_io import ITEM_TABLE_KEY, restore_trainable, trainable_state
 from r2ec_pipeline.model.generation import STOP_REASONS, StopReason
 from r2ec_pipeline.rl.distributed import Collective
 from r2ec_pipeline.rl.losses import kl_penalty
@@ -97,14 +97,15 @@ def kl_to_reference(
     log-probs are the ones the rollout kept, so the estimate costs that one forward pass.
     """
     collective = collective or Collective()
-    current = trainable_state(model)
+    table = model.item_table  # the forward pass reads no item row: the live table stays in place, uncopied
+    current = {**trainable_state(model, with_table=False), ITEM_TABLE_KEY: table}
     was_training = model.lm.training
     model.lm.eval()
     try:
-        restore_trainable(model, {name: t.to(model.device) for name, t in reference.items()}, "the starting policy")
+        restore_trainable(model, {**reference, ITEM_TABLE_KEY: table}, "the starting policy")
         ref_logprobs, _ = policy_forward(model, prompts, paths.token_ids, group, temperature, chunk_tokens)
     finally:
-        restore_trainable(model, {name: t.to(model.device) for name, t in current.items()})
+        restore_trainable(model, current)
         model.lm.train(was_training)
     width = ref_logprobs.shape[1]
     mask = paths.mask[:, :width]
