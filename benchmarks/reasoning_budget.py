@@ -10,8 +10,13 @@ forward pass: the same text a generation capped at b ends with.
 
 Needs ``make run``'s outputs (SFT checkpoint, prompts stage's tables, converted backbone).
 
+Remedies are rows of their own (``--label``): ``--modes sampled --temperature 1.0 --top-k 50`` samples
+more conservatively; ``--instruction "..."`` replaces the prompts' user instruction (``prompts.user_instruction``)
+in every rendered prompt. Each run merges its rows into the results file under ``<label>``.
+
 Usage: .venv/bin/python benchmarks/reasoning_budget.py [--users 100] [--budgets 32,64,128,256]
-       [--temperature 1.5] [--top-k 200] [--models zero_shot,sft] [--batch 16]
+       [--temperature 1.5] [--top-k 200] [--models zero_shot,sft] [--modes greedy,sampled] [--batch 16]
+       [--instruction TEXT] [--label NAME]
 """
 
 from __future__ import annotations
@@ -65,8 +70,8 @@ def ndcg_at_10(model: R2ecModel, states: torch.Tensor, targets: Sequence[int], m
     return float(per_sample(ranks, "ndcg_at_10").mean())
 
 
-def study(model: R2ecModel, prompts, targets, masks, budgets, temperature, top_k, batch) -> dict:
-    """Finished shares and N@10 per budget, greedy and sampled, for one model."""
+def study(model: R2ecModel, prompts, targets, masks, budgets, temperature, top_k, batch, modes) -> dict:
+    """Finished shares and N@10 per budget, for each of ``modes`` (greedy, sampled), for one model."""
     tag_length = len(model.tokenizer(model.config.answer_tag, add_special_tokens=False)["input_ids"])
     top = max(budgets)
     result = {}
@@ -74,6 +79,8 @@ def study(model: R2ecModel, prompts, targets, masks, budgets, temperature, top_k
         ("greedy", {}),
         ("sampled", {"do_sample": True, "temperature": temperature, "top_k": top_k}),
     ):
+        if mode not in modes:
+            continue
         started, paths, reasons, texts = time.perf_counter(), [], [], []
         generator = torch.Generator().manual_seed(0)
         for start in range(0, len(prompts), batch):
@@ -116,7 +123,10 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=None, help="sampled paths (default: recpo.temperature)")
     parser.add_argument("--top-k", type=int, default=None, help="sampled paths (default: recpo.top_k)")
     parser.add_argument("--models", default="zero_shot,sft")
+    parser.add_argument("--modes", default="greedy,sampled")
     parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--instruction", default=None, help="replaces prompts.user_instruction in every prompt")
+    parser.add_argument("--label", default=None, help="results key prefix (default: the model's name)")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     budgets = [int(b) for b in args.budgets.split(",")]
@@ -133,17 +143,13 @@ def main() -> None:
     top_k = args.top_k or recpo.top_k
     chosen = seeded_subset(valid, args.users, parse_block("evaluation", params["evaluation"]).seed)
     prompts, targets = chosen["prompt"].tolist(), chosen["target_item_id"].astype(int).tolist()
+    if args.instruction:
+        prompts = replace_instruction(
+            prompts, parse_block("prompts", params["prompts"]).user_instruction, args.instruction
+        )
     masks = mask_lists(chosen, interactions, model_config.history_mask)
-    report = {
-        "users": len(prompts),
-        "budgets": budgets,
-        "temperature": temperature,
-        "top_k": top_k,
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
-        "models": {},
-    }
+    report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"models": {}}
+    report = upgrade(report)
     for name in args.models.split(","):
         if name == "sft":
             model = sft
@@ -157,25 +163,56 @@ def main() -> None:
             )
             model.build_item_table(items["item_id"].astype(int).tolist(), items["prompt"].tolist(), progress=False)
         model.lm.eval()
-        print(f"== {name}", flush=True)
-        report["models"][name] = study(model, prompts, targets, masks, budgets, temperature, top_k, args.batch)
+        label = f"{args.label}:{name}" if args.label else name
+        print(f"== {label}", flush=True)
+        report["models"][label] = {
+            "users": len(prompts),
+            "temperature": temperature,
+            "top_k": top_k,
+            "instruction": args.instruction,
+            "commit": subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+            ).stdout.strip(),
+            **study(model, prompts, targets, masks, budgets, temperature, top_k, args.batch, args.modes.split(",")),
+        }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=1) + "\n")
     print_table(report)
 
 
+def upgrade(report: dict) -> dict:
+    """Results written before rows carried their own settings: copy the file-wide ones into each row."""
+    shared = {key: report.pop(key) for key in ("users", "temperature", "top_k", "commit", "budgets") if key in report}
+    for run in report["models"].values():
+        for key in ("users", "temperature", "top_k", "commit"):
+            if key in shared:
+                run.setdefault(key, shared[key])
+        run.setdefault("instruction", None)
+    return report
+
+
+def replace_instruction(prompts: Sequence[str], old: str, new: str) -> list[str]:
+    """The prompts with their user instruction replaced; raises if a prompt does not contain it."""
+    missing = sum(old not in prompt for prompt in prompts)
+    if missing:
+        raise ValueError(f"{missing} of {len(prompts)} prompts do not contain prompts.user_instruction {old[:40]!r}...")
+    return [prompt.replace(old, new) for prompt in prompts]
+
+
 def print_table(report: dict) -> None:
     print(
-        f"\n{report['users']} validation users; sampled at temperature {report['temperature']}, top-k {report['top_k']}\n"
+        "| model | users | paths (temperature, top-k) | budget | finished by the budget | of which by the tag | N@10 (reasoning) |"
     )
-    print("| model | paths | budget | finished by the budget | of which by the tag | N@10 (reasoning) |")
-    print("|---|---|---:|---:|---:|---:|")
-    for name, modes in report["models"].items():
-        for mode, result in modes.items():
-            for budget, row in result["budgets"].items():
+    print("|---|---:|---|---:|---:|---:|---:|")
+    for label, run in report["models"].items():
+        for mode in ("greedy", "sampled"):
+            if mode not in run:
+                continue
+            sampling = f"sampled ({run['temperature']}, {run['top_k']})" if mode == "sampled" else "greedy"
+            for budget, row in run[mode]["budgets"].items():
                 print(
-                    f"| {name} | {mode} | {budget} | {row['finished_share']:.2f} | {row['tag_share']:.2f} | "
-                    f"{row['ndcg_at_10']:.4f} |"
+                    f"| {label} | {run['users']} | {sampling} | {budget} | {row['finished_share']:.2f} | "
+                    f"{row['tag_share']:.2f} | {row['ndcg_at_10']:.4f} |"
                 )
 
 

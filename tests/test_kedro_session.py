@@ -348,10 +348,16 @@ def test_ablation_grid_trains_every_variant_as_a_child_run(project: Path):
     _cli_run(project, "ablations", **{"ablations.recpo.max_steps": 1})
 
     summary = json.loads((project / "data/08_reporting/ablations.json").read_text())
-    assert set(summary) - {"users"} == set(ABLATION_VARIANTS)
+    assert set(summary) - {"users", "comparisons"} == set(ABLATION_VARIANTS)
     assert set(summary["rank_only"]["test"]) == {"direct", "reasoning"}
+    assert summary["comparisons"]["reference"] == "fused_grpo"
+    assert set(summary["comparisons"]["variants"]) == set(ABLATION_VARIANTS) - {"fused_grpo"}
+    assert 0.0 <= summary["token_only"]["diagnostics"]["stop_length_share"] <= 1.0
     table = pd.read_csv(project / "data/08_reporting/ablations.csv")
-    assert len(table) == len(ABLATION_VARIANTS) * 2 and {"ndcg_at_10", "hit_at_20", "reward_mean"} <= set(table)
+    assert len(table) == len(ABLATION_VARIANTS) * 2
+    assert {"ndcg_at_10", "hit_at_20", "reward_mean", "ndcg_at_10_vs_fused_grpo_low", "zero_advantage_share"} <= set(
+        table
+    )
 
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["r2ec"], output_format="list")
@@ -368,6 +374,8 @@ def test_ablation_grid_trains_every_variant_as_a_child_run(project: Path):
     assert by_name["beta_02"].data.params["recpo.reward_beta"] == "0.2"
     assert "test.reasoning.ndcg_at_10" in by_name["fused_grpo"].data.metrics
     assert "recpo/train.reward_mean" in by_name["fused_grpo"].data.metrics  # the parent run's name for it
+    assert "diagnostics.stop_length_share" in by_name["fused_grpo"].data.metrics
+    assert "recpo/train.zero_advantage_share" in by_name["fused_grpo"].data.metrics
 
 
 def test_cold_start_adds_the_held_out_items_after_training_and_ranks_their_users(project: Path):

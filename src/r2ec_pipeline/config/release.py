@@ -49,7 +49,7 @@ class EvaluationParams(_Params):
         None, ge=1, description="Seeded test users ranked by every model in direct mode (null: every user)."
     )
     valid_users: int | None = Field(
-        32, ge=1, description="Seeded validation users ranked by every model in direct mode (null: every user)."
+        200, ge=1, description="Seeded validation users ranked by every model in direct mode (null: every user)."
     )
     reasoning_users: int | None = Field(
         32,
@@ -84,7 +84,7 @@ class RegistrationParams(_Params):
 
     model_name: str = Field("r2ec", min_length=1, description="Registered model name.")
     promotion_metric: str = Field(
-        "valid.recpo.reasoning.ndcg_at_10",
+        "valid.recpo.reasoning.mrr",
         description="Key of metrics.json (split.model.mode.metric) the challenger must beat the champion on.",
     )
     default_k: int = Field(10, ge=1, description="Recommendations returned when a request gives no k.")
@@ -130,7 +130,17 @@ class CatalogUpdateParams(_Params):
 
 # The ablation grid's variants: one namespaced recpo + ranking pipeline each (Kedro's dynamic-pipeline
 # pattern: names in code, each variant's RecPO overrides in parameters_ablations.yml).
-ABLATION_VARIANTS = ("fused_grpo", "rank_only", "sim_only", "rloo", "relabel_top2", "beta_001", "beta_02")
+ABLATION_VARIANTS = (  # the first is the reference every other variant is compared with
+    "fused_grpo",
+    "rank_only",
+    "sim_only",
+    "rloo",
+    "relabel_top2",
+    "beta_001",
+    "beta_02",
+    "catalog_softmax",
+    "token_only",
+)
 
 
 class AblationParams(_Params):
@@ -143,6 +153,11 @@ class AblationParams(_Params):
     )
     variants: dict[str, dict[str, Any]] = Field(description="Variant name → its own recpo overrides.")
     splits: list[Literal["valid", "test"]] = Field(["test"], min_length=1, description="Splits to rank.")
+    reasoning_users: int | None = Field(
+        100,
+        ge=1,
+        description="Users per split also ranked with greedy reasoning (the evaluation's seeded order; null: all).",
+    )
 
     @model_validator(mode="after")
     def _variants_are_valid_recpo_blocks(self) -> AblationParams:

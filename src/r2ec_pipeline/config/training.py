@@ -176,9 +176,11 @@ class RecPOParams(_Params):
     resume_from_checkpoint: bool | str = Field(
         False, description="true: the latest checkpoint in recpo_checkpoints; a path: that checkpoint."
     )
-    eval_steps: int | None = Field(3, ge=1, description="Validation every N steps (always before and after).")
+    eval_steps: int | None = Field(
+        None, ge=1, description="Validation every N steps (null: none in between; always before and after)."
+    )
     eval_users: int | None = Field(
-        48, ge=0, description="Seeded subset of validation users (null: all; 0: no validation)."
+        100, ge=0, description="Seeded subset of validation users (null: all; 0: no validation)."
     )
     log_completions_steps: int = Field(1, ge=0, description="Keep sampled reasoning texts every N steps (0: never).")
     metric_for_best_model: str | None = Field(

@@ -154,17 +154,10 @@ def reasoning_length(model: R2ecModel, texts: Sequence[str]) -> float:
     return float(np.mean(lengths)) if lengths else 0.0
 
 
-def evaluate_both_modes(
-    model: R2ecModel,
-    prompts: Sequence[str],
-    targets: Sequence[int],
-    histories: Sequence[Sequence[int]],
-    max_new_tokens: int,
-    batch_size: int = 8,
-    ks: Sequence[int] = DEFAULT_KS,
+def both_modes_metrics(
+    model: R2ecModel, rankings: dict[str, Ranking], texts: Sequence[str], ks: Sequence[int] = DEFAULT_KS
 ) -> dict[str, float]:
-    """Metrics with greedy reasoning (``reasoning.*``) and without (``direct.*``), on the current table."""
-    rankings, texts = rank_both_modes(model, prompts, targets, histories, max_new_tokens, batch_size)
+    """``reasoning.*`` and ``direct.*`` metrics of ``rank_both_modes``'s rankings, and the mean reasoning length."""
     metrics = {
         f"{mode}.{name}": value for mode in MODES for name, value in ranking_metrics(rankings[mode].ranks, ks).items()
     }

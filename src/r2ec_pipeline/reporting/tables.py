@@ -10,7 +10,7 @@ import pandas as pd
 MODEL_LABELS = {"popularity": "Pop", "sasrec": "SASRec", "zero_shot": "R²ec zero-shot", "sft": "SFT", "recpo": "RecPO"}
 TABLE_METRICS = ("hit_at_5", "ndcg_at_5", "hit_at_10", "ndcg_at_10", "hit_at_20", "ndcg_at_20", "mrr")
 R2EC_MODELS = ("zero_shot", "sft", "recpo")
-CI_METRICS = ("ndcg_at_10", "hit_at_10")
+CI_METRICS = ("ndcg_at_10", "hit_at_10", "mrr")
 COLD_START_METRICS = ("hit_at_10", "ndcg_at_10", "hit_at_20", "ndcg_at_20", "mrr", "median_rank")
 COLD_START_LABELS = {
     "cold": "trained without them, added by a catalog update",

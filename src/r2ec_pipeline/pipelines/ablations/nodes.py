@@ -18,10 +18,24 @@ from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.rankings import rank_r2ec
 from r2ec_pipeline.pipelines.shared.recpo import start_policy
 from r2ec_pipeline.reporting.plots import variant_bar_chart
-from r2ec_pipeline.reporting.statistics import metrics_by_model
+from r2ec_pipeline.reporting.statistics import metrics_by_model, paired_differences
 from r2ec_pipeline.reporting.tables import TABLE_METRICS, markdown_table
 
 logger = logging.getLogger(__name__)
+
+# each variant's signal (method §5.9): run means of the per-step diagnostics in its RecPO report
+DIAGNOSTICS = (
+    "zero_advantage_share",
+    "reward_group_std",
+    "stop_length_share",
+    "completion_length",
+    "ratio_std",
+    "clip_fraction",
+    "token_loss",
+    "item_loss",
+    "kl_to_start",
+)
+COMPARED_METRICS = ("ndcg_at_10", "mrr")  # paired against the reference variant, per split and mode
 
 
 def variant_recpo_params(recpo_params: dict[str, Any], ablation_params: dict[str, Any], variant: str) -> dict[str, Any]:
@@ -44,33 +58,66 @@ def rank_variant(
     ablation_params: dict[str, Any],
     variant: str,
 ) -> pd.DataFrame:
-    """The variant ranked in both modes on the evaluation stage's users of the chosen splits."""
-    splits = parse_block("ablations", ablation_params).splits
-    config = parse_block("evaluation", evaluation_params)
+    """The variant ranked directly on the evaluation stage's users of the chosen splits, and with greedy
+    reasoning on the first ``ablations.reasoning_users`` of them per split (the same users for every variant)."""
+    ablations = parse_block("ablations", ablation_params)
     return rank_r2ec(
         variant,
         model,
-        samples[samples["split"].isin(splits)],
+        samples[samples["split"].isin(ablations.splits)],
         interactions,
         parse_block("model", model_params),
-        config,
-        config.reasoning_users,
+        parse_block("evaluation", evaluation_params),
+        ablations.reasoning_users,
     )
+
+
+def _ranks(frame: pd.DataFrame, split: str, mode: str) -> pd.Series:
+    rows = frame[(frame["split"] == split) & (frame["mode"] == mode)]
+    return rows.set_index(["user_id", "target_item_id"])["rank"]
+
+
+def compare_to_reference(
+    rankings: dict[str, pd.DataFrame], reference: str, splits: list[str], resamples: int = 2000
+) -> dict[str, Any]:
+    """``{variant: {split: {mode: {metric: {difference, low, high, users}}}}}``: paired bootstrap 95% CIs of
+    each variant − ``reference`` on the users both ranked in that mode (``COMPARED_METRICS``)."""
+    result: dict[str, Any] = {}
+    for variant, frame in rankings.items():
+        if variant == reference:
+            continue
+        for split in splits:
+            for mode in ("direct", "reasoning"):
+                differences = paired_differences(
+                    _ranks(frame, split, mode), _ranks(rankings[reference], split, mode), COMPARED_METRICS, resamples
+                )
+                if differences is not None:
+                    result.setdefault(variant, {}).setdefault(split, {})[mode] = differences
+    return result
+
+
+def diagnostics(report: dict[str, Any]) -> dict[str, float | None]:
+    """The run means of the variant's per-step diagnostics (``DIAGNOSTICS``), as its RecPO report has them."""
+    rollouts = report.get("rollouts", {})
+    return {name: rollouts.get(name) for name in DIAGNOSTICS}
 
 
 def _mlflow_run(
     variant: str, block: dict[str, Any], overrides: dict[str, Any], metrics: dict[str, Any], report: dict[str, Any]
 ) -> dict[str, Any]:
     """What the variant's nested MLflow run shows (written by the ``ChildRunsDataset`` of ``ablation_metrics``):
-    its recpo block, test metrics and reward curve, tagged with its overrides."""
+    its recpo block, metrics and diagnostics, and its per-step curves, tagged with its overrides."""
+    signal = {name: value for name, value in diagnostics(report).items() if value is not None}
     return {
         "tags": {
             "ablation.variant": variant,
             "ablation.overrides": ", ".join(f"{k}={v}" for k, v in overrides.items()) or "none",
         },
         "params": {f"recpo.{key}": value for key, value in block.items()},
-        "metrics": metrics,
-        "curves": {"recpo/train.reward_mean": report.get("reward_mean_by_step", [])},  # as in the parent run
+        "metrics": {**metrics, "diagnostics": signal},
+        "curves": {  # as the parent run names them
+            f"recpo/train.{name}": values for name, values in report.get("curves", {}).items() if values
+        },
     }
 
 
@@ -80,20 +127,25 @@ def summarise_ablations(
     evaluation_params: dict[str, Any],
     *results: pd.DataFrame | dict[str, Any],
 ) -> tuple[dict[str, Any], pd.DataFrame, Figure]:
-    """``results`` = each variant's rankings then its RecPO report, in ``ABLATION_VARIANTS`` order."""
+    """``results`` = each variant's rankings then its RecPO report, in ``ABLATION_VARIANTS`` order.
+
+    Per variant: its metrics, mean training reward and diagnostics; per variant but the reference (the first,
+    ``fused_grpo``), paired CIs of its difference to the reference (``comparisons``), also in the table."""
     config = parse_block("ablations", ablation_params)
     ks = parse_block("evaluation", evaluation_params).ks
-    rankings, reports = results[0::2], results[1::2]
+    rankings = {str(frame["model"].iloc[0]): frame for frame in results[0::2]}
+    reference = next(iter(rankings))
+    comparisons = compare_to_reference(rankings, reference, config.splits)
     summary: dict[str, Any] = {}
     rows = []
-    for frame, report in zip(rankings, reports, strict=True):
-        variant = str(frame["model"].iloc[0])
+    for (variant, frame), report in zip(rankings.items(), results[1::2], strict=True):
         metrics = metrics_by_model(frame, ks)
         by_split = {split: metrics[split][variant] for split in config.splits if split in metrics}
         rewards = report.get("reward_mean_by_step", [])
         summary[variant] = {
             **by_split,
             "reward_mean": sum(rewards) / len(rewards) if rewards else None,
+            "diagnostics": diagnostics(report),
             "overrides": config.variants[variant],
             "mlflow_run": _mlflow_run(
                 variant, config.recpo_block(recpo_params, variant), config.variants[variant], by_split, report
@@ -101,16 +153,25 @@ def summarise_ablations(
         }
         for split, modes in by_split.items():
             for mode, values in modes.items():
+                versus = comparisons.get(variant, {}).get(split, {}).get(mode, {})
                 rows.append(
                     {
                         "variant": variant,
                         "split": split,
                         "mode": mode,
+                        "users": values["users"],
                         **{name: values[name] for name in TABLE_METRICS if name in values},
+                        **{
+                            f"{name}_vs_{reference}_{part}": versus[name][part] if versus else None
+                            for name in COMPARED_METRICS
+                            for part in ("difference", "low", "high")
+                        },
                         "reward_mean": summary[variant]["reward_mean"],
+                        **summary[variant]["diagnostics"],
                     }
                 )
     table = pd.DataFrame(rows)
-    summary["users"] = metrics_by_model(pd.concat(rankings), ks)["users"]
+    summary["comparisons"] = {"reference": reference, "variants": comparisons}
+    summary["users"] = metrics_by_model(pd.concat(rankings.values()), ks)["users"]
     logger.info("ablations:\n%s", markdown_table(table))
     return summary, table, variant_bar_chart(table)

@@ -11,6 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from accelerate import PartialState
@@ -18,10 +19,11 @@ from transformers import PreTrainedTokenizerBase
 
 from r2ec_pipeline.config import ConfigError, parse_block
 from r2ec_pipeline.data.samples import fixed_users_last_samples, mask_lists
+from r2ec_pipeline.metrics import paired_bootstrap, per_sample
 from r2ec_pipeline.model.adapters import enable_training
 from r2ec_pipeline.model.backbone import load_causal_lm
 from r2ec_pipeline.model.dual_head import R2ecModel
-from r2ec_pipeline.model.evaluation import evaluate_both_modes
+from r2ec_pipeline.model.evaluation import both_modes_metrics, rank_both_modes
 from r2ec_pipeline.model.factory import build_dual_head, place_for
 from r2ec_pipeline.pipelines.shared.costs import cost_metrics, peak_rss_mb
 from r2ec_pipeline.rl.distributed import Collective
@@ -98,22 +100,30 @@ def train_recpo_model(
     eval_targets = eval_samples["target_item_id"].astype(int).tolist()
     eval_masks = mask_lists(eval_samples, interactions, model_config.history_mask)
 
+    validation_ranks: list[dict[str, np.ndarray]] = []  # per validation, in order: each mode's per-user ranks
+
     def evaluate(current: R2ecModel) -> dict[str, float]:
-        return evaluate_both_modes(
+        rankings, texts = rank_both_modes(
             current,
             eval_prompts,
             eval_targets,
             eval_masks,
             config.max_completion_length,
-            batch_size=model_config.encode_batch_size,
+            model_config.encode_batch_size,
         )
+        validation_ranks.append({mode: ranking.ranks for mode, ranking in rankings.items()})
+        return both_modes_metrics(current, rankings, texts)
 
     checkpoints.keep = config.save_total_limit
     result = train_recpo(
         model, data, config, evaluate=evaluate if len(eval_samples) else None, store=checkpoints, collective=collective
     )
     report = recpo_report(result, config.metric_for_best_model if len(eval_samples) else None)
-    report.update(eval_users=len(eval_samples), world_size=collective.world_size)
+    report.update(
+        eval_users=len(eval_samples),
+        world_size=collective.world_size,
+        selection_ci=selection_confidence(result, validation_ranks, config.metric_for_best_model),
+    )
     history = {
         **result.history,
         "selected_step": [{"value": float(result.selected_step), "step": result.steps}],
@@ -155,6 +165,29 @@ CURVES = (
 def _run_mean(history: dict[str, list[dict[str, float]]], name: str) -> float | None:
     points = history.get(f"train.{name}", [])
     return sum(point["value"] for point in points) / len(points) if points else None
+
+
+def selection_confidence(
+    result: RecPOResult, validation_ranks: list[dict[str, np.ndarray]], metric: str | None
+) -> dict[str, Any] | None:
+    """Can the selection tell the weights apart? Paired bootstrap 95% CIs, over the validation users, of the
+    selected and of the last weights' ``metric`` minus the starting weights' (method §5.9: the CI's width
+    says how small a difference the validation users can resolve). None without the validations of this
+    process (a resumed run's earlier ones are not kept) or without a metric."""
+    if metric is None or len(validation_ranks) != len(result.evaluations) or 0 not in result.evaluations:
+        return None
+    by_step = dict(zip(result.evaluations, validation_ranks, strict=True))  # validations in the order they ran
+    mode, name = metric.split(".", 1)
+
+    def values(step: int) -> np.ndarray:
+        return per_sample(by_step[step][mode], name)
+
+    return {
+        "metric": metric,
+        "users": len(values(0)),
+        "selected_minus_start": paired_bootstrap(values(result.selected_step), values(0)),
+        "last_minus_start": paired_bootstrap(values(result.steps), values(0)) if result.steps in by_step else None,
+    }
 
 
 def recpo_report(result: RecPOResult, metric: str | None) -> dict[str, Any]:
