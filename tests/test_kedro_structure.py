@@ -108,3 +108,12 @@ def test_pipeline_packages_import_their_nodes_without_kedro():
             if path.name != "pipeline.py" and any(n.startswith("kedro") for n in _imported_modules(path)):
                 problems.append(f"{package.name}/{path.name} imports Kedro")
     assert not problems, problems
+
+
+def test_the_project_itself_switches_kedro_telemetry_off(monkeypatch):
+    """Every kedro command in the project (not only the Makefile's, which also sets the variable) sends nothing."""
+    from kedro_telemetry.plugin import _check_for_telemetry_consent
+
+    for variable in ("KEDRO_DISABLE_TELEMETRY", "DO_NOT_TRACK"):
+        monkeypatch.delenv(variable, raising=False)
+    assert _check_for_telemetry_consent(PIPELINES.parents[2]) is False

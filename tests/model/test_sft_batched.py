@@ -98,6 +98,12 @@ def test_full_softmax_equals_the_catalog_loss_and_takes_every_items_gradient(mod
     _assert_same(expected, _gradients(model))
 
 
+@pytest.mark.parametrize("history", [[1, 9], [0], [1, -2]])  # past the catalog, the padding id, negative
+def test_history_ids_outside_the_catalog_raise_rather_than_mask_another_column(history):
+    with pytest.raises(ValueError, match="unknown item ids in history"):
+        HistoryIndex.of([[2], history], torch.tensor([-1, 0, 1, 2, 3, 4]))
+
+
 def test_history_mask_marks_each_rows_earlier_items_but_never_lets_the_target_go():
     column_of = torch.tensor([-1, 0, 1, 2, 3, 4])
     index = HistoryIndex.of(HISTORIES, column_of)

@@ -93,10 +93,21 @@ def test_num_iterations_reuses_one_rollout_for_several_updates(tiny_backbone_dir
     assert steps == {3} and metrics["skipped"] == 0.0
 
 
-def test_item_loss_reads_the_current_user_state_not_the_rollout_ones(tiny_backbone_dir, tmp_path):
+def test_item_loss_reads_the_current_user_state_not_the_rollout_ones(tiny_backbone_dir, tmp_path, monkeypatch):
     """The item loss's h comes from the update's own forward (with gradient), never ``paths.states``."""
     import copy
 
+    from r2ec_pipeline.rl import step
+
+    seen = []  # each update's h, as the item loss receives it
+
+    def keeping_h(model, batch, paths, users, states, *args):
+        states.retain_grad()
+        seen.append(states)
+        return original(model, batch, paths, users, states, *args)
+
+    original = step._item_logprobs
+    monkeypatch.setattr(step, "_item_logprobs", keeping_h)
     model = toy_model(tiny_backbone_dir, tmp_path)
     batch = toy_batch()
     paths = rollout(model, batch, SETTINGS, torch.Generator().manual_seed(0))
@@ -111,3 +122,4 @@ def test_item_loss_reads_the_current_user_state_not_the_rollout_ones(tiny_backbo
     assert gradients[0].keys() == gradients[1].keys() and all(
         torch.equal(gradients[0][n], gradients[1][n]) for n in gradients[0]
     )
+    assert len(seen) == 2 and all(h.grad is not None and h.grad.abs().sum() > 0 for h in seen)  # h is trained

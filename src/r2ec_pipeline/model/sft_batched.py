@@ -142,9 +142,19 @@ class HistoryIndex:
 
     @classmethod
     def of(cls, histories: Sequence[Sequence[int]], column_of: torch.Tensor) -> HistoryIndex:
+        """``column_of``: item id → catalog column, −1 where no item. Ids outside the catalog raise (as
+        ``scoring.mask_items`` does): a −1 would silently mask the last column instead."""
         counts = np.array([len(h) for h in histories], dtype=np.int64)
         offsets = torch.as_tensor(np.concatenate([[0], np.cumsum(counts)]), device=column_of.device)
         flat = np.fromiter((int(i) for h in histories for i in h), dtype=np.int64, count=int(counts.sum()))
+        known = column_of.cpu().numpy()
+        unknown = (flat < 0) | (flat >= len(known))
+        unknown[~unknown] = known[flat[~unknown]] < 0
+        if unknown.any():
+            bad = sorted({int(i) for i in flat[unknown]})
+            raise ValueError(
+                f"unknown item ids in history: {bad[:10]} (not in the catalog of {int((known >= 0).sum())} items)"
+            )
         return cls(offsets, column_of[torch.as_tensor(flat, device=column_of.device)], counts)
 
     def mask(self, rows: np.ndarray, width: int) -> torch.Tensor:
