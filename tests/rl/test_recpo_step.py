@@ -123,3 +123,34 @@ def test_item_loss_reads_the_current_user_state_not_the_rollout_ones(tiny_backbo
         torch.equal(gradients[0][n], gradients[1][n]) for n in gradients[0]
     )
     assert len(seen) == 2 and all(h.grad is not None and h.grad.abs().sum() > 0 for h in seen)  # h is trained
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_first_update_token_ratio_is_exactly_one_whatever_decoded_the_paths(
+    tiny_backbone_dir, tmp_path, monkeypatch, dtype
+):
+    """Paths decoded by a merged copy (bf16 on a GPU) carry log-probs that differ from the unmerged policy's in
+    their last bits; the token loss's old log-probs are the first update's own, so its ratio is exactly 1."""
+    from r2ec_pipeline.model.merged import MergedCopy
+    from r2ec_pipeline.rl import step
+
+    seen = []  # (new, old) log-probs of each token-loss call
+
+    def recording(logprobs, old_logprobs, *args, **kwargs):
+        seen.append((logprobs.detach().clone(), old_logprobs.clone()))
+        return original(logprobs, old_logprobs, *args, **kwargs)
+
+    original = step.clipped_token_loss
+    monkeypatch.setattr(step, "clipped_token_loss", recording)
+    model = toy_model(tiny_backbone_dir, tmp_path)
+    model.lm.to(dtype)
+    model.item_table = model.item_table.to(dtype)
+    optimizer = torch.optim.AdamW([p for p in model.lm.parameters() if p.requires_grad], lr=1e-2)
+    settings = SETTINGS.model_copy(update={"num_iterations": 2})
+    batch = toy_batch()
+    paths = rollout(model, batch, settings, torch.Generator().manual_seed(0), decoder=MergedCopy(model).model)
+    first = policy_update(model, optimizer, batch, paths, settings)
+    (new, old), mask = seen[0], paths.mask.bool()
+    assert torch.equal(new[mask], old[mask]) and first["clip_fraction"] == 0.0
+    policy_update(model, optimizer, batch, paths, settings)  # moved weights, same old values
+    assert torch.equal(seen[1][1], old) and not torch.equal(seen[1][0][mask], old[mask])

@@ -52,7 +52,7 @@ class Rollout:
     texts: list[str]
     stop_reasons: list[StopReason]  # tag, end_of_turn or length, per path
     states: torch.Tensor  # users·G × d: h at each path's final tag token (what was scored)
-    old_logprobs: torch.Tensor  # users·G × T, right-padded, under the rollout policy
+    old_logprobs: torch.Tensor  # users·G × T, right-padded, as the decoder sampled them (diagnostics only)
     mask: torch.Tensor  # users·G × T, 1 on real completion tokens
     rank_part: torch.Tensor  # users·G
     sim_part: torch.Tensor  # users·G
@@ -65,6 +65,10 @@ class Rollout:
     # first update runs on exactly those weights, so it fills this in (its ratio is 1 by construction);
     # later updates of the same rollout (num_iterations > 1) use it. Never a cached table row.
     old_item_logprobs: torch.Tensor | None = None
+    # users·G × T: the token log-probs the first update took under those same weights, the token loss's old
+    # values (its ratio is 1 at the first update by construction, whatever the decoder's numerics: a merged
+    # bf16 copy differs from the unmerged policy in its last bits); later updates use them.
+    policy_logprobs: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -142,8 +146,12 @@ def _micro_batch_loss(
     target_states: torch.Tensor,
     counts: _Denominators,
     settings: RecPOParams,
+    first_logprobs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
-    """Loss of the users in ``users`` (divided by global counts), their log p(v⁺), and their summable parts."""
+    """Loss of the users in ``users`` (divided by global counts), their log p(v⁺), and their summable parts.
+
+    At a rollout's first update (``paths.policy_logprobs`` unset) the token loss's old log-probs are this
+    forward's own, detached, and are written into ``first_logprobs`` for the later updates."""
     group = settings.num_generations
     rows = slice(users.start * group, users.stop * group)
     completions = paths.token_ids[rows]
@@ -152,9 +160,15 @@ def _micro_batch_loss(
     )
     width = logprobs.shape[1]  # this slice's longest path; the rollout pads to the whole batch's
     mask, advantages = paths.mask[rows, :width], paths.advantages[users]
+    if paths.policy_logprobs is None:
+        old_logprobs = logprobs.detach()
+        if first_logprobs is not None:
+            first_logprobs[rows, :width] = old_logprobs
+    else:
+        old_logprobs = paths.policy_logprobs[rows, :width]
     token_loss, clipped = clipped_token_loss(
         logprobs,
-        paths.old_logprobs[rows, :width],
+        old_logprobs,
         advantages.flatten(),
         mask,
         settings.epsilon,
@@ -236,9 +250,9 @@ def policy_update(
 ) -> dict[str, float]:
     """Steps 5–7: clipped token loss on all paths + clipped item loss on the best ones, one optimizer step.
 
-    The first update of a rollout runs on the rollout-time weights: its log p(v⁺) becomes the rollout's
-    old value (``paths.old_item_logprobs``), so the item ratio starts at exactly 1 however old the
-    cached item table is. With ``policy_micro_batch`` the users go through forward and backward a
+    The first update of a rollout runs on the rollout-time weights: its token log-probs and log p(v⁺) become
+    the rollout's old values (``paths.policy_logprobs``, ``paths.old_item_logprobs``), so both ratios start at
+    exactly 1 however the paths were decoded and however old the cached item table is. With ``policy_micro_batch`` the users go through forward and backward a
     micro-batch at a time. Every loss is divided by global counts, so the gradients add up to the
     one-shot gradient; the targets' encodings, which every user's in-batch softmax reads, are taken
     once without a graph, collect their gradient from every micro-batch, and are then encoded again
@@ -265,9 +279,10 @@ def policy_update(
         local_targets.requires_grad_(True)
     totals: dict[str, torch.Tensor] = {}
     item_logprobs, skipped = [], False
+    first_logprobs = torch.zeros_like(paths.old_logprobs) if paths.policy_logprobs is None else None
     for users_slice in slices:
         loss, item_part, parts = _micro_batch_loss(
-            model, batch, paths, users_slice, collective.gather(local_targets), counts, settings
+            model, batch, paths, users_slice, collective.gather(local_targets), counts, settings, first_logprobs
         )
         item_logprobs.append(item_part)
         for name, value in parts.items():
@@ -278,6 +293,8 @@ def policy_update(
             loss.backward()
     if paths.old_item_logprobs is None:
         paths.old_item_logprobs = torch.cat(item_logprobs)
+    if paths.policy_logprobs is None:
+        paths.policy_logprobs = first_logprobs
 
     grad_norm = torch.tensor(float("nan"))
     if skipped:
