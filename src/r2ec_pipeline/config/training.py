@@ -102,7 +102,7 @@ class SFTParams(_Params):
         "attention on a GPU, more tokens).",
     )
     catalog_groups: int = Field(
-        4,
+        1,
         ge=1,
         description="softmax full (engine batched, item_chunk_size null): length groups the whole catalog is "
         "encoded in, its shared prefix run once for all (1: one batch padded to the longest item).",
