@@ -82,6 +82,16 @@ def test_bad_values_name_the_parameter(block, values, named):
         validate_parameters(_params(**{block: values}))
 
 
+def test_gradient_checkpointing_with_shared_prefixes_is_refused_naming_both_settings():
+    params = _params(
+        model={"backbone": "x", "gradient_checkpointing": True}, sft={"engine": "batched", "share_prefix": ["items"]}
+    )
+    with pytest.raises(ConfigError, match=r"model\.gradient_checkpointing: true cannot run with sft\.share_prefix"):
+        validate_parameters(params)
+    params["sft"]["share_prefix"] = []  # every text run whole: checkpointing is fine
+    assert validate_parameters(params)["model"].gradient_checkpointing
+
+
 def test_unknown_source_lists_the_choices():
     with pytest.raises(ConfigError, match="movielens_100k") as error:
         parse_block("data_ingestion", {"source": "netflix"})

@@ -163,6 +163,16 @@ def test_batched_engine_trains_whole_epochs_and_keeps_the_best_validated_weights
     assert {p.dtype for n, p in model.lm.named_parameters() if p.requires_grad} == {torch.float32}
 
 
+def test_batched_engine_refuses_gradient_checkpointing_with_shared_prefixes(model):
+    settings = SFTParams(engine="batched", softmax="full", batch_size=3, steps=1, share_prefix=["items"])
+    model.set_gradient_checkpointing(True)
+    try:
+        with pytest.raises(ValueError, match=r"model\.gradient_checkpointing.*sft\.share_prefix"):
+            train_sft(model, USERS, TARGETS, ITEMS, None, settings, HISTORIES)
+    finally:
+        model.set_gradient_checkpointing(False)
+
+
 def test_full_softmax_needs_the_batched_engine():
     with pytest.raises(ValueError, match="engine"):
         SFTParams(softmax="full")

@@ -106,6 +106,13 @@ def validate_parameters(params: dict[str, Any]) -> dict[str, Any]:
             typed[block] = parse_block(block, params[block])
         except ConfigError as error:
             problems.append(str(error))
+    if not problems and "model" in typed and "sft" in typed:
+        sft = typed["sft"]
+        if typed["model"].gradient_checkpointing and sft.engine == "batched" and sft.share_prefix:
+            problems.append(
+                f"model.gradient_checkpointing: true cannot run with sft.share_prefix: {sft.share_prefix} (engine "
+                "batched: HF drops the shared prefix's KV cache under checkpointing); set one of them off"
+            )
     if not problems and "ablations" in typed:
         for variant in ABLATION_VARIANTS:  # each variant's merged recpo block must be valid too
             try:

@@ -132,9 +132,11 @@ class R2ecModel(nn.Module):
         HF then drops every KV cache passed to a layer (transformers 5.17 even under ``no_grad``), so a
         cached prefix would vanish: the cache-sharing paths fall back to plain full-sequence passes.
         """
-        return self.lm.training and self._checkpointing_on()
+        return self.lm.training and self.checkpointing_enabled
 
-    def _checkpointing_on(self) -> bool:
+    @property
+    def checkpointing_enabled(self) -> bool:
+        """Gradient checkpointing is on for the decoder's layers (it recomputes them while training)."""
         return any(getattr(layer, "gradient_checkpointing", False) for layer in self.decoder.layers)
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
@@ -146,7 +148,7 @@ class R2ecModel(nn.Module):
                 enable(activation_checkpointing_kwargs={"use_reentrant": False})
             else:
                 base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        elif self._checkpointing_on():
+        elif self.checkpointing_enabled:
             disable = getattr(base, "activation_checkpointing_disable", None) or base.gradient_checkpointing_disable
             disable()
 

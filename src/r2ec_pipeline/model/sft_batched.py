@@ -350,6 +350,17 @@ def _snapshot(model: R2ecModel, weights: MasterWeights) -> dict[str, torch.Tenso
     return state
 
 
+def refuse_checkpointed_prefixes(checkpointing: bool, share_prefix: Sequence[str]) -> None:
+    """The batched engine runs a shared prefix once and repeats its KV cache; under gradient checkpointing HF
+    drops every cache passed to a layer, so the two settings cannot go together."""
+    if checkpointing and share_prefix:
+        raise ValueError(
+            f"model.gradient_checkpointing: true cannot run with sft.share_prefix: {list(share_prefix)} (engine "
+            "batched): HF drops the shared prefix's KV cache under checkpointing. Set sft.share_prefix: [] "
+            "(every text run whole) or model.gradient_checkpointing: false."
+        )
+
+
 def train_sft_batched(
     model: R2ecModel,
     user_prompts: Sequence[str],
@@ -365,7 +376,9 @@ def train_sft_batched(
     The same contract as ``sft.train_sft`` (an ``SFTResult``; without ``evaluate`` the last weights are
     kept and the item table is encoded at the end). Validation runs every ``eval_every`` steps and after
     the last one; losses are read back every ``log_every`` steps, so a step never waits for the host.
+    Refuses gradient checkpointing with shared prefixes (HF drops the prefix's KV cache under it).
     """
+    refuse_checkpointed_prefixes(model.checkpointing_enabled, settings.share_prefix)
     data = SFTData.build(
         model,
         user_prompts,
