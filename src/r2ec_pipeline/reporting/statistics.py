@@ -24,7 +24,8 @@ def metrics_by_model(rankings: pd.DataFrame, ks: Iterable[int]) -> dict[str, Any
     return result
 
 
-def _ranks(rankings: pd.DataFrame, split: str, model: str, mode: str) -> pd.Series:
+def rank_series(rankings: pd.DataFrame, split: str, model: str, mode: str) -> pd.Series:
+    """One model's target ranks in one split and mode, indexed by (user, target): what paired CIs join on."""
     rows = rankings[(rankings["split"] == split) & (rankings["model"] == model) & (rankings["mode"] == mode)]
     return rows.set_index(["user_id", "target_item_id"])["rank"]
 
@@ -73,7 +74,7 @@ def paired_comparisons(
     result: dict[str, Any] = {}
     for a, b in comparison_pairs(metrics, split):
         differences = paired_differences(
-            _ranks(rankings, split, *a), _ranks(rankings, split, *b), names, resamples, seed
+            rank_series(rankings, split, *a), rank_series(rankings, split, *b), names, resamples, seed
         )
         if differences is not None:
             result[f"{a[0]}.{a[1]}-{b[0]}.{b[1]}"] = differences

@@ -18,7 +18,7 @@ from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.rankings import rank_r2ec
 from r2ec_pipeline.pipelines.shared.recpo import start_policy
 from r2ec_pipeline.reporting.plots import variant_bar_chart
-from r2ec_pipeline.reporting.statistics import metrics_by_model, paired_differences
+from r2ec_pipeline.reporting.statistics import metrics_by_model, paired_differences, rank_series
 from r2ec_pipeline.reporting.tables import TABLE_METRICS, markdown_table
 
 logger = logging.getLogger(__name__)
@@ -72,11 +72,6 @@ def rank_variant(
     )
 
 
-def _ranks(frame: pd.DataFrame, split: str, mode: str) -> pd.Series:
-    rows = frame[(frame["split"] == split) & (frame["mode"] == mode)]
-    return rows.set_index(["user_id", "target_item_id"])["rank"]
-
-
 def compare_to_reference(
     rankings: dict[str, pd.DataFrame], reference: str, splits: list[str], resamples: int = 2000
 ) -> dict[str, Any]:
@@ -89,7 +84,10 @@ def compare_to_reference(
         for split in splits:
             for mode in ("direct", "reasoning"):
                 differences = paired_differences(
-                    _ranks(frame, split, mode), _ranks(rankings[reference], split, mode), COMPARED_METRICS, resamples
+                    rank_series(frame, split, variant, mode),
+                    rank_series(rankings[reference], split, reference, mode),
+                    COMPARED_METRICS,
+                    resamples,
                 )
                 if differences is not None:
                     result.setdefault(variant, {}).setdefault(split, {})[mode] = differences
