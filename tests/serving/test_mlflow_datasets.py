@@ -68,4 +68,6 @@ def test_each_variant_becomes_a_nested_run_with_its_params_metrics_and_curve(mlf
 def test_without_a_run_only_the_summary_is_written(mlflow_store, tmp_path):
     ChildRunsDataset(str(tmp_path / "ablations.json")).save({"fused": _variant("fused")})
     assert (tmp_path / "ablations.json").is_file()
+    (tmp_path / "plain.json").write_text("{}")  # the report is as readable as any file written with open()
+    assert (tmp_path / "ablations.json").stat().st_mode == (tmp_path / "plain.json").stat().st_mode
     assert not mlflow.search_runs(output_format="list", search_all_experiments=True)

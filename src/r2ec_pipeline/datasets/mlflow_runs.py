@@ -30,11 +30,16 @@ logger = logging.getLogger(__name__)
 
 
 def _write_json(path: Path, data: Any) -> None:
+    """Write through a staging file renamed into place (no half-written report), with the permissions a
+    plain ``open`` would give (``mkstemp`` makes its file private)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
         with os.fdopen(handle, "w") as stream:
             json.dump(data, stream, indent=2, default=str)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(staging, 0o666 & ~umask)
         os.replace(staging, path)
     finally:
         if os.path.exists(staging):
