@@ -250,10 +250,10 @@ def policy_update(
 ) -> dict[str, float]:
     """Steps 5–7: clipped token loss on all paths + clipped item loss on the best ones, one optimizer step.
 
-    The first update of a rollout runs on the rollout-time weights: its token log-probs and log p(v⁺)
-    become the rollout's old values (``paths.policy_logprobs``, ``paths.old_item_logprobs``), so both
-    ratios start at exactly 1 however the paths were decoded and however old the cached item table is.
-    With ``policy_micro_batch`` the users go through forward and backward a micro-batch at a time. Every loss is divided by global counts, so the gradients add up to the
+    The first update of a rollout runs on the rollout-time weights: its token log-probs and log p(v⁺) become
+    the rollout's old values (``paths.policy_logprobs``, ``paths.old_item_logprobs``), so both ratios start at
+    exactly 1 however the paths were decoded and however old the cached item table is. With ``policy_micro_batch`` the users go through forward and backward a
+    micro-batch at a time. Every loss is divided by global counts, so the gradients add up to the
     one-shot gradient; the targets' encodings, which every user's in-batch softmax reads, are taken
     once without a graph, collect their gradient from every micro-batch, and are then encoded again
     with a graph and given it (the gradient-cache trick, as SFT's ``chunked_item_backward``).
