@@ -17,6 +17,7 @@ in every rendered prompt. Each run merges its rows into the results file under `
 Usage: .venv/bin/python benchmarks/reasoning_budget.py [--users 100] [--budgets 32,64,128,256]
        [--temperature 1.5] [--top-k 200] [--models zero_shot,sft] [--modes greedy,sampled] [--batch 16]
        [--instruction TEXT] [--label NAME]
+       .venv/bin/python benchmarks/reasoning_budget.py --table   (every recorded row, no run)
 """
 
 from __future__ import annotations
@@ -127,7 +128,11 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--instruction", default=None, help="replaces prompts.user_instruction in every prompt")
     parser.add_argument("--label", default=None, help="results key prefix (default: the model's name)")
+    parser.add_argument("--table", action="store_true", help="print every recorded row and exit")
     args = parser.parse_args()
+    if args.table:
+        print_table(json.loads(RESULTS.read_text()))
+        return
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     budgets = [int(b) for b in args.budgets.split(",")]
     bootstrap_project(ROOT)
@@ -149,7 +154,6 @@ def main() -> None:
         )
     masks = mask_lists(chosen, interactions, model_config.history_mask)
     report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"models": {}}
-    report = upgrade(report)
     for name in args.models.split(","):
         if name == "sft":
             model = sft
@@ -178,17 +182,6 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=1) + "\n")
     print_table(report)
-
-
-def upgrade(report: dict) -> dict:
-    """Results written before rows carried their own settings: copy the file-wide ones into each row."""
-    shared = {key: report.pop(key) for key in ("users", "temperature", "top_k", "commit", "budgets") if key in report}
-    for run in report["models"].values():
-        for key in ("users", "temperature", "top_k", "commit"):
-            if key in shared:
-                run.setdefault(key, shared[key])
-        run.setdefault("instruction", None)
-    return report
 
 
 def replace_instruction(prompts: Sequence[str], old: str, new: str) -> list[str]:
