@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import time
 from collections.abc import Sequence
 
@@ -43,6 +42,7 @@ from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.factory import build_dual_head
 from r2ec_pipeline.model.generation import closing_ids, generate_reasoning, partial_tag_length
 from r2ec_pipeline.model.scoring import target_ranks
+from r2ec_pipeline.run_tags import git_commit
 
 RESULTS = ROOT / "docs/results/reasoning_budget.json"
 
@@ -154,6 +154,7 @@ def main() -> None:
         )
     masks = mask_lists(chosen, interactions, model_config.history_mask)
     report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"models": {}}
+    commit = git_commit(ROOT)  # the code the rows come from (+dirty: uncommitted changes)
     for name in args.models.split(","):
         if name == "sft":
             model = sft
@@ -174,9 +175,7 @@ def main() -> None:
             "temperature": temperature,
             "top_k": top_k,
             "instruction": args.instruction,
-            "commit": subprocess.run(
-                ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-            ).stdout.strip(),
+            "commit": commit,
             **study(model, prompts, targets, masks, budgets, temperature, top_k, args.batch, args.modes.split(",")),
         }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -41,6 +41,7 @@ from r2ec_pipeline.data.samples import fixed_users_last_samples, mask_lists
 from r2ec_pipeline.metrics import paired_bootstrap, per_sample
 from r2ec_pipeline.model.evaluation import rank_both_modes
 from r2ec_pipeline.pipelines.shared.recpo import CURVES
+from r2ec_pipeline.run_tags import git_commit
 
 RESULTS = ROOT / "docs/results/fit"
 REPORT = ROOT / "data/08_reporting/fit"
@@ -122,9 +123,7 @@ def measure(name: str, params_text: str, run: bool = True) -> dict[str, Any]:
             mode: paired(per_sample(ranks["recpo"][mode], "mrr"), per_sample(ranks["sft"][mode], "mrr"))
             for mode in ranks["sft"]
         },
-        "commit": subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip(),
+        "commit": git_commit(ROOT),
         "threads": torch.get_num_threads(),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
