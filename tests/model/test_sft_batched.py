@@ -1,11 +1,17 @@
 """The batched SFT engine: same loss and gradient as the prefix-cache engine, bucketing, master weights."""
 
+import shutil
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from r2ec_pipeline.config import SFTParams
+from r2ec_pipeline.config import AdapterParams, SFTParams
+from r2ec_pipeline.model.adapters import attach_adapters
+from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
+from r2ec_pipeline.model.dual_head import DualHeadConfig, R2ecModel
+from r2ec_pipeline.model.dual_head_io import trainable_state
 from r2ec_pipeline.model.losses import catalog_infonce, in_batch_infonce
 from r2ec_pipeline.model.sft import chunked_item_backward, train_sft
 from r2ec_pipeline.model.sft_batched import (
@@ -16,6 +22,7 @@ from r2ec_pipeline.model.sft_batched import (
     full_catalog_infonce,
     length_batches,
 )
+from r2ec_pipeline.model.training_state import CheckpointStore, ResumeError
 
 ITEMS = {
     1: "<|im_start|>user\nTitle: A<|im_end|>\n",
@@ -233,3 +240,114 @@ def test_full_softmax_loss_and_gradient_do_not_depend_on_which_prefixes_are_shar
     assert bool(some.users.prefix) == ("users" in share_prefix) and bool(some.items.prefix) == ("items" in share_prefix)
     torch.testing.assert_close(batched_loss_backward(model, some, np.arange(4), settings), loss, atol=1e-5, rtol=1e-5)
     _assert_same(expected, _gradients(model))
+
+
+def _fresh_model(tiny_backbone_dir, cache):
+    torch.manual_seed(0)
+    lm = attach_adapters(load_causal_lm(str(tiny_backbone_dir), cache), AdapterParams(r=2, alpha=4, top_layers=None))
+    tokenizer = load_tokenizer(str(tiny_backbone_dir), cache)
+    return R2ecModel(lm.eval(), tokenizer, DualHeadConfig(backbone=str(tiny_backbone_dir))).eval()
+
+
+@pytest.mark.parametrize(("softmax", "dtype"), [("full", "bfloat16"), ("sampled", "float32")])
+def test_two_steps_saved_then_two_more_resumed_elsewhere_equal_four_steps_straight(
+    tiny_backbone_dir, tmp_path, softmax, dtype
+):
+    """Masters, AdamW moments, the batch order mid-epoch (3 batches an epoch) and the negatives' generator
+    travel in the checkpoint: losses and final weights as one uninterrupted run's (1e-6)."""
+    values = [0.1, 0.2, 0.3, 0.4]  # the last step validates best: its weights are returned
+    settings = SFTParams(
+        engine="batched",
+        softmax=softmax,
+        batch_size=2,
+        negatives=2,
+        steps=4,
+        eval_every=2,
+        learning_rate=1e-2,
+        adapter_dtype=dtype,
+        item_chunk_size=None,
+        save_steps=2,
+    )
+    scores = iter(values)
+    straight_model = _fresh_model(tiny_backbone_dir, tmp_path / "a")
+    straight = train_sft(
+        straight_model,
+        USERS,
+        TARGETS,
+        ITEMS,
+        lambda m: {"ndcg_at_10": next(scores)},
+        settings,
+        HISTORIES,
+        CheckpointStore(tmp_path / "a" / "ckpt"),
+    )
+
+    scores = iter(values)
+    first = CheckpointStore(tmp_path / "b" / "ckpt")
+    two = settings.model_copy(update={"steps": 2})
+    train_sft(
+        _fresh_model(tiny_backbone_dir, tmp_path / "b"),
+        USERS,
+        TARGETS,
+        ITEMS,
+        lambda m: {"ndcg_at_10": next(scores)},
+        two,
+        HISTORIES,
+        first,
+    )
+    moved = tmp_path / "elsewhere" / "checkpoint-2"
+    shutil.copytree(first.latest(), moved)
+    shutil.rmtree(tmp_path / "b")
+    model = _fresh_model(tiny_backbone_dir, tmp_path / "c")
+    resumed = train_sft(
+        model,
+        USERS,
+        TARGETS,
+        ITEMS,
+        lambda m: {"ndcg_at_10": next(scores)},
+        settings.model_copy(update={"resume_from_checkpoint": str(moved)}),
+        HISTORIES,
+        CheckpointStore(tmp_path / "c" / "ckpt"),
+    )
+    losses = [p["value"] for p in resumed.history["train.loss"]]
+    assert losses == pytest.approx([p["value"] for p in straight.history["train.loss"]], abs=1e-6)
+    assert resumed.best_step == straight.best_step == 4 and resumed.steps_run == 4
+    # the selected (step 4) weights; the table is the validation's, which this stand-in does not encode
+    ours, theirs = trainable_state(model, with_table=False), trainable_state(straight_model, with_table=False)
+    assert max((ours[name] - theirs[name]).abs().max().item() for name in ours) < 1e-6
+
+
+def test_a_time_budget_stops_sft_with_a_checkpoint_the_next_run_finishes(tiny_backbone_dir, tmp_path):
+    settings = SFTParams(engine="batched", softmax="full", batch_size=2, steps=4, learning_rate=1e-2, save_steps=1)
+    straight_model = _fresh_model(tiny_backbone_dir, tmp_path / "a")
+    train_sft(straight_model, USERS, TARGETS, ITEMS, None, settings, HISTORIES)
+    store = CheckpointStore(tmp_path / "ckpt")
+    budget = settings.model_copy(update={"max_seconds": 1e-9})  # read at each save: out of time after step 1
+    stopped = train_sft(
+        _fresh_model(tiny_backbone_dir, tmp_path / "b"), USERS, TARGETS, ITEMS, None, budget, HISTORIES, store
+    )
+    assert stopped.steps_run == 1 and [p.name for p in store.checkpoints()] == ["checkpoint-1"]
+    model = _fresh_model(tiny_backbone_dir, tmp_path / "c")
+    finished = train_sft(
+        model,
+        USERS,
+        TARGETS,
+        ITEMS,
+        None,
+        settings.model_copy(update={"resume_from_checkpoint": True}),
+        HISTORIES,
+        store,
+    )
+    assert finished.steps_run == 4
+    ours, theirs = trainable_state(model), trainable_state(straight_model)
+    assert max((ours[name] - theirs[name]).abs().max().item() for name in ours) < 1e-6  # table encoded at the end
+
+
+def test_resuming_sft_under_another_batch_size_or_engine_is_refused(tiny_backbone_dir, tmp_path):
+    settings = SFTParams(engine="batched", softmax="full", batch_size=2, steps=2, save_steps=1)
+    store = CheckpointStore(tmp_path / "ckpt")
+    train_sft(_fresh_model(tiny_backbone_dir, tmp_path / "a"), USERS, TARGETS, ITEMS, None, settings, HISTORIES, store)
+    with pytest.raises(ResumeError, match="batch_size"):
+        again = settings.model_copy(update={"batch_size": 3, "resume_from_checkpoint": True})
+        train_sft(_fresh_model(tiny_backbone_dir, tmp_path / "b"), USERS, TARGETS, ITEMS, None, again, HISTORIES, store)
+    with pytest.raises(ValueError, match="need sft.engine: batched"):
+        SFTParams(engine="prefix_cache", save_steps=2)

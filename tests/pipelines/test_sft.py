@@ -4,6 +4,7 @@ import torch
 from kedro.runner import SequentialRunner
 
 from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
+from r2ec_pipeline.model.training_state import CheckpointStore
 from r2ec_pipeline.pipelines.prompts.pipeline import create_pipeline as prompts_pipeline
 from r2ec_pipeline.pipelines.sft.pipeline import create_pipeline as sft_pipeline
 from tests.helpers import memory_catalog
@@ -40,6 +41,7 @@ def test_sft_trains_the_adapters_and_reports_zero_shot_and_sft(tables, tiny_back
             "params:prompts": {},
             "params:sft": SFT,
             "validated_interactions": tables[0],
+            "sft_checkpoints": CheckpointStore(tmp_path / "sft_checkpoints"),
             **{k: v for k, v in data.items() if k != "test_samples"},
         },
         ["sft_model", "sft_history", "sft_report", "zero_shot_model", "sft_eval_samples"],
@@ -68,6 +70,7 @@ def test_catalog_softmax_trains_against_every_item_and_reports_its_curve(tables,
             "params:prompts": {},
             "params:sft": {**SFT, "softmax": "catalog", "table_refresh_every": 2, "negatives": 0},
             "validated_interactions": tables[0],
+            "sft_checkpoints": CheckpointStore(tmp_path / "sft_checkpoints"),
             **{k: v for k, v in data.items() if k != "test_samples"},
         },
         ["sft_model", "sft_history", "sft_report", "zero_shot_model", "sft_eval_samples"],

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import numpy as np
 import pytest
 import torch
-from transformers import get_constant_schedule_with_warmup
 
 import r2ec_pipeline.rl.trainer as trainer_module
 from r2ec_pipeline.model.dual_head_io import trainable_state
+from r2ec_pipeline.model.training_state import CheckpointStore, ResumeError, restore_rng
 from r2ec_pipeline.rl.trainer import batch_indices, total_steps, train_recpo
-from r2ec_pipeline.rl.training_state import CheckpointStore, ResumeError
 from tests.rl.toy_task import SETTINGS, toy_data, toy_model
 
 TRAINER = SETTINGS.model_copy(
@@ -68,6 +70,40 @@ def test_killed_after_step_k_and_resumed_gives_the_uninterrupted_step_k_plus_1(
     assert not [p for p in store.root.iterdir() if p.name.startswith(".")]  # no staging folder left
 
 
+def test_two_steps_saved_then_two_more_resumed_elsewhere_equal_four_steps_straight(tiny_backbone_dir, tmp_path):
+    """A checkpoint copied to another folder (another machine) resumes there by its path and continues the
+    same schedule: losses and final weights as one uninterrupted run's, to 1e-6."""
+    straight_model, straight = _train(tiny_backbone_dir, tmp_path / "a", CheckpointStore(tmp_path / "a" / "ckpt"))
+    first = CheckpointStore(tmp_path / "b" / "ckpt")
+    _train(tiny_backbone_dir, tmp_path / "b", first, trainer=TRAINER.model_copy(update={"max_steps": 2}))
+    moved = tmp_path / "elsewhere" / "checkpoint-2"
+    shutil.copytree(first.latest(), moved)
+    shutil.rmtree(tmp_path / "b")
+    model, resumed = _train(
+        tiny_backbone_dir, tmp_path / "c", CheckpointStore(tmp_path / "c" / "ckpt"), resume=str(moved)
+    )
+    assert resumed.resumed_from == 2 and resumed.steps == 4
+    assert _losses(resumed) == pytest.approx(_losses(straight), abs=1e-6)
+    ours, theirs = trainable_state(model), trainable_state(straight_model)
+    assert max((ours[name] - theirs[name]).abs().max().item() for name in ours) < 1e-6
+
+
+def test_a_checkpoint_says_what_trained_it_and_an_altered_one_is_refused(tiny_backbone_dir, tmp_path):
+    provenance = {"stage": "recpo", "data_hash": "abc", "prompts": {"window_size": 5}, "git_commit": "0" * 40}
+    store = CheckpointStore(tmp_path / "ckpt", provenance=provenance)
+    _train(tiny_backbone_dir, tmp_path, store, trainer=TRAINER.model_copy(update={"max_steps": 2}))
+    manifest = json.loads((store.latest() / "manifest.json").read_text())
+    assert {k: manifest[k] for k in provenance} == provenance and manifest["step"] == 2
+    assert set(manifest["files"]) == {"trainable.safetensors", "optimizer.pt", "trainer_state.json"}
+    other = CheckpointStore(tmp_path / "ckpt", provenance={**provenance, "data_hash": "def"})
+    with pytest.raises(ResumeError, match="data_hash"):
+        _train(tiny_backbone_dir, tmp_path, other, resume=True)
+    with (store.latest() / "trainable.safetensors").open("ab") as handle:
+        handle.write(b"x")
+    with pytest.raises(ResumeError, match="trainable.safetensors differs from its manifest"):
+        _train(tiny_backbone_dir, tmp_path, store, resume=True)
+
+
 def test_resuming_under_other_settings_is_refused(tiny_backbone_dir, tmp_path):
     store = CheckpointStore(tmp_path / "ckpt")
     _train(tiny_backbone_dir, tmp_path, store, trainer=TRAINER.model_copy(update={"max_steps": 2}))
@@ -75,7 +111,7 @@ def test_resuming_under_other_settings_is_refused(tiny_backbone_dir, tmp_path):
         _train(
             tiny_backbone_dir, tmp_path, store, resume=True, trainer=TRAINER.model_copy(update={"learning_rate": 0.5})
         )
-    with pytest.raises(ResumeError, match="not a RecPO checkpoint"):
+    with pytest.raises(ResumeError, match="not a training checkpoint"):
         _train(tiny_backbone_dir, tmp_path, store, resume=str(tmp_path / "nowhere"))
     # how an update is cut into micro-batches and log-prob chunks may change (same gradient): resumed
     _, resumed = _train(
@@ -187,9 +223,7 @@ def test_checkpoints_hold_and_restore_the_cuda_rng_state_where_there_is_one(tiny
     store = CheckpointStore(tmp_path / "ckpt")
     _train(tiny_backbone_dir, tmp_path, store, trainer=TRAINER.model_copy(update={"max_steps": 2}))
     assert torch.equal(torch.load(store.latest() / "optimizer.pt", weights_only=True)["cuda_rng"][0], cuda_state[0])
-    model = toy_model(tiny_backbone_dir, tmp_path / "cache")
-    optimizer = torch.optim.AdamW([p for p in model.lm.parameters() if p.requires_grad])
-    CheckpointStore.load(store.latest(), model, optimizer, get_constant_schedule_with_warmup(optimizer, 0))
+    restore_rng(store.read(store.latest()).resume)
     assert len(restored) == 1 and torch.equal(restored[0][0], cuda_state[0])
 
 

@@ -132,9 +132,27 @@ class SFTParams(_Params):
         None,
         gt=0,
         description="Stop once the training steps have taken this long (null: no limit; validation not "
-        "counted); the best weights are kept either way.",
+        "counted); the best weights are kept either way, and with save_steps a checkpoint to resume from.",
+    )
+    save_steps: int | None = Field(
+        None,
+        ge=1,
+        description="engine batched: resumable checkpoint every N steps and where training stops "
+        "(sft_checkpoints; null: none).",
+    )
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
+    resume_from_checkpoint: bool | str = Field(
+        False,
+        description="engine batched: true: the latest checkpoint in sft_checkpoints; a path (any folder, e.g. "
+        "one the repository ships): that checkpoint. The run continues its schedule.",
     )
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _checkpoints_need_batched_engine(self) -> SFTParams:
+        if (self.save_steps or self.resume_from_checkpoint) and self.engine != "batched":
+            raise ValueError("sft.save_steps and sft.resume_from_checkpoint need sft.engine: batched")
+        return self
 
     @model_validator(mode="after")
     def _softmax_fits_engine(self) -> SFTParams:

@@ -1,4 +1,4 @@
-"""Kedro dataset for RecPO's resumable training state (checkpoint-<step>/ folders)."""
+"""Kedro dataset for a training stage's resumable checkpoints (checkpoint-<step>/ folders, SFT or RecPO)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Any
 
 from kedro.io import AbstractDataset, DatasetError
 
-from r2ec_pipeline.rl.training_state import CheckpointStore
+from r2ec_pipeline.model.training_state import CheckpointStore
 
 
 class CheckpointStoreDataset(AbstractDataset[None, CheckpointStore]):
-    """The folder of resumable RecPO training checkpoints, handed to the training node as a store."""
+    """The folder of resumable training checkpoints, handed to the training node as a store."""
 
     def __init__(self, path: str, metadata: dict[str, Any] | None = None) -> None:
         self._path, self.metadata = Path(path), metadata

@@ -52,9 +52,9 @@ def trainable_state(model: R2ecModel, with_table: bool = True) -> dict[str, torc
 
 
 def restore_trainable(model: R2ecModel, state: dict[str, torch.Tensor], source: object = "snapshot") -> None:
-    """Put a ``trainable_state`` back into the model (weights in place, the item table replaced)."""
+    """Put a ``trainable_state`` back into the model (weights in place, the item table replaced if it has one)."""
     tensors = dict(state)
-    table = tensors.pop(ITEM_TABLE_KEY)
+    table = tensors.pop(ITEM_TABLE_KEY, None)
     parameters = {name: p for name, p in model.lm.named_parameters() if p.requires_grad}
     if set(parameters) != set(tensors):
         missing, extra = sorted(set(parameters) - set(tensors)), sorted(set(tensors) - set(parameters))
@@ -62,7 +62,8 @@ def restore_trainable(model: R2ecModel, state: dict[str, torch.Tensor], source: 
     with torch.no_grad():
         for name, parameter in parameters.items():
             parameter.copy_(tensors[name])
-    model.item_table = table.to(model.device)
+    if table is not None:
+        model.item_table = table.to(model.device)
 
 
 def stabilize_adapter_config(path: Path) -> None:

@@ -19,8 +19,9 @@ from r2ec_pipeline.config import SFTParams
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.dual_head_io import restore_trainable, trainable_state
 from r2ec_pipeline.model.losses import catalog_infonce, in_batch_infonce
-from r2ec_pipeline.model.sft_batched import train_sft_batched
+from r2ec_pipeline.model.sft_batched_run import train_sft_batched
 from r2ec_pipeline.model.sft_result import SFTResult, record_metrics
+from r2ec_pipeline.model.training_state import CheckpointStore
 
 __all__ = ["SFTResult", "chunked_item_backward", "train_sft"]
 
@@ -68,10 +69,12 @@ def train_sft(
     evaluate: Callable[[R2ecModel], dict[str, float]] | None,
     settings: SFTParams,
     histories: Sequence[Sequence[int]] | None = None,
+    store: CheckpointStore | None = None,
 ) -> SFTResult:
     """Train the adapters; keep the weights (and item table) with the best validation metric.
 
-    ``engine: batched`` hands the run to ``sft_batched.train_sft_batched`` (the accelerator engine).
+    ``engine: batched`` hands the run to ``sft_batched_run.train_sft_batched`` (the accelerator engine,
+    the one that writes and resumes checkpoints in ``store``).
     Without ``evaluate`` nothing is validated: the last weights are kept and the item table is
     encoded once at the end (the evaluation stage validates them instead). With ``softmax: catalog``
     each user's target competes with every item, ``histories[i]`` (sample i's earlier items) left out.
@@ -82,7 +85,9 @@ def train_sft(
             f"batch_size {settings.batch_size}, negatives {settings.negatives}"
         )
     if settings.engine == "batched":
-        return train_sft_batched(model, user_prompts, target_ids, item_prompt, evaluate, settings, histories)
+        return train_sft_batched(
+            model, user_prompts, target_ids, item_prompt, evaluate, settings, histories, store=store
+        )
     generator = np.random.default_rng(settings.seed)
     torch.manual_seed(settings.seed)
     catalog = np.array(sorted(item_prompt))

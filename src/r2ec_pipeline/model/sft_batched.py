@@ -19,7 +19,6 @@ syncs with the host every step; on a GPU that host work, not arithmetic, sets th
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -29,12 +28,9 @@ import torch.nn.functional as F
 
 from r2ec_pipeline.config import SFTParams
 from r2ec_pipeline.model.dual_head import R2ecModel, SharedPrefix, common_prefix_length
-from r2ec_pipeline.model.dual_head_io import ITEM_TABLE_KEY, restore_trainable
-from r2ec_pipeline.model.factory import DTYPES
 from r2ec_pipeline.model.generation import MIN_SHARED_PREFIX
 from r2ec_pipeline.model.hf_compat import with_cache
 from r2ec_pipeline.model.losses import in_batch_infonce
-from r2ec_pipeline.model.sft_result import SFTResult, record_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -340,16 +336,6 @@ def batched_loss_backward(
     return loss.detach()
 
 
-def _snapshot(model: R2ecModel, weights: MasterWeights) -> dict[str, torch.Tensor]:
-    """The float32 values of the trainable weights and the current item table, on the CPU (a ``trainable_state``)."""
-    names = [name for name, p in model.lm.named_parameters() if p.requires_grad]
-    state = {
-        name: master.detach().float().to("cpu", copy=True) for name, master in zip(names, weights.masters, strict=True)
-    }
-    state[ITEM_TABLE_KEY] = model.item_table.detach().float().to("cpu", copy=True)
-    return state
-
-
 def refuse_checkpointed_prefixes(checkpointing: bool, share_prefix: Sequence[str]) -> None:
     """The batched engine runs a shared prefix once and repeats its KV cache; under gradient checkpointing HF
     drops every cache passed to a layer, so the two settings cannot go together."""
@@ -359,101 +345,6 @@ def refuse_checkpointed_prefixes(checkpointing: bool, share_prefix: Sequence[str
             "batched): HF drops the shared prefix's KV cache under checkpointing. Set sft.share_prefix: [] "
             "(every text run whole) or model.gradient_checkpointing: false."
         )
-
-
-def train_sft_batched(
-    model: R2ecModel,
-    user_prompts: Sequence[str],
-    target_ids: Sequence[int],
-    item_prompt: dict[int, str],
-    evaluate: Callable[[R2ecModel], dict[str, float]] | None,
-    settings: SFTParams,
-    histories: Sequence[Sequence[int]] | None = None,
-    log_every: int = 50,
-) -> SFTResult:
-    """Train the adapters for ``settings.epochs`` passes (or ``steps`` batches); keep the best-validated weights.
-
-    The same contract as ``sft.train_sft`` (an ``SFTResult``; without ``evaluate`` the last weights are
-    kept and the item table is encoded at the end). Validation runs every ``eval_every`` steps and after
-    the last one; losses are read back every ``log_every`` steps, so a step never waits for the host.
-    Refuses gradient checkpointing with shared prefixes (HF drops the prefix's KV cache under it).
-    """
-    refuse_checkpointed_prefixes(model.checkpointing_enabled, settings.share_prefix)
-    data = SFTData.build(
-        model,
-        user_prompts,
-        target_ids,
-        item_prompt,
-        histories if settings.softmax == "full" else None,
-        settings.share_prefix,
-    )
-    rng = np.random.default_rng(settings.seed)
-    torch.manual_seed(settings.seed)
-    catalog = np.array(sorted(item_prompt))
-    trainable = [p for p in model.lm.parameters() if p.requires_grad]
-    weights = MasterWeights(trainable, DTYPES[settings.adapter_dtype])
-    optimizer = torch.optim.AdamW(weights.masters, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    batch_size = min(settings.batch_size, len(user_prompts))
-    per_epoch = -(-len(user_prompts) // batch_size)
-    total = settings.steps if settings.epochs is None else max(1, round(settings.epochs * per_epoch))
-    history: dict[str, list[dict[str, float]]] = {}
-    evaluations = {0: evaluate(model)} if evaluate else {}
-    record_metrics(history, evaluations.get(0, {}), 0, "valid.")
-    best_value = evaluations[0][settings.selection_metric] if evaluate else float("-inf")
-    best_step, best_state, stale = 0, _snapshot(model, weights) if evaluate else None, 0
-    pending: list[tuple[int, torch.Tensor, torch.Tensor]] = []  # (step, loss, grad norm) not yet read back
-    batches: list[np.ndarray] = []
-    train_seconds, steps_run = 0.0, 0
-    model.lm.train()
-    synchronize(model.device)
-    started = time.perf_counter()
-    for step in range(1, total + 1):
-        if not batches:
-            batches = length_batches(data.users.lengths, batch_size, rng)
-        rows = batches.pop()
-        negatives = (
-            rng.choice(catalog, size=settings.negatives, replace=False)
-            if settings.softmax == "sampled" and settings.negatives
-            else None
-        )
-        loss = batched_loss_backward(model, data, rows, settings, negatives)
-        pending.append((step, loss, weights.step(optimizer, settings.max_grad_norm)))
-        steps_run = step
-        validate = evaluate is not None and (step % settings.eval_every == 0 or step == total)
-        if validate or step % log_every == 0 or step == total:
-            for logged, value, norm in pending:  # the one host sync of these steps
-                record_metrics(history, {"loss": float(value), "grad_norm": float(norm)}, logged, "train.")
-            pending.clear()
-            train_seconds += time.perf_counter() - started
-            logger.info(
-                "sft step %d/%d: loss %.4f (%.1f s)", step, total, history["train.loss"][-1]["value"], train_seconds
-            )
-        if validate:
-            metrics = evaluations[step] = evaluate(model)
-            record_metrics(history, metrics, step, "valid.")
-            if metrics[settings.selection_metric] > best_value:
-                best_value, best_step, stale = metrics[settings.selection_metric], step, 0
-                best_state = _snapshot(model, weights)
-            else:
-                stale += 1
-            model.lm.train()
-            if settings.early_stopping_patience is not None and stale >= settings.early_stopping_patience:
-                logger.info("sft: no better validation in %d validations, stopped at step %d", stale, step)
-                break
-        if validate or step % log_every == 0:
-            if settings.max_seconds is not None and train_seconds >= settings.max_seconds:
-                logger.info("sft: time budget of %.0f s reached at step %d", settings.max_seconds, step)
-                break
-            synchronize(model.device)
-            started = time.perf_counter()
-    weights.release()
-    if evaluate is None:
-        model.build_item_table(list(catalog), [item_prompt[int(i)] for i in catalog], progress=False)
-        return SFTResult(history, {}, {}, steps_run, train_seconds / max(steps_run, 1), steps_run)
-    restore_trainable(model, best_state)
-    return SFTResult(
-        history, evaluations[0], evaluations[best_step], best_step, train_seconds / max(steps_run, 1), steps_run
-    )
 
 
 def synchronize(device: torch.device) -> None:

@@ -21,12 +21,12 @@ from transformers import get_constant_schedule_with_warmup
 
 from r2ec_pipeline.config import RecPOParams
 from r2ec_pipeline.model.dual_head import R2ecModel
-from r2ec_pipeline.model.dual_head_io import restore_trainable, trainable_state
+from r2ec_pipeline.model.dual_head_io import ITEM_TABLE_KEY, CheckpointError, restore_trainable, trainable_state
 from r2ec_pipeline.model.merged import MergedCopy
+from r2ec_pipeline.model.training_state import CheckpointStore, ResumeError, restore_rng
 from r2ec_pipeline.rl.diagnostics import kl_to_reference
 from r2ec_pipeline.rl.distributed import Collective
 from r2ec_pipeline.rl.step import Batch, Rollout, recpo_step
-from r2ec_pipeline.rl.training_state import CheckpointStore, ResumeError
 
 logger = logging.getLogger(__name__)
 
@@ -243,9 +243,16 @@ class _RecPORun:
             raise ResumeError("resume_from_checkpoint needs a checkpoint folder")
         checkpoint = store.resolve(settings.resume_from_checkpoint) if store is not None else None
         if checkpoint is not None:
-            state = CheckpointStore.load(checkpoint, self.model, self.optimizer, self.scheduler)
-            _check_resumable(state["config"], self.config, checkpoint)
-            self.done, self.best = _Progress.from_state(state), CheckpointStore.load_best(checkpoint)
+            saved = store.read(checkpoint)
+            _check_resumable(saved.state["config"], self.config, checkpoint)
+            try:
+                restore_trainable(self.model, saved.weights, f"checkpoint {checkpoint}")
+            except CheckpointError as error:
+                raise ResumeError(str(error)) from error
+            self.optimizer.load_state_dict(saved.resume["optimizer"])
+            self.scheduler.load_state_dict(saved.resume["scheduler"])
+            restore_rng(saved.resume)
+            self.done, self.best = _Progress.from_state(saved.state), saved.best
             logger.info("resumed RecPO from %s at step %d", checkpoint, self.done.step)
             return
         if store is not None and self.collective.is_main and (stale := store.clear()):
@@ -312,11 +319,19 @@ class _RecPORun:
         stop = torch.tensor(float(bool(patience) and self.done.stale_evaluations >= patience), device=self.model.device)
         self.done.stopped_early = bool(self.collective.total(stop) > 0)  # decided on the main process
 
-    def save(self) -> None:
-        """A resumable checkpoint (main process), then every process waits for it."""
+    def save(self, table: torch.Tensor | None = None) -> None:
+        """A resumable checkpoint (main process), then every process waits for it.
+
+        ``table``: the item table to keep instead of the model's (the end of a run refreshes the model's
+        for its final weights; a resumed run must continue with the table the schedule had).
+        """
         if self.store is not None and self.collective.is_main:
             state = {"config": self.config, **asdict(self.done)}
-            self.store.save(self.model, self.optimizer, self.scheduler, state, self.best)
+            resume = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}
+            weights = trainable_state(self.model)
+            if table is not None:
+                weights[ITEM_TABLE_KEY] = table.detach().float().to("cpu", copy=True).contiguous()
+            self.store.save(state, weights, resume, self.best)
         self.collective.barrier()
 
     def select(self) -> int:
@@ -326,6 +341,8 @@ class _RecPORun:
             return done.step
         if done.best_step != done.step:
             restore_trainable(self.model, {name: t.to(self.model.device) for name, t in self.best.items()})
+            if ITEM_TABLE_KEY not in self.best:  # read back from a checkpoint: the table is re-encoded
+                self.refresh_table()
         logger.info(
             "RecPO: selected the weights of step %d (%s %.4f)",
             done.best_step,
@@ -379,10 +396,13 @@ def train_recpo(
             run.save()
 
     done = run.done
+    schedule_table = model.item_table  # what the schedule's next step reads: the checkpoint keeps it
     if done.step not in done.evaluations:
         run.validate(done.step)  # also refreshes the table: it must match the final weights
+    elif start == done.step:
+        run.refresh_table()  # resumed with no step left: the checkpoint held the schedule's table
     if start < done.step:
-        run.save()
+        run.save(schedule_table)
     selected = run.select()
     seconds_per_step = done.seconds / max(done.step, 1)
     logger.info(

@@ -68,6 +68,7 @@ def _variant(variant: str, previous: str | None) -> Pipeline:
                     "validated_interactions",
                     "recpo_checkpoints",
                     "params:model",
+                    "params:prompts",
                     "recpo_params",
                 ],
                 ["recpo_model", "recpo_history", "recpo_samples", "recpo_report"],

@@ -40,6 +40,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "validated_interactions",
                     "recpo_checkpoints",
                     "params:model",
+                    "params:prompts",
                     "params:recpo",
                 ],
                 outputs=["recpo_model@model", "recpo_history", "recpo_samples", "recpo_report"],

@@ -14,7 +14,9 @@ from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.evaluation import evaluate_without_reasoning
 from r2ec_pipeline.model.factory import build_dual_head
 from r2ec_pipeline.model.sft import train_sft
+from r2ec_pipeline.model.training_state import CheckpointStore
 from r2ec_pipeline.pipelines.shared.costs import cost_metrics, peak_rss_mb
+from r2ec_pipeline.pipelines.shared.provenance import training_provenance
 
 logger = logging.getLogger(__name__)
 
@@ -36,15 +38,21 @@ def train_sft_model(
     eval_samples: pd.DataFrame,
     item_prompts: pd.DataFrame,
     interactions: pd.DataFrame,
+    checkpoints: CheckpointStore,
     model_params: dict[str, Any],
+    prompts_params: dict[str, Any],
     sft_params: dict[str, Any],
 ) -> tuple[R2ecModel, dict[str, list[dict[str, float]]], dict[str, Any]]:
     """Zero-shot validation, SFT with periodic validation, best weights kept.
 
-    Returns the model, the metric history (MLflow only: the curves, and the run's seconds and memory) and the
-    report (DVC-tracked, so only what the same code and data reproduce).
+    With ``sft.save_steps`` (engine batched) resumable checkpoints go to ``checkpoints``, their manifests
+    saying what trained them; ``sft.resume_from_checkpoint`` continues one. Returns the model, the metric
+    history (MLflow only: the curves, and the run's seconds and memory) and the report (DVC-tracked, so
+    only what the same code and data reproduce).
     """
     model_config, config = parse_block("model", model_params), parse_block("sft", sft_params)
+    checkpoints.keep = config.save_total_limit
+    checkpoints.provenance = training_provenance("sft", interactions, model_params, prompts_params, sft_params)
     item_ids = item_prompts["item_id"].astype(int).tolist()
     prompts_by_item = dict(zip(item_ids, item_prompts["prompt"], strict=True))
     masks = mask_lists(eval_samples, interactions, model_config.history_mask)
@@ -69,6 +77,7 @@ def train_sft_model(
         evaluate if len(eval_samples) else None,
         config,
         histories,
+        checkpoints,
     )
     steps_per_epoch = len(train_samples) / config.batch_size
     report = {

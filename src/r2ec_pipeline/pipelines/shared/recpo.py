@@ -25,10 +25,11 @@ from r2ec_pipeline.model.backbone import load_causal_lm
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.evaluation import both_modes_metrics, rank_both_modes
 from r2ec_pipeline.model.factory import build_dual_head, place_for
+from r2ec_pipeline.model.training_state import CheckpointStore
 from r2ec_pipeline.pipelines.shared.costs import cost_metrics, peak_rss_mb
+from r2ec_pipeline.pipelines.shared.provenance import training_provenance
 from r2ec_pipeline.rl.distributed import Collective
 from r2ec_pipeline.rl.trainer import RecPOData, RecPOResult, train_recpo
-from r2ec_pipeline.rl.training_state import CheckpointStore
 
 logger = logging.getLogger(__name__)
 
@@ -80,10 +81,14 @@ def train_recpo_model(
     interactions: pd.DataFrame,
     checkpoints: CheckpointStore,
     model_params: dict[str, Any],
+    prompts_params: dict[str, Any],
     recpo_params: dict[str, Any],
 ) -> tuple[R2ecModel, dict[str, list[dict[str, float]]], pd.DataFrame, dict[str, Any]]:
-    """RecPO with validation (greedy reasoning and direct) before and after; model, history, samples, report."""
+    """RecPO with validation (greedy reasoning and direct) before and after; model, history, samples, report.
+
+    Resumable checkpoints go to ``checkpoints`` every ``save_steps``, their manifests saying what trained them."""
     model_config, config = parse_block("model", model_params), parse_block("recpo", recpo_params)
+    checkpoints.provenance = training_provenance("recpo", interactions, model_params, prompts_params, recpo_params)
     PartialState()  # joins the process group under `accelerate launch` / torchrun
     place_for(model, model_config)  # this process's device (LOCAL_RANK), model.dtype
     collective = Collective()
