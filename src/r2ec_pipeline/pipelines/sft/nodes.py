@@ -52,7 +52,7 @@ def train_sft_model(
     """
     model_config, config = parse_block("model", model_params), parse_block("sft", sft_params)
     checkpoints.keep = config.save_total_limit
-    checkpoints.provenance = training_provenance("sft", interactions, model_params, prompts_params, sft_params)
+    checkpoints.provenance = training_provenance("sft", model, interactions, model_params, prompts_params, sft_params)
     item_ids = item_prompts["item_id"].astype(int).tolist()
     prompts_by_item = dict(zip(item_ids, item_prompts["prompt"], strict=True))
     masks = mask_lists(eval_samples, interactions, model_config.history_mask)

@@ -9,6 +9,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from r2ec_pipeline.model.dual_head import R2ecModel, backbone_fingerprint
 from r2ec_pipeline.run_tags import data_hash, git_commit
 
 
@@ -28,17 +29,21 @@ def machine() -> str:
 
 def training_provenance(
     stage: str,
+    model: R2ecModel,
     interactions: pd.DataFrame,
     model_params: dict[str, Any],
     prompts_params: dict[str, Any],
     stage_params: dict[str, Any],
 ) -> dict[str, Any]:
-    """Stage, prompt settings, data hash, backbone, commit, machine and parameters of a training run.
+    """Stage, how the model is built (``dual_head``), prompt settings, data hash, backbone, commit, machine
+    and parameters of a training run.
 
-    ``stage``, ``prompts``, ``data_hash`` and ``backbone`` must match for a checkpoint to be resumed.
+    ``stage``, ``prompts``, ``data_hash`` and ``backbone`` must match for a checkpoint to be resumed;
+    ``dual_head`` and ``parameters.model`` rebuild the model anywhere (``model/shipped.py``).
     """
     return {
         "stage": stage,
+        "dual_head": {**model.config.to_dict(), "fingerprint": backbone_fingerprint(model.lm)},
         "prompts": dict(prompts_params),
         "data_hash": data_hash(interactions),
         "backbone": model_params["backbone"],

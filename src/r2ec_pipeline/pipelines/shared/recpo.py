@@ -88,7 +88,9 @@ def train_recpo_model(
 
     Resumable checkpoints go to ``checkpoints`` every ``save_steps``, their manifests saying what trained them."""
     model_config, config = parse_block("model", model_params), parse_block("recpo", recpo_params)
-    checkpoints.provenance = training_provenance("recpo", interactions, model_params, prompts_params, recpo_params)
+    checkpoints.provenance = training_provenance(
+        "recpo", model, interactions, model_params, prompts_params, recpo_params
+    )
     PartialState()  # joins the process group under `accelerate launch` / torchrun
     place_for(model, model_config)  # this process's device (LOCAL_RANK), model.dtype
     collective = Collective()
