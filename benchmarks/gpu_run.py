@@ -180,13 +180,11 @@ def sft_stage(
     )
     history["sft"] = result.history
     train_seconds = result.seconds_per_step * result.steps_run
-    epochs, rest = divmod(result.steps_run, per_epoch)  # every sample once an epoch; the last batch is smaller
-    samples = epochs * len(train) + min(rest * args.sft_batch, len(train))
     return {
         "steps": result.steps_run,
-        "epochs": samples / len(train),
-        "samples": samples,
-        "samples_per_s": samples / train_seconds,
+        "epochs": result.samples_run / len(train),
+        "samples": result.samples_run,
+        "samples_per_s": result.samples_per_second,
         "train_seconds": train_seconds,
         "best_step": result.best_step,
         "valid_best": result.best_metrics,

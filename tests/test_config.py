@@ -66,8 +66,9 @@ def test_defaults_are_valid():
         ("baselines", {"sasrec": {"hidden_size": 63}}, "hidden_size 63 is not divisible by num_heads 2"),
         ("evaluation", {"users": 0}, "evaluation.users"),
         ("evaluation", {"ks": []}, "evaluation.ks"),
-        ("registration", {"promotion_metric": "ndcg_at_10"}, "must read split.model.mode.metric"),
-        ("registration", {"promotion_metric": "valid.bert4rec.direct.ndcg_at_10"}, "must read split.model.mode"),
+        ("registration", {"promotion_metric": "ndcg_at_10"}, "must read valid.mode.metric"),
+        ("registration", {"promotion_metric": "valid.recpo.reasoning.mrr"}, "must read valid.mode.metric"),
+        ("registration", {"promotion_metric": "test.reasoning.mrr"}, "the test split only reports"),
         ("registration", {"default_k": 20, "max_k": 10}, "default_k 20 > max_k 10"),
         ("ablations", {"variants": {"fused_grpo": {}}}, "variants must be exactly"),
         (

@@ -129,7 +129,8 @@ def test_evaluation_registration_and_the_notebook_on_movielens(project: Path):
         "--pipelines",
         "evaluation,registration",
         "--params",
-        "evaluation.users=4,evaluation.valid_users=4,evaluation.reasoning_tokens=4,registration.reasoning_tokens=4",
+        "evaluation.users=4,evaluation.valid_users=4,evaluation.reasoning_tokens=4,registration.reasoning_tokens=4,"
+        "evaluation.shipped_checkpoint=null",
     )
     metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
     assert metrics["users"] == {"valid": 4, "test": 4}

@@ -25,6 +25,7 @@ def project(tmp_path: Path, tiny_backbone_dir: Path, monkeypatch: pytest.MonkeyP
     """A copy of the project's configuration in a temp folder, reading the tiny fixtures."""
     shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
     shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path)
+    shutil.copytree(PROJECT_ROOT / "checkpoints", tmp_path / "checkpoints")  # trained on other data: skipped
     (tmp_path / "conf" / "local").mkdir()
     globals_ = {
         "backbone": str(tiny_backbone_dir),
@@ -82,15 +83,101 @@ TINY_TRAINING = {
 }
 
 
-def _run(project: Path, pipeline: str = "__default__", **runtime_params):
+def _run(project: Path, pipeline: str = "__default__", env: str | None = None, tiny=TINY_TRAINING, **runtime_params):
     params = {
         "data_ingestion.source": "amazon_2023",
         "data_ingestion.amazon.min_items": 3,
-        **TINY_TRAINING,
+        **tiny,
         **runtime_params,
     }
-    with KedroSession.create(project_path=project, runtime_params=_nested(params)) as session:
+    with KedroSession.create(project_path=project, env=env, runtime_params=_nested(params)) as session:
         return session.run(pipeline_names=[pipeline])
+
+
+# `conf/gpu` at tiny sizes: only lengths and counts shrink; engines, precision, rollouts and the evaluation's
+# user sets stay the profile's (every validation and test user, both modes)
+TINY_GPU = {
+    "model.adapters.r": 2,
+    "model.adapters.alpha": 4,
+    "sft.batch_size": 4,
+    "sft.save_steps": 1,
+    "recpo.per_device_train_batch_size": 2,
+    "recpo.num_generations": 2,
+    "recpo.max_completion_length": 2,
+    "recpo.max_steps": 2,
+    "recpo.save_steps": 1,
+    "recpo.eval_steps": 1,
+    "baselines.sasrec.max_epochs": 2,
+    "baselines.sasrec.hidden_size": 8,
+    "evaluation.reasoning_tokens": 2,
+    "evaluation.top_n": 4,
+    "registration.reasoning_tokens": 2,
+}
+
+
+# Runs `kedro run --env gpu` in a fresh process (kedro-mlflow's hooks pile up across sessions of one
+# process), recording which SFT engine and rollout decoder were called and with what.
+_SPIED_GPU_RUN = """
+import json, sys
+from kedro.framework.project import configure_project
+from kedro.framework.session import KedroSession
+import r2ec_pipeline.model.sft as sft_module
+import r2ec_pipeline.rl.trainer as trainer_module
+
+ran = {"sft": [], "merged": []}
+real_sft, real_merged = sft_module.train_sft_batched, trainer_module.MergedCopy
+
+def batched(*args, **kwargs):
+    settings = args[5]
+    ran["sft"].append([settings.softmax, settings.adapter_dtype, settings.share_prefix])
+    return real_sft(*args, **kwargs)
+
+def merged(policy, *args, **kwargs):
+    ran["merged"].append(type(policy).__name__)
+    return real_merged(policy, *args, **kwargs)
+
+sft_module.train_sft_batched, trainer_module.MergedCopy = batched, merged
+configure_project("r2ec_pipeline")
+with KedroSession.create(project_path=".", env="gpu", runtime_params=json.loads(sys.argv[1])) as session:
+    session.run()
+print("RAN " + json.dumps(ran))
+"""
+
+
+def test_the_gpu_profile_runs_end_to_end_with_the_engines_and_evaluation_it_documents(project):
+    """`kedro run --env gpu` on the CPU at tiny sizes: SFT by the batched engine (bf16 adapters, float32
+    masters, whole-catalog softmax, checkpoints), RecPO rollouts decoded by the merged copy, and every
+    validation and test user ranked in both modes: what conf/gpu/README.md says a GPU run does."""
+    shutil.copy(project / "conf/local/globals.yml", project / "conf/gpu/globals.yml")  # the run env replaces local
+    params = _nested({"data_ingestion.source": "amazon_2023", "data_ingestion.amazon.min_items": 3, **TINY_GPU})
+    done = subprocess.run(
+        [sys.executable, "-c", _SPIED_GPU_RUN, json.dumps(params)],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    ran = json.loads(done.stdout.rsplit("RAN ", 1)[1])
+    assert ran == {"sft": [["full", "bfloat16", ["items"]]], "merged": ["R2ecModel"]}
+    sft_checkpoints = sorted(p.name for p in (project / "data/06_models/sft_checkpoints").iterdir())
+    assert (
+        sft_checkpoints
+        and json.loads(
+            (project / "data/06_models/sft_checkpoints" / sft_checkpoints[-1] / "manifest.json").read_text()
+        )["parameters"]["sft"]["engine"]
+        == "batched"
+    )
+    metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
+    for split in ("valid", "test"):
+        users = metrics["users"][split]
+        for model in ("zero_shot", "sft", "recpo"):
+            assert {mode: metrics[split][model][mode]["users"] for mode in ("direct", "reasoning")} == {
+                "direct": users,
+                "reasoning": users,
+            }, (split, model)
+    report = json.loads((project / "data/08_reporting/recpo_report.json").read_text())
+    assert report["steps"] == 2 and report["eval_users"] == metrics["users"]["valid"]
 
 
 def _cli_run(project: Path, pipeline: str = "__default__", **runtime_params) -> None:
@@ -125,7 +212,7 @@ def _cli_run(project: Path, pipeline: str = "__default__", **runtime_params) -> 
 def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     mlflow.create_experiment("r2ec")  # a store from before mlflow.yml gave the experiment its tags
-    _run(project)
+    _run(project)  # the shipped checkpoint conf/base names was trained on other data: skipped
     test = pd.read_parquet(project / "data/05_model_input/test_samples.parquet")
     interactions = pd.read_parquet(project / "data/03_primary/interactions.parquet")
     assert len(test) == interactions["user_id"].nunique()  # leave-one-out: one test sample per user
@@ -244,6 +331,24 @@ def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
     tags = client.get_model_version("r2ec", "1").tags
     assert tags["data_hash"] == run.data.tags["data_hash"] and tags["dataset"] == "amazon_2023"
     assert tags["promotion_users"] == f"valid: {min(2, metrics['users']['valid'])} users, seed 0"
+    assert json.loads((project / "data/08_reporting/registration_shipped.json").read_text()) == {"versions": []}
+
+    # the run's own last RecPO checkpoint, shipped: rebuilt, ranked on the same validation users as the RecPO
+    # model (the same weights: the same MRR), registered after it (the rerun's RecPO model is version 2, the
+    # shipped one 3) with the provenance of the run that trained it, and (a tie) not champion
+    shutil.copytree(project / "data/06_models/recpo_checkpoints/checkpoint-2", project / "checkpoints/own-recpo-2")
+    _cli_run(project, "evaluation,registration", **{"evaluation.shipped_checkpoint": "checkpoints/own-recpo-2"})
+    metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
+    assert set(metrics["valid"]) - set(metrics["test"]) == {"shipped"}  # promotion reads validation only
+    assert metrics["valid"]["shipped"]["reasoning"] == metrics["valid"]["recpo"]["reasoning"]
+    assert "shipped.reasoning-recpo.reasoning" in metrics["comparisons"]["valid"]
+    [shipped] = json.loads((project / "data/08_reporting/registration_shipped.json").read_text())["versions"]
+    assert shipped["version"] == 3 and shipped["aliases"] == ["challenger"] and not shipped["promoted"]
+    assert "does not beat the champion" in shipped["promotion"]
+    shipped_tags = client.get_model_version("r2ec", "3").tags
+    assert shipped_tags["checkpoint"] == "own-recpo-2" and shipped_tags["trained_stage"] == "recpo step 2"
+    assert shipped_tags["promotion_users"] == tags["promotion_users"]
+    assert int(client.get_model_version_by_alias("r2ec", "champion").version) == 1
 
 
 @pytest.mark.parametrize(

@@ -351,3 +351,12 @@ def test_resuming_sft_under_another_batch_size_or_engine_is_refused(tiny_backbon
         train_sft(_fresh_model(tiny_backbone_dir, tmp_path / "b"), USERS, TARGETS, ITEMS, None, again, HISTORIES, store)
     with pytest.raises(ValueError, match="need sft.engine: batched"):
         SFTParams(engine="prefix_cache", save_steps=2)
+
+
+def test_samples_run_counts_each_steps_rows_the_short_last_batch_included(model):
+    """4 samples in batches of 3: an epoch is a batch of 3 and one of 1, so two epochs run 4 steps and
+    8 rows, not steps × batch_size (12)."""
+    settings = SFTParams(engine="batched", softmax="full", batch_size=3, epochs=2, learning_rate=1e-2)
+    result = train_sft(model, USERS, TARGETS, ITEMS, None, settings, HISTORIES)
+    assert result.steps_run == 4 and result.samples_run == 8
+    assert result.samples_per_second == pytest.approx(8 / (result.seconds_per_step * 4))

@@ -24,8 +24,6 @@ from r2ec_pipeline.config.data import (
 )
 from r2ec_pipeline.config.release import (
     ABLATION_VARIANTS,
-    EVALUATED_MODELS,
-    R2EC_MODELS,
     AblationParams,
     BaselinesParams,
     CatalogUpdateParams,
@@ -46,10 +44,8 @@ __all__ = [
     "ABLATION_VARIANTS",
     "DEFAULT_ITEM_INSTRUCTION",
     "DEFAULT_USER_INSTRUCTION",
-    "EVALUATED_MODELS",
     "METRIC_NAMES",
     "PARAMETER_MODELS",
-    "R2EC_MODELS",
     "AblationParams",
     "AdapterParams",
     "AmazonParams",

@@ -38,10 +38,6 @@ class BaselinesParams(_Params):
     sasrec: SASRecParams = SASRecParams()
 
 
-EVALUATED_MODELS = ("popularity", "sasrec", "zero_shot", "sft", "recpo")
-R2EC_MODELS = ("zero_shot", "sft", "recpo")
-
-
 class EvaluationParams(_Params):
     """Full ranking of every model in both modes on validation and test (method §6)."""
 
@@ -76,6 +72,11 @@ class EvaluationParams(_Params):
     ks: list[int] = Field([5, 10, 20], min_length=1, description="Cutoffs of Hit@K and NDCG@K.")
     top_n: int = Field(50, ge=1, description="Items per sample in the rankings export.")
     reasoning_samples: int = Field(5, ge=0, description="Reasoning texts kept per R²ec model and split.")
+    shipped_checkpoint: str | None = Field(
+        "checkpoints/cpu-sft24-recpo6-ae0df2e",
+        description="A training checkpoint folder the repository ships (checkpoints/<name>): rebuilt, ranked on "
+        "the validation users as the RecPO model is, and registered beside it (null: none).",
+    )
     seed: int = 0
 
 
@@ -84,8 +85,9 @@ class RegistrationParams(_Params):
 
     model_name: str = Field("r2ec", min_length=1, description="Registered model name.")
     promotion_metric: str = Field(
-        "valid.recpo.reasoning.mrr",
-        description="Key of metrics.json (split.model.mode.metric) the challenger must beat the champion on.",
+        "valid.reasoning.mrr",
+        description="split.mode.metric of metrics.json that each registered model (its own row: recpo, shipped) "
+        "must beat the champion on; a validation split, never the test split.",
     )
     default_k: int = Field(10, ge=1, description="Recommendations returned when a request gives no k.")
     max_k: int = Field(100, ge=1, description="Largest k a request may ask for.")
@@ -94,10 +96,10 @@ class RegistrationParams(_Params):
     @model_validator(mode="after")
     def _metric_is_qualified(self) -> RegistrationParams:
         parts = self.promotion_metric.split(".")
-        if len(parts) != 4 or parts[0] not in ("valid", "test") or parts[1] not in EVALUATED_MODELS:
+        if len(parts) != 3 or parts[0] != "valid" or parts[1] not in ("direct", "reasoning"):
             raise ValueError(
-                f"promotion_metric {self.promotion_metric!r} must read split.model.mode.metric, "
-                f"e.g. 'valid.recpo.reasoning.ndcg_at_10'"
+                f"promotion_metric {self.promotion_metric!r} must read valid.mode.metric (a validation split: "
+                "the test split only reports), e.g. 'valid.reasoning.mrr'"
             )
         if self.default_k > self.max_k:
             raise ValueError(f"default_k {self.default_k} > max_k {self.max_k}")

@@ -86,6 +86,19 @@ class RegisteredModelDataset(_JSONReport):
         log("%s version %s: %s", report["model_name"], report["version"], report["promotion"])
 
 
+class RegisteredModelsDataset(_JSONReport):
+    """Saving a list of ``Registration`` registers each in turn as ``RegisteredModelDataset`` does; the report
+    is ``{"versions": [report, ...]}`` (an empty list registers nothing)."""
+
+    def save(self, data: list[Registration]) -> None:
+        run = mlflow.active_run()
+        run_tags = mlflow.get_run(run.info.run_id).data.tags if run is not None else {}
+        reports = [register(registration, run_tags) for registration in data]
+        self._save_report({"versions": reports})
+        for report in reports:
+            logger.info("%s version %s: %s", report["model_name"], report["version"], report["promotion"])
+
+
 class ChildRunsDataset(_JSONReport):
     """A summary ``{variant: {..., "mlflow_run": {"params", "metrics", "tags", "curves"}}, ...}`` saved as JSON;
     each variant's ``mlflow_run`` entry also becomes an MLflow run nested under the active run (named after it).

@@ -29,6 +29,19 @@ def first_in_order(samples: pd.DataFrame, count: int | None) -> pd.DataFrame:
     return samples if count is None else samples[samples["order"] < count]
 
 
+RANKING_COLUMNS = [
+    "model",
+    "mode",
+    "split",
+    "user_id",
+    "target_item_id",
+    "rank",
+    "topk_item_ids",
+    "topk_scores",
+    "reasoning",
+]
+
+
 def ranking_rows(
     model: str, mode: str, samples: pd.DataFrame, ranking: Ranking, reasoning: list[str] | None
 ) -> pd.DataFrame:

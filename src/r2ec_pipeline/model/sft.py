@@ -101,7 +101,7 @@ def train_sft(
     best_value, best_step = evaluations[0][settings.selection_metric] if evaluate else float("-inf"), 0
     best_state = trainable_state(model)
     model.lm.train()
-    train_seconds, steps_run, stale = 0.0, 0, 0
+    train_seconds, steps_run, samples_run, stale = 0.0, 0, 0, 0
     progress = tqdm(range(1, settings.steps + 1), desc="sft", leave=False)
     for step in progress:
         started = time.perf_counter()
@@ -134,7 +134,7 @@ def train_sft(
         grad_norm = torch.nn.utils.clip_grad_norm_(parameters, settings.max_grad_norm)
         optimizer.step()
         train_seconds += time.perf_counter() - started
-        steps_run = step
+        steps_run, samples_run = step, samples_run + len(batch)
         record_metrics(history, {"loss": loss.item(), "grad_norm": float(grad_norm)}, step, "train.")
         progress.set_postfix(loss=f"{loss.item():.3f}")
         if evaluate and (step % settings.eval_every == 0 or step == settings.steps):
@@ -166,8 +166,14 @@ def train_sft(
             break
     if not evaluate:
         model.build_item_table(list(catalog), [item_prompt[int(i)] for i in catalog])
-        return SFTResult(history, {}, {}, steps_run, train_seconds / max(steps_run, 1), steps_run)
+        return SFTResult(history, {}, {}, steps_run, train_seconds / max(steps_run, 1), steps_run, samples_run)
     restore_trainable(model, best_state)
     return SFTResult(
-        history, evaluations[0], evaluations[best_step], best_step, train_seconds / max(steps_run, 1), steps_run
+        history,
+        evaluations[0],
+        evaluations[best_step],
+        best_step,
+        train_seconds / max(steps_run, 1),
+        steps_run,
+        samples_run,
     )

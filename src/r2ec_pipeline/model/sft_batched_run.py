@@ -55,6 +55,7 @@ class SFTProgress:
     """What a run has produced so far: saved in every checkpoint, restored on resume."""
 
     step: int = 0
+    samples: int = 0  # training rows run so far
     history: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     evaluations: dict[int, dict[str, float]] = field(default_factory=dict)  # step → validation metrics
     best_value: float = float("-inf")
@@ -176,7 +177,7 @@ def train_sft_batched(
         )
         loss = batched_loss_backward(model, data, rows, settings, negatives)
         pending.append((step, loss, weights.step(optimizer, settings.max_grad_norm)))
-        done.step = step
+        done.step, done.samples = step, done.samples + len(rows)
         validate = evaluate is not None and (step % settings.eval_every == 0 or step == total)
         saving = bool(settings.save_steps) and step % settings.save_steps == 0
         if validate or saving or step % log_every == 0 or step == total:
@@ -218,12 +219,18 @@ def train_sft_batched(
     seconds_per_step = done.train_seconds / max(done.step, 1)
     if evaluate is None:
         model.build_item_table(list(catalog), [item_prompt[int(i)] for i in catalog], progress=False)
-        return SFTResult(done.history, {}, {}, done.step, seconds_per_step, done.step)
+        return SFTResult(done.history, {}, {}, done.step, seconds_per_step, done.step, done.samples)
     restore_trainable(model, best_state)
     if ITEM_TABLE_KEY not in best_state:  # read back from a checkpoint: the validated table is re-encoded
         model.build_item_table(list(catalog), [item_prompt[int(i)] for i in catalog], progress=False)
     return SFTResult(
-        done.history, done.evaluations[0], done.evaluations[done.best_step], done.best_step, seconds_per_step, done.step
+        done.history,
+        done.evaluations[0],
+        done.evaluations[done.best_step],
+        done.best_step,
+        seconds_per_step,
+        done.step,
+        done.samples,
     )
 
 

@@ -13,6 +13,12 @@ class SFTResult:
     best_step: int
     seconds_per_step: float
     steps_run: int  # fewer than planned when validation or time stopped early
+    samples_run: int = 0  # training rows the steps ran (an epoch's short last batch counted as it is)
+
+    @property
+    def samples_per_second(self) -> float:
+        seconds = self.seconds_per_step * self.steps_run
+        return self.samples_run / seconds if seconds > 0 else 0.0
 
 
 def record_metrics(

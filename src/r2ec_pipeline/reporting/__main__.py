@@ -7,4 +7,10 @@ from r2ec_pipeline.reporting.summary import print_cold_start, print_summary
 if sys.argv[1:] == ["--cold-start"]:
     print(print_cold_start("data/08_reporting/cold_start.json"))
 else:
-    print(print_summary("data/08_reporting/metrics.json", "data/08_reporting/registration.json"))
+    print(
+        print_summary(
+            "data/08_reporting/metrics.json",
+            "data/08_reporting/registration.json",
+            "data/08_reporting/registration_shipped.json",
+        )
+    )

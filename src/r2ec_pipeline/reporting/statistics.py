@@ -32,12 +32,13 @@ def rank_series(rankings: pd.DataFrame, split: str, model: str, mode: str) -> pd
 
 def comparison_pairs(metrics: dict[str, Any], split: str) -> list[tuple[tuple[str, str], tuple[str, str]]]:
     """The differences that say whether each stage learns: SFT − zero-shot, RecPO − SFT (per mode),
-    reasoning − direct (per R²ec model), and the best R²ec row (test N@10) − Pop and − SASRec."""
+    reasoning − direct (per R²ec model), and the best R²ec row (test N@10) − Pop and − SASRec; and the
+    shipped checkpoint − this run's RecPO model (what promotion decides on)."""
     present = {(model, mode) for model, modes in metrics.get(split, {}).items() for mode in modes}
     pairs = [
         ((later, mode), (earlier, mode))
         for mode in ("direct", "reasoning")
-        for later, earlier in (("sft", "zero_shot"), ("recpo", "sft"))
+        for later, earlier in (("sft", "zero_shot"), ("recpo", "sft"), ("shipped", "recpo"))
     ]
     pairs += [((model, "reasoning"), (model, "direct")) for model in R2EC_MODELS]
     r2ec = [(model, mode) for model in R2EC_MODELS for mode in ("direct", "reasoning") if (model, mode) in present]

@@ -7,9 +7,16 @@ from typing import Any
 
 import pandas as pd
 
-MODEL_LABELS = {"popularity": "Pop", "sasrec": "SASRec", "zero_shot": "R²ec zero-shot", "sft": "SFT", "recpo": "RecPO"}
+MODEL_LABELS = {
+    "popularity": "Pop",
+    "sasrec": "SASRec",
+    "zero_shot": "R²ec zero-shot",
+    "sft": "SFT",
+    "recpo": "RecPO",
+    "shipped": "shipped checkpoint",
+}
 TABLE_METRICS = ("hit_at_5", "ndcg_at_5", "hit_at_10", "ndcg_at_10", "hit_at_20", "ndcg_at_20", "mrr")
-R2EC_MODELS = ("zero_shot", "sft", "recpo")
+R2EC_MODELS = ("zero_shot", "sft", "recpo", "shipped")
 CI_METRICS = ("ndcg_at_10", "hit_at_10", "mrr")
 COLD_START_METRICS = ("hit_at_10", "ndcg_at_10", "hit_at_20", "ndcg_at_20", "mrr", "median_rank")
 COLD_START_LABELS = {

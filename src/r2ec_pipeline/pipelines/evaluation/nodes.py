@@ -8,6 +8,7 @@ export, so every model goes through the same metric code.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,12 +20,15 @@ from r2ec_pipeline.baselines.popularity import Popularity
 from r2ec_pipeline.baselines.sasrec import SASRec, sasrec_scores
 from r2ec_pipeline.config import parse_block
 from r2ec_pipeline.data.samples import mask_lists
+from r2ec_pipeline.model.backbone import load_causal_lm
 from r2ec_pipeline.model.dual_head import R2ecModel
-from r2ec_pipeline.model.factory import build_dual_head
-from r2ec_pipeline.model.rankings import first_in_order, rank_r2ec, rank_scores
+from r2ec_pipeline.model.factory import build_dual_head, place_for
+from r2ec_pipeline.model.rankings import RANKING_COLUMNS, first_in_order, rank_r2ec, rank_scores
+from r2ec_pipeline.model.shipped import build_from_checkpoint, mismatch, read_shipped
 from r2ec_pipeline.reporting.plots import metrics_bar_chart
 from r2ec_pipeline.reporting.statistics import metrics_by_model, paired_comparisons
 from r2ec_pipeline.reporting.tables import comparisons_table, flatten, lookup, markdown_table, results_table
+from r2ec_pipeline.run_tags import data_hash
 
 logger = logging.getLogger(__name__)
 SPLIT_NAMES = ("valid", "test")
@@ -132,17 +136,65 @@ def rank_recpo(
     return rank_r2ec("recpo", recpo_model, samples, interactions, model_config, config, config.recpo_reasoning_users)
 
 
+def shipped_model(
+    backbone_folder: Path,
+    backbone_tokenizer: PreTrainedTokenizerBase,
+    item_prompts: pd.DataFrame,
+    interactions: pd.DataFrame,
+    model_params: dict[str, Any],
+    prompts_params: dict[str, Any],
+    params: dict[str, Any],
+) -> dict[str, R2ecModel]:
+    """``{name: model}`` for the checkpoint ``evaluation.shipped_checkpoint`` names, rebuilt on the backbone with
+    its item table encoded from this run's catalog; empty without one, or when it was trained on other
+    data or prompts (a warning says which)."""
+    path = parse_block("evaluation", params).shipped_checkpoint
+    if path is None:
+        return {}
+    checkpoint = read_shipped(path)
+    problem = mismatch(checkpoint, data_hash(interactions), prompts_params)
+    if problem:
+        logger.warning("shipped checkpoint %s not evaluated: trained on other inputs (%s)", path, problem)
+        return {}
+    model_config = parse_block("model", model_params)
+    lm = load_causal_lm(str(backbone_folder), backbone_folder.parent)
+    model = place_for(build_from_checkpoint(checkpoint, lm, backbone_tokenizer), model_config)
+    ids = item_prompts["item_id"].astype(int).tolist()
+    model.build_item_table(ids, item_prompts["prompt"].tolist(), model_config.item_batch_size)
+    logger.info("shipped checkpoint %s (%s weights, step %d)", path, checkpoint.selected, checkpoint.manifest["step"])
+    return {checkpoint.name: model}
+
+
+def rank_shipped(
+    models: dict[str, R2ecModel],
+    samples: pd.DataFrame,
+    interactions: pd.DataFrame,
+    model_params: dict[str, Any],
+    params: dict[str, Any],
+) -> pd.DataFrame:
+    """The shipped checkpoint ranked on the validation users exactly as the RecPO model is (the same users in
+    both modes): what promotion compares. Not the test split: the checkpoint's own run reports that."""
+    if not models:
+        return pd.DataFrame(columns=RANKING_COLUMNS)
+    config, model_config = parse_block("evaluation", params), parse_block("model", model_params)
+    valid = samples[samples["split"] == "valid"]
+    (model,) = models.values()
+    return rank_r2ec("shipped", model, valid, interactions, model_config, config, config.recpo_reasoning_users)
+
+
 def summarise_rankings(
     popularity: pd.DataFrame,
     sasrec: pd.DataFrame,
     zero_shot: pd.DataFrame,
     sft: pd.DataFrame,
     recpo: pd.DataFrame,
+    shipped: pd.DataFrame,
     params: dict[str, Any],
 ) -> tuple[dict[str, Any], dict[str, list[dict[str, float]]], pd.DataFrame, Figure]:
     """metrics.json, the same as MLflow metrics, every ranking in one table, and a bar chart."""
     config = parse_block("evaluation", params)
-    rankings = pd.concat([popularity, sasrec, zero_shot, sft, recpo], ignore_index=True)
+    frames = [popularity, sasrec, zero_shot, sft, recpo] + ([shipped] if len(shipped) else [])
+    rankings = pd.concat(frames, ignore_index=True)
     metrics = metrics_by_model(rankings, config.ks)
     metrics["comparisons"] = {
         split: paired_comparisons(rankings, metrics, split, seed=config.seed)

@@ -1,4 +1,5 @@
-"""evaluation: Pop, SASRec, R²ec zero-shot, SFT and RecPO ranked on the same users → metrics, exports, plots."""
+"""evaluation: Pop, SASRec, R²ec zero-shot, SFT, RecPO (and a shipped checkpoint) ranked on the same users →
+metrics, exports, plots."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -10,9 +11,11 @@ from r2ec_pipeline.pipelines.evaluation.nodes import (
     rank_recpo,
     rank_sasrec,
     rank_sft,
+    rank_shipped,
     rank_zero_shot,
     reasoning_samples,
     select_evaluation_samples,
+    shipped_model,
     summarise_rankings,
     training_curves,
 )
@@ -40,6 +43,21 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(rank_sft, ["sft_model", *_RANKED], "sft_rankings", name="rank_sft"),
             Node(rank_recpo, ["recpo_model@model", *_RANKED], "recpo_rankings", name="rank_recpo"),
             Node(
+                shipped_model,
+                [
+                    "backbone_folder",
+                    "backbone_tokenizer",
+                    "item_prompts",
+                    "validated_interactions",
+                    "params:model",
+                    "params:prompts",
+                    "params:evaluation",
+                ],
+                "shipped_models@model",
+                name="shipped_model",
+            ),
+            Node(rank_shipped, ["shipped_models@model", *_RANKED], "shipped_rankings", name="rank_shipped"),
+            Node(
                 summarise_rankings,
                 [
                     "popularity_rankings",
@@ -47,6 +65,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "zero_shot_rankings",
                     "sft_rankings",
                     "recpo_rankings",
+                    "shipped_rankings",
                     "params:evaluation",
                 ],
                 ["evaluation_metrics", "evaluation_history", "evaluation_rankings", "metrics_plot"],

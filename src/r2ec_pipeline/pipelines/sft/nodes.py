@@ -90,10 +90,12 @@ def train_sft_model(
         "eval_users": len(eval_samples),
         "train_samples": len(train_samples),
         "steps_run": result.steps_run,
+        "samples_run": result.samples_run,
     }
     costs = cost_metrics(
         result.steps_run,
         seconds_per_step=result.seconds_per_step,
+        samples_per_second=result.samples_per_second,
         estimated_seconds_per_epoch=result.seconds_per_step * steps_per_epoch,
         peak_rss_mb=peak_rss_mb(),
     )
