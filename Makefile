@@ -60,10 +60,10 @@ cold-start: setup  ## after `make run`: retrain without the newest items, add th
 	$(BIN)/kedro run --pipelines cold_start $(KEDRO_ARGS)
 	@$(BIN)/python -m r2ec_pipeline.reporting --cold-start
 
-# e.g. make gpu-import RUN=/path/to/gpu_run_output (results.json, rankings.parquet, recpo.tar) [PROMOTE=1]
-gpu-import: setup  ## log a benchmarks/gpu_run.py result into MLflow (experiment r2ec-gpu) and register its model
-	@test -n "$(RUN)" || { echo "usage: make gpu-import RUN=<gpu_run.py output folder>"; exit 2; }
-	$(BIN)/python -m r2ec_pipeline.gpu_import $(RUN) $(if $(PROMOTE),--promote)
+# e.g. make gpu-import RUN=/path/to/device_run_output [SHIP=h100-recpo-<commit>]
+gpu-import: setup  ## log a GPU run (python -m r2ec_pipeline.device_run) into MLflow (r2ec-gpu); SHIP=name keeps its checkpoint
+	@test -n "$(RUN)" || { echo "usage: make gpu-import RUN=<device_run --out folder> [SHIP=<checkpoint name>]"; exit 2; }
+	$(BIN)/python -m r2ec_pipeline.serving.gpu_import $(RUN) $(if $(SHIP),--ship $(SHIP))
 
 repro: setup  ## rebuild the DVC pipeline (only stages whose inputs changed)
 	$(BIN)/dvc repro

@@ -1,28 +1,36 @@
 #!/usr/bin/env bash
 # Prepare, on this (CPU) machine, what a GPU session carries to a lent machine: run from the repository root
-# after `make setup`. Writes the git-ignored .gpu/ (listed in .git/info/exclude):
-#   .gpu/whl/    wheels the GPU image lacks (gguf, pydantic and its needs; cp312, manylinux), the recbole
-#                wheel (ML-100k inside) and the GGUF's sha256
+# after `make setup` and the data pipelines (`kedro run --env gpu --pipelines data`: the tables a GPU run
+# trains on are the ones great-expectations validated here). Writes the git-ignored .gpu/ (listed in
+# .git/info/exclude):
+#   .gpu/whl/    wheels the GPU image lacks (gguf, pydantic and its needs, kedro's pipeline modules and their
+#                needs; cp312, manylinux) and the GGUF's sha256
+#   .gpu/data/   data/03_primary and data/05_model_input as the catalog names them (parquet, ~9 MB)
 #   .gpu/shape/  SmolLM2's config.json and tokenizer (gpu_session.sh speed: random weights, no GGUF)
 #   .gpu/half1/, .gpu/half2/  the SmolLM2 GGUF in two halves (at most 64 MiB travel a call)
 # Then, within the machine's 30 s warm window (files outside the working tree, like /tmp, survive between calls;
 # ignored folders of the tree that carry does not name do not):
-#   run(carry [.gpu/whl, .gpu/shape, .gpu/half1]) `mkdir -p /tmp/keep && cp .gpu/half1/* /tmp/keep/ &&
-#       SPEED_SECONDS=95 SPEED_ARGS="--train-samples 2000 --repeats 2 --tokens 32 --rows 943" \
-#       bash benchmarks/gpu_session.sh speed .gpu/shape .gpu/whl`
-#   run(carry [.gpu/whl, .gpu/half2]) `bash benchmarks/gpu_session.sh learn /tmp/keep/gguf.part00 .gpu/half2/gguf.part01 .gpu/whl`
+#   run(carry [.gpu/whl, .gpu/half1]) `mkdir -p /tmp/keep && cp .gpu/half1/* /tmp/keep/`
+#   run(carry [.gpu/whl, .gpu/half2, .gpu/data]) `bash benchmarks/gpu_session.sh learn /tmp/keep/gguf.part00 \
+#       .gpu/half2/gguf.part01 .gpu/whl`   (RUN_PARAMS="sft.resume_from_checkpoint=checkpoints/<name>" resumes)
 set -euo pipefail
 python=.venv/bin/python
+for table in data/03_primary/interactions.parquet data/05_model_input/train_samples.parquet; do
+    [ -f "$table" ] || { echo "$table missing: run .venv/bin/kedro run --env gpu --pipelines data first"; exit 2; }
+done
 gguf=$($python -c "from r2ec_pipeline.model.backbone import locate_packaged_gguf; print(locate_packaged_gguf())")
 grep -qx "/.gpu/" .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo "/.gpu/" >> .git/info/exclude; }
-rm -rf .gpu && mkdir -p .gpu/whl .gpu/shape .gpu/half1 .gpu/half2
-pins=$($python -c "import pydantic, pydantic_core, gguf; from importlib.metadata import version as v
-print(f'pydantic=={pydantic.VERSION} pydantic-core=={pydantic_core.__version__} gguf=={v(\"gguf\")}')")
+rm -rf .gpu && mkdir -p .gpu/whl .gpu/shape .gpu/half1 .gpu/half2 .gpu/data/data
+pins=$($python -c "import pydantic, pydantic_core, gguf, kedro, more_itertools, parse
+from importlib.metadata import version as v
+print(f'pydantic=={pydantic.VERSION} pydantic-core=={pydantic_core.__version__} gguf=={v(\"gguf\")}',
+      f'kedro=={kedro.__version__} more-itertools=={v(\"more-itertools\")} parse=={v(\"parse\")}')")
 $python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .gpu/whl $pins annotated-types typing-inspection
-cp data/01_raw/recbole-1.2.1-py3-none-any.whl .gpu/whl/
 sha256sum "$gguf" | cut -d' ' -f1 > .gpu/whl/gguf.sha256
+cp -r data/03_primary data/05_model_input .gpu/data/data/
+find .gpu/data -name .gitkeep -delete
 split -n 2 -d "$gguf" .gpu/gguf.part && mv .gpu/gguf.part00 .gpu/half1/ && mv .gpu/gguf.part01 .gpu/half2/
 $python - <<'PY'
 import shutil

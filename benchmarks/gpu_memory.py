@@ -1,4 +1,4 @@
-"""Estimated peak GPU memory of a RecPO step at the paper's settings, by part (prints a table).
+"""Estimated peak GPU memory of a RecPO step at the paper's settings, or of an SFT step (``--sft``), by part.
 
 Backbones: SmolLM2-135M (ours), Qwen2.5-3B-sized and Gemma-2-2B-sized, in bfloat16 with float32 LoRA
 (r = 4 on every projection of every layer, AdamW), B = 8 users per device, G = 4 paths, 512 completion
@@ -15,10 +15,11 @@ tokens, prompts of up to 2048 tokens. Parts:
   logits       float32 vocabulary log-probs kept for backward: of every completion token at once
                (the old code) or of ``logprob_chunk_tokens`` of them (chunked, recomputed in backward)
   kv cache     the rollout's generation cache, B·G rows × (prompt + completion)
-Estimates are first-order (no allocator slack, no attention workspace); `gpu_run.py` measures the
-SmolLM2 step on a real GPU (its "memory_*" stages) to set them against.
+Estimates are first-order (no allocator slack, no attention workspace); the H200 measurements in
+docs/gpu.md are what they are set against.
 
 Usage: python benchmarks/gpu_memory.py [--prompt 2048] [--completion 512] [--users 8] [--paths 4]
+       python benchmarks/gpu_memory.py --sft --user-tokens N --item-tokens M --margin X
 """
 
 from __future__ import annotations
@@ -112,13 +113,74 @@ def estimate(shape: Shape, step: Step) -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True)
+class SFTStep:
+    """One step of the batched SFT engine with ``softmax: full`` (``model/sft_batched.py``)."""
+
+    users: int = 384  # sft.batch_size
+    user_tokens: int = 160  # padded length of a length bucket's user prompts (run whole: share_prefix [items])
+    items: int = 1682  # the whole catalog, encoded with gradient every step
+    item_tokens: int = 30  # an item prompt's own tokens after the shared prefix (run once a step)
+    chunk_items: int | None = None  # sft.item_chunk_size: items whose graph exists at once (None: all)
+    lora_rank: int = 4
+
+
+def sft_estimate(shape: Shape, step: SFTStep) -> dict[str, float]:
+    """Bytes by part for one SFT step: bf16 weights, LoRA in bf16 with fp32 masters and AdamW (4 + 16 bytes a
+    parameter), and the bf16 activations autograd keeps for the users' and the items' tokens. The adapters
+    compute in bf16 (``MasterWeights``), so peft makes no fp32 copy of their inputs; each keeps A's rank-r
+    output. With ``chunk_items`` the gradient-cache trick holds one chunk's graph at a time, plus the items'
+    states (fp32) and their gradient."""
+    per_token = activation_bytes_per_token_layer(shape) + BF16 * 7 * step.lora_rank
+    items_in_graph = min(step.chunk_items or step.items, step.items)
+    return {
+        "weights": shape.parameters * BF16,
+        "adapters": lora_parameters(shape, step.lora_rank) * (BF16 + 4 * FP32),
+        "users": shape.layers * step.users * step.user_tokens * per_token,
+        "items": shape.layers * items_in_graph * step.item_tokens * per_token
+        + (2 * step.items * shape.hidden * FP32 if step.chunk_items else 0),
+    }
+
+
+def print_sft_table(user_tokens: int, item_tokens: int, margin: float) -> None:
+    """The SFT settings the GPU profiles choose between, estimated and with the measured margin applied."""
+    shape = BACKBONES[0]
+    variants = {
+        "384 users, whole catalog in one graph": SFTStep(user_tokens=user_tokens, item_tokens=item_tokens),
+        "384 users, item_chunk_size 256": SFTStep(user_tokens=user_tokens, item_tokens=item_tokens, chunk_items=256),
+        "256 users, whole catalog": SFTStep(users=256, user_tokens=user_tokens, item_tokens=item_tokens),
+        "192 users, whole catalog": SFTStep(users=192, user_tokens=user_tokens, item_tokens=item_tokens),
+    }
+    print(
+        f"\nSFT step, SmolLM2-135M, user prompts {user_tokens} tokens, item prompts {item_tokens} own tokens; GB (2^30)"
+    )
+    print(f"(x {margin:.2f}: the measured H200 peak over this estimate at the measured shape)\n")
+    print("| setting | weights + adapters | users | items | estimate | with margin | fits 80 GB | fits 141 GB |")
+    print("|---|---:|---:|---:|---:|---:|---|---|")
+    for label, step in variants.items():
+        parts = sft_estimate(shape, step)
+        total = sum(parts.values())
+        cells = (
+            f"{(parts['weights'] + parts['adapters']) / GB:.2f} | {parts['users'] / GB:.1f} | {parts['items'] / GB:.1f}"
+        )
+        fits = ["yes" if total * margin < limit * GB else "no" for limit in (80, 141)]
+        print(f"| {label} | {cells} | {total / GB:.1f} | {total * margin / GB:.1f} | {fits[0]} | {fits[1]} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompt", type=int, default=2048)
     parser.add_argument("--completion", type=int, default=512)
     parser.add_argument("--users", type=int, default=8)
     parser.add_argument("--paths", type=int, default=4)
+    parser.add_argument("--sft", action="store_true", help="the SFT step's table instead (token lengths below)")
+    parser.add_argument("--user-tokens", type=int, default=160, help="SFT: padded user prompt length")
+    parser.add_argument("--item-tokens", type=int, default=30, help="SFT: an item prompt's own tokens")
+    parser.add_argument("--margin", type=float, default=1.0, help="SFT: measured peak / estimate, applied to each row")
     args = parser.parse_args()
+    if args.sft:
+        print_sft_table(args.user_tokens, args.item_tokens, args.margin)
+        return
     base = dict(users=args.users, paths=args.paths, prompt=args.prompt, completion=args.completion)
     variants = {
         "unchunked logits": Step(**base, chunk_tokens=10**9),

@@ -9,7 +9,7 @@ copy (``merged.MergedCopy``) against HF ``generate`` on the same merged weights,
 (top-k 200, temperature 1.5, log-probs kept as RecPO needs), same prompts, same number of rows.
 Every figure is the mean of timed repeats after warm-up; the ratios are ours / reference, from this run.
 
-  python benchmarks/gpu_speed.py --wheel recbole-1.2.1-py3-none-any.whl --backbone SmolLM2.gguf --out /tmp/speed
+  python benchmarks/gpu_speed.py --data-root .gpu/data --backbone SmolLM2.gguf --out /tmp/speed
 Each result is printed as one JSON line as soon as it is measured.
 """
 
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from gpu_common import build_data, timed  # benchmarks/ is on the path when this script runs
+from gpu_common import load_tables, timed  # benchmarks/ is on the path when this script runs
 
 from r2ec_pipeline.config import PromptParams, SFTParams, parse_block
 from r2ec_pipeline.model.backbone import load_causal_lm, load_tokenizer
@@ -157,7 +157,9 @@ def decode_speed(merged: R2ecModel, prompts: list[str], tokens: int, sample: boo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--wheel", type=Path, required=True)
+    parser.add_argument(
+        "--data-root", type=Path, default=Path("."), help="where the carried data/ tables lie (gpu_carry.sh)"
+    )
     parser.add_argument("--backbone", required=True)
     parser.add_argument("--cache", type=Path, default=Path("/tmp/r2ec-backbones"))
     parser.add_argument("--out", type=Path, default=Path("gpu_speed"))
@@ -198,7 +200,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     tokenizer = load_tokenizer(args.backbone, args.cache)
-    data = build_data(args.wheel, tokenizer, 10, None, args.train_samples)
+    data = load_tables(args.data_root, args.train_samples)
     if args.random_weights:
         from transformers import AutoConfig, AutoModelForCausalLM
 

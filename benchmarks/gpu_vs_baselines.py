@@ -1,13 +1,13 @@
-"""gpu_run.py's models against `make run`'s Popularity and SASRec on the same test users (paired CIs).
+"""A GPU run's models against `make run`'s Popularity and SASRec on the same test users (paired CIs).
 
-gpu_run.py saves every test user's rank per model and mode with the project's user and item ids
-(``rankings.parquet``: ``internal_user_id``, ``internal_target_id``, ``rank``); the baselines' ranks come
-from `make run`'s ``data/07_model_output/rankings.parquet`` (test split, direct mode). Users are matched
-by id and their targets must agree (the same leave-one-out split); the table gives each GPU model minus
-each baseline in N@10, H@10 and MRR, with paired bootstrap 95% CIs.
+``python -m r2ec_pipeline.device_run`` writes every ranked user's rank per model and mode
+(``<model>_rankings.parquet``: ``split``, ``user_id``, ``target_item_id``, ``rank``, the project's ids, the
+rows `make run` writes); the baselines' ranks come from `make run`'s ``data/07_model_output/rankings.parquet``
+(test split, direct mode). Users are matched by id and their targets must agree (the same leave-one-out
+split); the table gives each GPU model minus each baseline in N@10, H@10 and MRR, with paired bootstrap
+95% CIs.
 
-  PYTHONPATH=src python benchmarks/gpu_vs_baselines.py docs/results/gpu/h200/rankings.parquet \\
-      data/07_model_output/rankings.parquet
+  PYTHONPATH=src python benchmarks/gpu_vs_baselines.py <device_run out> data/07_model_output/rankings.parquet
 """
 
 from __future__ import annotations
@@ -60,23 +60,25 @@ def comparison_rows(models: dict[str, np.ndarray], baselines: dict[str, np.ndarr
 
 
 def gpu_ranks(rankings: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-    """(user ids, targets, {"<model>.<mode>": ranks}) of gpu_run.py's rankings, every model in one user order."""
-    first = rankings.groupby(["model", "mode"], sort=False).ngroup() == 0
-    users = rankings.loc[first, "internal_user_id"].to_numpy()
-    targets = rankings.loc[first, "internal_target_id"].to_numpy()
+    """(user ids, targets, {"<model>.<mode>": ranks}) of a GPU run's test rankings, every model in one user order."""
+    test = rankings[rankings["split"] == "test"]
+    first = test.groupby(["model", "mode"], sort=False).ngroup() == 0
+    users = test.loc[first, "user_id"].to_numpy()
+    targets = test.loc[first, "target_item_id"].to_numpy()
     ranks = {}
-    for (model, mode), rows in rankings.groupby(["model", "mode"], sort=False):
-        rows = rows.set_index("internal_user_id").loc[users]
+    for (model, mode), rows in test.groupby(["model", "mode"], sort=False):
+        rows = rows.set_index("user_id").loc[users]
         ranks[f"{model}.{mode}"] = rows["rank"].to_numpy()
     return users, targets, ranks
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("ranks", type=Path, help="gpu_run.py's rankings.parquet")
+    parser.add_argument("run", type=Path, help="a device_run --out folder (<model>_rankings.parquet)")
     parser.add_argument("rankings", type=Path, help="make run's data/07_model_output/rankings.parquet")
     args = parser.parse_args()
-    user_ids, targets, saved = gpu_ranks(pd.read_parquet(args.ranks))
+    frames = [pd.read_parquet(path) for path in sorted(args.run.glob("*_rankings.parquet"))]
+    user_ids, targets, saved = gpu_ranks(pd.concat(frames, ignore_index=True))
     baselines = baseline_ranks(pd.read_parquet(args.rankings), user_ids, targets)
     print("| difference | metric | GPU model | baseline | difference | 95% CI | users |")
     print("|---|---|---:|---:|---:|---|---:|")

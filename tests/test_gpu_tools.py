@@ -1,9 +1,6 @@
-"""The GPU tools on the CPU: the memory estimate by hand, gpu_run.py end to end on a tiny budget, and
-matching its ranks with `make run`'s baselines."""
+"""The GPU tools on the CPU: the memory estimate by hand, and matching a GPU run's ranks with `make run`'s
+baselines (the GPU run itself, `device_run` of `conf/gpu`, is tested in tests/test_kedro_session.py)."""
 
-import json
-import os
-import subprocess
 import sys
 
 import numpy as np
@@ -14,7 +11,6 @@ from tests.conftest import PROJECT_ROOT
 
 sys.path.insert(0, str(PROJECT_ROOT / "benchmarks"))
 import gpu_memory  # noqa: E402
-import gpu_run  # noqa: E402
 import gpu_vs_baselines  # noqa: E402
 
 TOY = gpu_memory.Shape(
@@ -48,102 +44,26 @@ def test_memory_parts_by_hand():
     assert checkpointed["activations"] == 2 * tokens * 2 * 8 + tokens * per_token
 
 
-@pytest.mark.slow
-def test_gpu_run_goes_end_to_end_on_the_cpu_with_a_tiny_budget(tiny_backbone_dir, tmp_path):
-    wheel = PROJECT_ROOT / "data/01_raw/recbole-1.2.1-py3-none-any.whl"
-    if not wheel.is_file():
-        pytest.skip("needs the recbole wheel that `make run` fetches")
-    env = {**os.environ, "PYTHONPATH": f"{PROJECT_ROOT / 'src'}:{PROJECT_ROOT}", "TQDM_DISABLE": "1"}
-    command = [
-        sys.executable,
-        str(PROJECT_ROOT / "benchmarks/gpu_run.py"),
-        "--wheel",
-        str(wheel),
-        "--backbone",
-        str(tiny_backbone_dir),
-        "--cache",
-        str(tmp_path / "cache"),
-        "--out",
-        str(tmp_path),
-        "--users",
-        "8",
-        "--train-samples",
-        "40",
-        "--sft-batch",
-        "16",
-        "--sft-epochs",
-        "0.5",
-        "--validations",
-        "1",
-        "--batch",
-        "8",
-        "--recpo-users",
-        "2",
-        "--recpo-tokens",
-        "4",
-        "--reasoning-tokens",
-        "4",
-        "--recpo-eval-every",
-        "1",
-        "--recpo-max-steps",
-        "1",
-        "--wall-budget",
-        "100000",
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
-    assert done.returncode == 0, done.stderr[-2000:]
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert list(results["stages"]) == ["data", "zero_shot_test", "sft", "sft_test", "recpo", "recpo_test"]
-    assert results["stages"]["sft"]["steps"] == 2 and results["stages"]["sft"]["epochs"] == 0.8  # 2 of 3 batches
-    assert results["stages"]["recpo"]["steps"] == 1
-    assert set(results["comparisons"]) == {
-        "sft.direct - zero_shot.direct",
-        "recpo.direct - sft.direct",
-        "recpo.reasoning - sft.reasoning",
-        "recpo.reasoning - recpo.direct",
-        "sft.reasoning - sft.direct",
-    }
-    assert "| N@10 difference" in done.stdout
-    rankings = pd.read_parquet(tmp_path / "rankings.parquet")
-    assert len(rankings) == 3 * 2 * 8 and rankings["topk_item_ids"].map(len).eq(50).all()
-    assert {"sft.tar", "recpo.tar"} <= {path.name for path in tmp_path.iterdir()}
-    # and into MLflow: a run of r2ec-gpu with the test metrics, and a registered version of r2ec
-    import mlflow
-
-    from r2ec_pipeline.gpu_import import import_run
-
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    report = import_run(tmp_path, wheel, str(tiny_backbone_dir), tmp_path / "cache")
-    run = mlflow.search_runs(experiment_names=["r2ec-gpu"]).iloc[0]
-    assert run["metrics.eval.test.recpo.reasoning.users"] == 8 and run["tags.gpu"] == "cpu"
-    assert report["version"] == 1 and "champion" in report["aliases"]  # no champion yet in a fresh store
-
-
-def test_a_failing_stage_stops_gpu_run_with_status_1_and_keeps_its_error(tiny_backbone_dir, tmp_path):
-    status = gpu_run.main(
-        [
-            "--wheel",
-            str(tmp_path / "missing.whl"),
-            "--backbone",
-            str(tiny_backbone_dir),
-            "--cache",
-            str(tmp_path / "cache"),
-            "--out",
-            str(tmp_path / "out"),
-        ]
-    )
-    results = json.loads((tmp_path / "out/results.json").read_text())
-    assert status == 1 and "missing.whl" in results["stages"]["data"]["error"]
+def test_sft_memory_parts_by_hand():
+    step = gpu_memory.SFTStep(users=3, user_tokens=5, items=10, item_tokens=2, lora_rank=4)
+    parts = gpu_memory.sft_estimate(TOY, step)
+    per_token = 2 * (4 * 8 + (2 * 2 + 2 * 1) * 4 + 3 * 16) + 2 * 7 * 4  # bf16 layer tensors + 7 A outputs
+    assert parts["weights"] == 1000 * 2 and parts["adapters"] == 1024 * (2 + 16)  # bf16 copy + fp32 master, AdamW
+    assert parts["users"] == 2 * 3 * 5 * per_token  # layers × users × tokens
+    assert parts["items"] == 2 * 10 * 2 * per_token
+    chunked = gpu_memory.sft_estimate(TOY, gpu_memory.SFTStep(**{**step.__dict__, "chunk_items": 4}))
+    assert chunked["items"] == 2 * 4 * 2 * per_token + 2 * 10 * 8 * 4  # one chunk's graph + fp32 states and grads
 
 
 def test_gpu_rankings_line_up_every_model_on_the_first_models_users():
     rows = [
-        ("zero_shot", "direct", 5, 50, 3),
-        ("zero_shot", "direct", 7, 70, 9),
-        ("sft", "direct", 7, 70, 1),
-        ("sft", "direct", 5, 50, 2),
+        ("zero_shot", "direct", "test", 5, 50, 3),
+        ("zero_shot", "direct", "test", 7, 70, 9),
+        ("zero_shot", "direct", "valid", 9, 90, 4),  # another split: left out
+        ("sft", "direct", "test", 7, 70, 1),
+        ("sft", "direct", "test", 5, 50, 2),
     ]
-    frame = pd.DataFrame(rows, columns=["model", "mode", "internal_user_id", "internal_target_id", "rank"])
+    frame = pd.DataFrame(rows, columns=["model", "mode", "split", "user_id", "target_item_id", "rank"])
     users, targets, ranks = gpu_vs_baselines.gpu_ranks(frame)
     assert users.tolist() == [5, 7] and targets.tolist() == [50, 70]
     assert ranks == {"zero_shot.direct": ranks["zero_shot.direct"], "sft.direct": ranks["sft.direct"]}

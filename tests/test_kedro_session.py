@@ -12,207 +12,16 @@ import mlflow
 import pandas as pd
 import pytest
 import yaml
-from kedro.framework.project import configure_project
-from kedro.framework.session import KedroSession
 
 from r2ec_pipeline.config import ConfigError
-from tests.conftest import FIXTURES, PROJECT_ROOT
 from tests.helpers import free_port
-
-
-@pytest.fixture
-def project(tmp_path: Path, tiny_backbone_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A copy of the project's configuration in a temp folder, reading the tiny fixtures."""
-    shutil.copytree(PROJECT_ROOT / "conf", tmp_path / "conf", ignore=shutil.ignore_patterns("local"))
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", tmp_path)
-    shutil.copytree(PROJECT_ROOT / "checkpoints", tmp_path / "checkpoints")  # trained on other data: skipped
-    (tmp_path / "conf" / "local").mkdir()
-    globals_ = {
-        "backbone": str(tiny_backbone_dir),
-        "amazon_dir": str(FIXTURES / "amazon"),
-        "amazon_category": "Tiny_Instruments",
-    }
-    (tmp_path / "conf" / "local" / "globals.yml").write_text(yaml.safe_dump(globals_))
-    monkeypatch.chdir(tmp_path)
-    # An absolute URI per project: MLflow caches one SQL store per URI string, so the relative default
-    # (sqlite:///mlflow.db) would keep writing to the first test's file. This also exercises the override.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    configure_project("r2ec_pipeline")
-    return tmp_path
-
-
-def _nested(dotted: dict[str, object]) -> dict[str, object]:
-    """``{"a.b": 1}`` → ``{"a": {"b": 1}}``, as ``kedro run --params a.b=1`` passes them."""
-    nested: dict[str, object] = {}
-    for key, value in dotted.items():
-        *parents, leaf = key.split(".")
-        node = nested
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = value
-    return nested
-
-
-TINY_TRAINING = {
-    "model.adapters.top_layers": 1,
-    "model.adapters.r": 2,
-    "model.adapters.alpha": 4,
-    "model.encode_batch_size": 4,
-    "sft.steps": 2,
-    "sft.batch_size": 2,
-    "sft.negatives": 2,
-    "sft.eval_every": 1,
-    "sft.eval_users": 2,
-    "recpo.per_device_train_batch_size": 2,
-    "recpo.num_generations": 2,
-    "recpo.max_completion_length": 2,
-    "recpo.max_steps": 2,
-    "recpo.save_steps": 1,
-    "recpo.eval_users": 2,
-    "recpo.learning_rate": 1e-2,
-    "baselines.sasrec.max_epochs": 2,
-    "baselines.sasrec.hidden_size": 8,
-    "evaluation.users": 3,
-    "evaluation.valid_users": 3,
-    "evaluation.reasoning_users": 2,
-    "evaluation.recpo_reasoning_users": 2,
-    "evaluation.zero_shot_users": 2,
-    "evaluation.reasoning_tokens": 2,
-    "evaluation.top_n": 4,
-    "registration.reasoning_tokens": 2,
-}
-
-
-def _run(project: Path, pipeline: str = "__default__", env: str | None = None, tiny=TINY_TRAINING, **runtime_params):
-    params = {
-        "data_ingestion.source": "amazon_2023",
-        "data_ingestion.amazon.min_items": 3,
-        **tiny,
-        **runtime_params,
-    }
-    with KedroSession.create(project_path=project, env=env, runtime_params=_nested(params)) as session:
-        return session.run(pipeline_names=[pipeline])
-
-
-# `conf/gpu` at tiny sizes: only lengths and counts shrink; engines, precision, rollouts and the evaluation's
-# user sets stay the profile's (every validation and test user, both modes)
-TINY_GPU = {
-    "model.adapters.r": 2,
-    "model.adapters.alpha": 4,
-    "sft.batch_size": 4,
-    "sft.save_steps": 1,
-    "recpo.per_device_train_batch_size": 2,
-    "recpo.num_generations": 2,
-    "recpo.max_completion_length": 2,
-    "recpo.max_steps": 2,
-    "recpo.save_steps": 1,
-    "recpo.eval_steps": 1,
-    "baselines.sasrec.max_epochs": 2,
-    "baselines.sasrec.hidden_size": 8,
-    "evaluation.reasoning_tokens": 2,
-    "evaluation.top_n": 4,
-    "registration.reasoning_tokens": 2,
-}
-
-
-# Runs `kedro run --env gpu` in a fresh process (kedro-mlflow's hooks pile up across sessions of one
-# process), recording which SFT engine and rollout decoder were called and with what.
-_SPIED_GPU_RUN = """
-import json, sys
-from kedro.framework.project import configure_project
-from kedro.framework.session import KedroSession
-import r2ec_pipeline.model.sft as sft_module
-import r2ec_pipeline.rl.trainer as trainer_module
-
-ran = {"sft": [], "merged": []}
-real_sft, real_merged = sft_module.train_sft_batched, trainer_module.MergedCopy
-
-def batched(*args, **kwargs):
-    settings = args[5]
-    ran["sft"].append([settings.softmax, settings.adapter_dtype, settings.share_prefix])
-    return real_sft(*args, **kwargs)
-
-def merged(policy, *args, **kwargs):
-    ran["merged"].append(type(policy).__name__)
-    return real_merged(policy, *args, **kwargs)
-
-sft_module.train_sft_batched, trainer_module.MergedCopy = batched, merged
-configure_project("r2ec_pipeline")
-with KedroSession.create(project_path=".", env="gpu", runtime_params=json.loads(sys.argv[1])) as session:
-    session.run()
-print("RAN " + json.dumps(ran))
-"""
-
-
-def test_the_gpu_profile_runs_end_to_end_with_the_engines_and_evaluation_it_documents(project):
-    """`kedro run --env gpu` on the CPU at tiny sizes: SFT by the batched engine (bf16 adapters, float32
-    masters, whole-catalog softmax, checkpoints), RecPO rollouts decoded by the merged copy, and every
-    validation and test user ranked in both modes: what conf/gpu/README.md says a GPU run does."""
-    shutil.copy(project / "conf/local/globals.yml", project / "conf/gpu/globals.yml")  # the run env replaces local
-    params = _nested({"data_ingestion.source": "amazon_2023", "data_ingestion.amazon.min_items": 3, **TINY_GPU})
-    done = subprocess.run(
-        [sys.executable, "-c", _SPIED_GPU_RUN, json.dumps(params)],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    ran = json.loads(done.stdout.rsplit("RAN ", 1)[1])
-    assert ran == {"sft": [["full", "bfloat16", ["items"]]], "merged": ["R2ecModel"]}
-    sft_checkpoints = sorted(p.name for p in (project / "data/06_models/sft_checkpoints").iterdir())
-    assert (
-        sft_checkpoints
-        and json.loads(
-            (project / "data/06_models/sft_checkpoints" / sft_checkpoints[-1] / "manifest.json").read_text()
-        )["parameters"]["sft"]["engine"]
-        == "batched"
-    )
-    metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
-    for split in ("valid", "test"):
-        users = metrics["users"][split]
-        for model in ("zero_shot", "sft", "recpo"):
-            assert {mode: metrics[split][model][mode]["users"] for mode in ("direct", "reasoning")} == {
-                "direct": users,
-                "reasoning": users,
-            }, (split, model)
-    report = json.loads((project / "data/08_reporting/recpo_report.json").read_text())
-    assert report["steps"] == 2 and report["eval_users"] == metrics["users"]["valid"]
-
-
-def _cli_run(project: Path, pipeline: str = "__default__", **runtime_params) -> None:
-    """`kedro run` in a fresh process: kedro-mlflow's hooks pile up across sessions of one process and
-    log into each other's runs, so tests that compare or count runs start their own processes."""
-    (project / "src").mkdir(exist_ok=True)  # the kedro CLI wants a source folder; the package is installed
-    params = {
-        "data_ingestion.source": "amazon_2023",
-        "data_ingestion.amazon.min_items": 3,
-        **TINY_TRAINING,
-        **runtime_params,
-    }
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kedro",
-            "run",
-            "--pipelines",
-            pipeline,
-            "--params",
-            ",".join(f"{key}={value}" for key, value in params.items()),
-        ],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+from tests.kedro_project import TINY_TRAINING, run_cli, run_session
 
 
 def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
     mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
     mlflow.create_experiment("r2ec")  # a store from before mlflow.yml gave the experiment its tags
-    _run(project)  # the shipped checkpoint conf/base names was trained on other data: skipped
+    run_session(project)  # the shipped checkpoint conf/base names was trained on other data: skipped
     test = pd.read_parquet(project / "data/05_model_input/test_samples.parquet")
     interactions = pd.read_parquet(project / "data/03_primary/interactions.parquet")
     assert len(test) == interactions["user_id"].nunique()  # leave-one-out: one test sample per user
@@ -337,7 +146,7 @@ def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
     # model (the same weights: the same MRR), registered after it (the rerun's RecPO model is version 2, the
     # shipped one 3) with the provenance of the run that trained it, and (a tie) not champion
     shutil.copytree(project / "data/06_models/recpo_checkpoints/checkpoint-2", project / "checkpoints/own-recpo-2")
-    _cli_run(project, "evaluation,registration", **{"evaluation.shipped_checkpoint": "checkpoints/own-recpo-2"})
+    run_cli(project, "evaluation,registration", **{"evaluation.shipped_checkpoint": "checkpoints/own-recpo-2"})
     metrics = json.loads((project / "data/08_reporting/metrics.json").read_text())
     assert set(metrics["valid"]) - set(metrics["test"]) == {"shipped"}  # promotion reads validation only
     assert metrics["valid"]["shipped"]["reasoning"] == metrics["valid"]["recpo"]["reasoning"]
@@ -361,7 +170,7 @@ def test_default_pipeline_runs_end_to_end_and_is_tracked(project: Path):
 )
 def test_bad_parameters_stop_before_any_node(project: Path, param, value, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
-        _run(project, pipeline="data", **{param: value})
+        run_session(project, pipeline="data", **{param: value})
     assert not list(project.rglob("*.parquet"))
 
 
@@ -377,21 +186,21 @@ def test_bad_parameters_stop_before_any_node(project: Path, param, value, named)
 )
 def test_bad_recpo_parameters_stop_before_any_node(project: Path, param, value, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
-        _run(project, pipeline="recpo", **{param: value})
+        run_session(project, pipeline="recpo", **{param: value})
     assert not (project / "data").exists() or not list((project / "data").rglob("*"))
 
 
 def test_missing_amazon_file_stops_ingestion_and_writes_nothing(project: Path):
     (project / "conf/local/globals.yml").write_text(yaml.safe_dump({"amazon_dir": str(project / "nowhere")}))
     with pytest.raises(Exception, match="Amazon Reviews 2023 file not found"):
-        _run(project, pipeline="data")
+        run_session(project, pipeline="data")
     assert not list(project.rglob("*.parquet"))
 
 
 def test_recpo_under_torchrun_trains_on_two_processes_and_writes_once(project: Path):
     """`torchrun -m kedro run --pipelines recpo`: one global batch over 2 gloo processes, outputs and the
     MLflow run written by rank 0 only. No SFT checkpoint here, so RecPO starts from the zero-shot model."""
-    _run(project, pipeline="data")
+    run_session(project, pipeline="data")
     (project / "src").mkdir()  # the kedro CLI wants a source folder; the package itself is installed
     params = {**TINY_TRAINING, "recpo.per_device_train_batch_size": 1, "recpo.max_steps": 2}
     torchrun = str(Path(sys.executable).with_name("torchrun"))
@@ -434,7 +243,7 @@ def test_the_same_seed_and_data_give_identical_metrics(project: Path):
 
     def run_once() -> dict[str, str]:
         shutil.rmtree(project / "data", ignore_errors=True)
-        _cli_run(project)
+        run_cli(project)
         found = {name: (project / "data/08_reporting" / name).read_text() for name in reports}
         for model in ("sft", "recpo"):  # DVC hashes these folders: equal weights must give equal files
             folder = project / "data/06_models" / model
@@ -449,8 +258,8 @@ def test_the_same_seed_and_data_give_identical_metrics(project: Path):
 def test_ablation_grid_trains_every_variant_as_a_child_run(project: Path):
     from r2ec_pipeline.config import ABLATION_VARIANTS
 
-    _cli_run(project)  # the SFT start point and the evaluation users every variant is ranked on
-    _cli_run(project, "ablations", **{"ablations.recpo.max_steps": 1})
+    run_cli(project)  # the SFT start point and the evaluation users every variant is ranked on
+    run_cli(project, "ablations", **{"ablations.recpo.max_steps": 1})
 
     summary = json.loads((project / "data/08_reporting/ablations.json").read_text())
     assert set(summary) - {"users", "comparisons"} == set(ABLATION_VARIANTS)
@@ -484,9 +293,9 @@ def test_ablation_grid_trains_every_variant_as_a_child_run(project: Path):
 
 
 def test_cold_start_adds_the_held_out_items_after_training_and_ranks_their_users(project: Path):
-    _cli_run(project)  # make run's models, which knew every item, and its test users
+    run_cli(project)  # make run's models, which knew every item, and its test users
     # the tiny catalog without its newest item leaves 1 RecPO training sample
-    _cli_run(project, "cold_start", **{"cold_start.held_out_fraction": 0.25, "recpo.per_device_train_batch_size": 1})
+    run_cli(project, "cold_start", **{"cold_start.held_out_fraction": 0.25, "recpo.per_device_train_batch_size": 1})
 
     items = pd.read_parquet(project / "data/03_primary/items.parquet")
     held = pd.read_parquet(project / "data/03_primary/cold_start/held_out_items.parquet")

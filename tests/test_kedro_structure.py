@@ -97,9 +97,8 @@ def test_library_packages_take_typed_parameters_and_import_without_kedro():
 
 
 def test_pipeline_packages_import_their_nodes_without_kedro():
-    """A pipeline's ``__init__`` imports nothing and its ``nodes.py`` no Kedro, so scripts without Kedro
-    (``benchmarks/gpu_run.py`` on a GPU machine) import node functions plainly; the registry imports
-    ``pipeline.py``."""
+    """A pipeline's ``__init__`` imports nothing and its ``nodes.py`` no Kedro: the node functions import
+    without Kedro's runtime (``device_run`` on a GPU machine needs only ``kedro.pipeline``, in ``pipeline.py``)."""
     problems = []
     for package in (p for p in PIPELINES.iterdir() if p.is_dir() and p.name != "__pycache__"):
         if _imported_modules(package / "__init__.py"):

@@ -15,7 +15,7 @@ import pandas as pd
 from r2ec_pipeline.config import AmazonParams, parse_block
 from r2ec_pipeline.data.amazon import filter_items, meta_items, to_unix, window_start
 
-if TYPE_CHECKING:  # types only: the nodes run without Kedro's dataset classes (benchmarks/gpu_run.py)
+if TYPE_CHECKING:  # types only: the nodes import no Kedro dataset classes
     from r2ec_pipeline.datasets.raw_sources import LazyTables, RawTables
 
 logger = logging.getLogger(__name__)
