@@ -8,18 +8,7 @@ from pathlib import Path
 
 from kedro.framework.session import KedroSession
 
-
-def nested(dotted: dict[str, object]) -> dict[str, object]:
-    """``{"a.b": 1}`` → ``{"a": {"b": 1}}``, as ``kedro run --params a.b=1`` passes them."""
-    nested: dict[str, object] = {}
-    for key, value in dotted.items():
-        *parents, leaf = key.split(".")
-        node = nested
-        for parent in parents:
-            node = node.setdefault(parent, {})
-        node[leaf] = value
-    return nested
-
+from r2ec_pipeline.config.profile import nested_keys
 
 TINY_TRAINING = {
     "model.adapters.top_layers": 1,
@@ -59,7 +48,7 @@ def run_session(project: Path, pipeline: str = "__default__", **runtime_params):
         **TINY_TRAINING,
         **runtime_params,
     }
-    with KedroSession.create(project_path=project, runtime_params=nested(params)) as session:
+    with KedroSession.create(project_path=project, runtime_params=nested_keys(params)) as session:
         return session.run(pipeline_names=[pipeline])
 
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from r2ec_pipeline.config.profile import nested_keys
 from tests.conftest import PROJECT_ROOT
-from tests.kedro_project import nested
 
 # `conf/gpu` at tiny sizes: only lengths and counts shrink; engines, precision, rollouts and the evaluation's
 # user sets stay the profile's (every validation and test user, both modes)
@@ -99,7 +99,7 @@ def test_the_gpu_profile_runs_end_to_end_with_the_engines_and_evaluation_it_docu
     masters, whole-catalog softmax, checkpoints), RecPO rollouts decoded by the merged copy, and every
     validation and test user ranked in both modes: what conf/gpu/README.md says a GPU run does."""
     shutil.copy(project / "conf/local/globals.yml", project / "conf/gpu/globals.yml")  # the run env replaces local
-    params = nested({"data_ingestion.source": "amazon_2023", "data_ingestion.amazon.min_items": 3, **TINY_GPU})
+    params = nested_keys({"data_ingestion.source": "amazon_2023", "data_ingestion.amazon.min_items": 3, **TINY_GPU})
     done = subprocess.run(
         [sys.executable, "-c", _SPIED_GPU_RUN, json.dumps(params)],
         cwd=project,

@@ -10,9 +10,10 @@ import pytest
 import yaml
 from kedro.config import OmegaConfigLoader
 
+from r2ec_pipeline.config.profile import nested_keys
 from tests.conftest import FIXTURES
+from tests.kedro_project import TINY_TRAINING
 from tests.test_end_to_end import WHEEL, _env, _project_copy
-from tests.test_kedro_session import TINY_TRAINING, _nested
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +29,9 @@ def _tiny_conf(project: Path, backbone: Path) -> None:
     }
     (project / "conf/local/globals.yml").write_text(yaml.safe_dump(globals_))
     params = dict(OmegaConfigLoader(str(project / "conf"), base_env="base", default_run_env="local")["parameters"])
-    overrides = _nested({"data_ingestion.source": "amazon_2023", "data_ingestion.amazon.min_items": 3, **TINY_TRAINING})
+    overrides = nested_keys(
+        {"data_ingestion.source": "amazon_2023", "data_ingestion.amazon.min_items": 3, **TINY_TRAINING}
+    )
 
     def merge(base: dict, extra: dict) -> dict:
         return {**base, **{k: merge(base.get(k, {}), v) if isinstance(v, dict) else v for k, v in extra.items()}}

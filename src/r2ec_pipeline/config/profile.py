@@ -56,7 +56,8 @@ def _resolve(value: Any, globals_: dict[str, Any]) -> Any:
     return _REFERENCE.sub(lambda match: str(lookup(match)), value)
 
 
-def _dotted(overrides: dict[str, Any]) -> dict[str, Any]:
+def nested_keys(overrides: dict[str, Any]) -> dict[str, Any]:
+    """``{"a.b": 1}`` → ``{"a": {"b": 1}}``, as ``kedro run --params a.b=1`` passes them."""
     nested: dict[str, Any] = {}
     for key, value in overrides.items():
         *parents, leaf = key.split(".")
@@ -82,4 +83,4 @@ def load_parameters(
         globals_ = _deep_merge(globals_, _read(folder, "globals*.yml"))
         parameters = _deep_merge(parameters, _read(folder, "parameters*.yml"))
     parameters = _resolve(parameters, globals_)
-    return _deep_merge(parameters, _dotted(overrides or {}))
+    return _deep_merge(parameters, nested_keys(overrides or {}))

@@ -61,9 +61,8 @@ def version_tags(
     }
 
 
-def _registration(
+def register_model(
     checkpoint: Path,
-    model: str,
     backbone: Path,
     items: pd.DataFrame,
     interactions: pd.DataFrame,
@@ -73,8 +72,11 @@ def _registration(
     prompts_params: dict[str, Any],
     evaluation_params: dict[str, Any],
     params: dict[str, Any],
+    model: str = "recpo",
 ) -> Registration:
-    """``model``'s checkpoint (its row of metrics.json: recpo, shipped) as a version to register."""
+    """``model``'s checkpoint (its row of metrics.json: this run's RecPO model by default) as a model to register
+    (the ``registered_model`` dataset logs it as a pyfunc, registers it and moves ``champion`` only if it
+    wins on the same dataset and users)."""
     prompts, config = parse_block("prompts", prompts_params), parse_block("registration", params)
     settings = ServingSettings(
         user_instruction=prompts.user_instruction,
@@ -98,35 +100,6 @@ def _registration(
         metric=config.promotion_metric,
         value=value,
         tags=version_tags(interactions, metrics, config.promotion_metric, model, ingestion_params, evaluation_params),
-    )
-
-
-def register_model(
-    checkpoint: Path,
-    backbone: Path,
-    items: pd.DataFrame,
-    interactions: pd.DataFrame,
-    test_samples: pd.DataFrame,
-    metrics: dict[str, Any],
-    ingestion_params: dict[str, Any],
-    prompts_params: dict[str, Any],
-    evaluation_params: dict[str, Any],
-    params: dict[str, Any],
-) -> Registration:
-    """The RecPO checkpoint as a model to register (the ``registered_model`` dataset logs it as a pyfunc,
-    registers it and moves ``champion`` only if it wins on the same dataset and users)."""
-    return _registration(
-        checkpoint,
-        "recpo",
-        backbone,
-        items,
-        interactions,
-        test_samples,
-        metrics,
-        ingestion_params,
-        prompts_params,
-        evaluation_params,
-        params,
     )
 
 
@@ -157,19 +130,8 @@ def register_shipped(
         registered["version"],
     )
     (folder,) = shipped.values()
-    registration = _registration(
-        folder,
-        "shipped",
-        backbone,
-        items,
-        interactions,
-        test_samples,
-        metrics,
-        ingestion_params,
-        prompts_params,
-        evaluation_params,
-        params,
-    )
+    inputs = (backbone, items, interactions, test_samples, metrics, ingestion_params, prompts_params)
+    registration = register_model(folder, *inputs, evaluation_params, params, model="shipped")
     provenance = {
         "checkpoint": Path(path).name,
         "git_commit": str(manifest.get("git_commit")),
