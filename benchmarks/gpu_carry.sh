@@ -4,15 +4,19 @@
 # trains on are the ones great-expectations validated here). Writes the git-ignored .gpu/ (listed in
 # .git/info/exclude):
 #   .gpu/whl/    wheels the GPU image lacks (gguf, pydantic and its needs, kedro's pipeline modules and their
-#                needs; cp312, manylinux) and the GGUF's sha256
+#                needs; cp312, manylinux), the GGUF's sha256 and the commit of the tree the calls carry
 #   .gpu/data/   data/03_primary and data/05_model_input as the catalog names them (parquet, ~9 MB)
 #   .gpu/shape/  SmolLM2's config.json and tokenizer (gpu_session.sh speed: random weights, no GGUF)
-#   .gpu/half1/, .gpu/half2/  the SmolLM2 GGUF in two halves (at most 64 MiB travel a call)
-# Then, within the machine's 30 s warm window (files outside the working tree, like /tmp, survive between calls;
-# ignored folders of the tree that carry does not name do not):
-#   run(carry [.gpu/whl, .gpu/half1]) `mkdir -p /tmp/keep && cp .gpu/half1/* /tmp/keep/`
-#   run(carry [.gpu/whl, .gpu/half2, .gpu/data]) `bash benchmarks/gpu_session.sh learn /tmp/keep/gguf.part00 \
-#       .gpu/half2/gguf.part01 .gpu/whl`   (RUN_PARAMS="sft.resume_from_checkpoint=checkpoints/<name>" resumes)
+#   .gpu/part0/ .gpu/part1/ .gpu/part2/  the SmolLM2 GGUF in three parts
+# A call carries the tracked tree (`git ls-files`: ~14 MB with one shipped checkpoint; each checkpoint adds
+# 10-25 MB) plus what `carry` names, at most 64 MiB in all; so the parts travel one a call, to /tmp/keep
+# (a warm machine's /tmp survives between calls; ignored folders of the tree that carry does not name do
+# not), within the machine's 30 s warm window:
+#   run(carry [.gpu/part0, .gpu/data]) `mkdir -p /tmp/keep && cp -r .gpu/part0/* .gpu/data /tmp/keep/`
+#   run(carry [.gpu/part1])            `cp .gpu/part1/* /tmp/keep/`
+#   run(carry [.gpu/whl, .gpu/part2])  `cp .gpu/part2/* /tmp/keep/ && bash benchmarks/gpu_session.sh learn /tmp/keep .gpu/whl`
+#       (RUN_PARAMS="sft.resume_from_checkpoint=checkpoints/<name>" resumes a kept checkpoint)
+# The speed check needs no GGUF: run(carry [.gpu/whl, .gpu/shape, .gpu/data]) `bash benchmarks/gpu_session.sh speed .gpu/shape .gpu/whl`
 set -euo pipefail
 python=.venv/bin/python
 for table in data/03_primary/interactions.parquet data/05_model_input/train_samples.parquet; do
@@ -20,7 +24,7 @@ for table in data/03_primary/interactions.parquet data/05_model_input/train_samp
 done
 gguf=$($python -c "from r2ec_pipeline.model.backbone import locate_packaged_gguf; print(locate_packaged_gguf())")
 grep -qx "/.gpu/" .git/info/exclude 2>/dev/null || { mkdir -p .git/info; echo "/.gpu/" >> .git/info/exclude; }
-rm -rf .gpu && mkdir -p .gpu/whl .gpu/shape .gpu/half1 .gpu/half2 .gpu/data/data
+rm -rf .gpu && mkdir -p .gpu/whl .gpu/shape .gpu/part0 .gpu/part1 .gpu/part2 .gpu/data/data
 pins=$($python -c "import pydantic, pydantic_core, gguf, kedro, more_itertools, parse
 from importlib.metadata import version as v
 print(f'pydantic=={pydantic.VERSION} pydantic-core=={pydantic_core.__version__} gguf=={v(\"gguf\")}',
@@ -29,9 +33,12 @@ $python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     -d .gpu/whl $pins annotated-types typing-inspection
 sha256sum "$gguf" | cut -d' ' -f1 > .gpu/whl/gguf.sha256
+# the commit the copied tree is (the machine gets no .git): checkpoints and run.json name it
+echo "$(git rev-parse HEAD)$([ -z "$(git status --porcelain --untracked-files=no)" ] || echo +dirty)" > .gpu/whl/commit
 cp -r data/03_primary data/05_model_input .gpu/data/data/
 find .gpu/data -name .gitkeep -delete
-split -n 2 -d "$gguf" .gpu/gguf.part && mv .gpu/gguf.part00 .gpu/half1/ && mv .gpu/gguf.part01 .gpu/half2/
+split -n 3 -d "$gguf" .gpu/gguf.part
+for i in 0 1 2; do mv ".gpu/gguf.part0$i" ".gpu/part$i/"; done
 $python - <<'PY'
 import shutil
 from pathlib import Path
@@ -42,3 +49,4 @@ for name in ("config.json", "generation_config.json", "tokenizer.json", "tokeniz
         shutil.copy(folder / name, Path(".gpu/shape") / name)
 PY
 du -sh .gpu/*
+echo "tracked tree: $(git ls-files -z | xargs -0 du -cb | tail -1 | cut -f1) bytes (each call carries it)"

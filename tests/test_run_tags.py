@@ -34,8 +34,11 @@ def test_user_sets_and_dataset_as_tag_values():
     assert dataset_name({"source": "movielens_100k"}) == "movielens_100k"
 
 
-def test_git_commit_outside_a_checkout_is_unknown(tmp_path):
+def test_git_commit_outside_a_checkout_is_unknown_unless_the_sender_named_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("R2EC_GIT_COMMIT", raising=False)
     assert git_commit(tmp_path) == "unknown"
+    monkeypatch.setenv("R2EC_GIT_COMMIT", "abc123+dirty")  # a tree copied to a GPU machine without .git
+    assert git_commit(tmp_path) == "abc123+dirty"
 
 
 def test_an_experiment_gets_only_the_configured_tags_it_lacks():

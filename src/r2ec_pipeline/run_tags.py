@@ -7,6 +7,7 @@ and registration copies them onto the model version it registers, where the cham
 from __future__ import annotations
 
 import hashlib
+import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -35,7 +36,9 @@ def dataset_name(ingestion: Mapping[str, Any]) -> str:
 
 
 def git_commit(project: str | Path) -> str:
-    """HEAD's sha, with ``+dirty`` when tracked files differ from it; ``unknown`` outside a git checkout."""
+    """HEAD's sha, with ``+dirty`` when tracked files differ from it. Outside a git checkout (a copy of the
+    tree on a lent GPU machine) the ``R2EC_GIT_COMMIT`` environment variable, which the copy's sender sets
+    (``benchmarks/gpu_carry.sh``), else ``unknown``."""
 
     def git(*args: str) -> str:
         return subprocess.run(
@@ -46,7 +49,7 @@ def git_commit(project: str | Path) -> str:
         sha = git("rev-parse", "HEAD")
         return sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return os.environ.get("R2EC_GIT_COMMIT", "unknown")
 
 
 def data_hash(table: pd.DataFrame) -> str:
