@@ -8,8 +8,9 @@ Only the IO differs: inputs are read from the catalog's file paths, outputs kept
 under ``--out`` as each node ends (models as dual-head folders, tables as parquet, reports as JSON,
 training checkpoints in ``--out/<stage>_checkpoints``), with each node's seconds and peak GPU memory in
 ``--out/nodes.json`` and the machine, commit and profile in ``--out/run.json``
-(``python -m r2ec_pipeline.serving.gpu_import`` logs it into MLflow and keeps its checkpoint). Nodes that need what the machine does not have (the baselines, MLflow) are left
-out: the pipelines run up to the outputs named by ``--outputs``.
+(``python -m r2ec_pipeline.serving.gpu_import`` logs it into MLflow and keeps its checkpoint). Nodes
+that need what the machine does not have (the baselines, MLflow) are left out: the pipelines run up
+to the outputs named by ``--outputs``.
 
   python -m r2ec_pipeline.device_run --env gpu --pipelines sft,recpo,evaluation --out $OUT \\
       --outputs sft_report,recpo_report,zero_shot_rankings,sft_rankings,recpo_rankings [--params k=v,...]
