@@ -69,6 +69,12 @@ class _JSONReport(AbstractDataset[Any, dict[str, Any]]):
         return {"filepath": str(self._filepath)}
 
 
+def _active_run_tags() -> dict[str, str]:
+    """The tags of the MLflow run in progress (profile, commit, evaluation users), copied onto the versions."""
+    run = mlflow.active_run()
+    return mlflow.get_run(run.info.run_id).data.tags if run is not None else {}
+
+
 class RegisteredModelDataset(_JSONReport):
     """Saving a ``Registration`` logs the model to the active run, registers it, gates ``champion`` and
     writes the registration report (name, version, aliases, decision, tags); loading reads that report.
@@ -78,9 +84,7 @@ class RegisteredModelDataset(_JSONReport):
     """
 
     def save(self, data: Registration) -> None:
-        run = mlflow.active_run()
-        run_tags = mlflow.get_run(run.info.run_id).data.tags if run is not None else {}
-        report = register(data, run_tags)
+        report = register(data, _active_run_tags())
         self._save_report(report)
         log = logger.info if report["promoted"] else logger.warning
         log("%s version %s: %s", report["model_name"], report["version"], report["promotion"])
@@ -91,8 +95,7 @@ class RegisteredModelsDataset(_JSONReport):
     is ``{"versions": [report, ...]}`` (an empty list registers nothing)."""
 
     def save(self, data: list[Registration]) -> None:
-        run = mlflow.active_run()
-        run_tags = mlflow.get_run(run.info.run_id).data.tags if run is not None else {}
+        run_tags = _active_run_tags()
         reports = [register(registration, run_tags) for registration in data]
         self._save_report({"versions": reports})
         for report in reports:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,7 +32,13 @@ from r2ec_pipeline.model.sft_batched import (
     synchronize,
 )
 from r2ec_pipeline.model.sft_result import SFTResult, record_metrics
-from r2ec_pipeline.model.training_state import CheckpointStore, ResumeError, restore_rng
+from r2ec_pipeline.model.training_state import (
+    CheckpointStore,
+    ResumeError,
+    progress_from_state,
+    refuse_changed_settings,
+    restore_rng,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +72,7 @@ class SFTProgress:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> SFTProgress:
-        names = {f.name for f in fields(cls)} - {"evaluations"}
-        return cls(
-            **{k: v for k, v in state.items() if k in names},
-            evaluations={int(k): v for k, v in state["evaluations"].items()},
-        )
+        return progress_from_state(cls, state)
 
 
 def _snapshot(model: R2ecModel, weights: MasterWeights) -> dict[str, torch.Tensor]:
@@ -250,15 +252,7 @@ def _begin(
     path = store.resolve(settings.resume_from_checkpoint) if store is not None else None
     if path is not None:
         saved = store.read(path)
-        changed = {
-            key: (saved.state["config"].get(key), value)
-            for key, value in config.items()
-            if key not in RESUMABLE_CHANGES and saved.state["config"].get(key) != value
-        }
-        if changed:
-            raise ResumeError(
-                f"cannot resume from {path}: settings changed since it was written (saved, now): {changed}"
-            )
+        refuse_changed_settings(saved.state["config"], config, RESUMABLE_CHANGES, path)
         _load_masters(model, weights, saved.weights, path)
         optimizer.load_state_dict(saved.resume["optimizer"])
         schedule.restore(saved.resume)

@@ -24,7 +24,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,26 @@ class Checkpoint:
     resume: dict[str, Any]
     best: dict[str, torch.Tensor] | None
     manifest: dict[str, Any]
+
+
+def refuse_changed_settings(saved: dict[str, Any], current: dict[str, Any], resumable: set[str], path: Any) -> None:
+    """A checkpoint resumes only under the settings it was written with, ``resumable`` ones aside."""
+    changed = {
+        key: (saved.get(key), value)
+        for key, value in current.items()
+        if key not in resumable and saved.get(key) != value
+    }
+    if changed:
+        raise ResumeError(f"cannot resume from {path}: settings changed since it was written (saved, now): {changed}")
+
+
+def progress_from_state(cls: Any, state: dict[str, Any]) -> Any:
+    """A trainer's progress dataclass (with an ``evaluations`` field keyed by step) from its saved JSON state."""
+    names = {f.name for f in fields(cls)} - {"evaluations"}
+    return cls(
+        **{k: v for k, v in state.items() if k in names},
+        evaluations={int(k): v for k, v in state["evaluations"].items()},
+    )
 
 
 def sha256_of(path: Path) -> str:

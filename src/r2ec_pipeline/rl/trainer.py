@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,13 @@ from r2ec_pipeline.config import RecPOParams
 from r2ec_pipeline.model.dual_head import R2ecModel
 from r2ec_pipeline.model.dual_head_io import ITEM_TABLE_KEY, CheckpointError, restore_trainable, trainable_state
 from r2ec_pipeline.model.merged import MergedCopy
-from r2ec_pipeline.model.training_state import CheckpointStore, ResumeError, restore_rng
+from r2ec_pipeline.model.training_state import (
+    CheckpointStore,
+    ResumeError,
+    progress_from_state,
+    refuse_changed_settings,
+    restore_rng,
+)
 from r2ec_pipeline.rl.diagnostics import kl_to_reference
 from r2ec_pipeline.rl.distributed import Collective
 from r2ec_pipeline.rl.step import Batch, Rollout, recpo_step
@@ -106,11 +112,7 @@ class _Progress:
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> _Progress:
-        names = {f.name for f in fields(cls)} - {"evaluations"}
-        return cls(
-            **{k: v for k, v in state.items() if k in names},
-            evaluations={int(k): v for k, v in state["evaluations"].items()},
-        )
+        return progress_from_state(cls, state)
 
     def evaluated(self, step: int, metrics: dict[str, float], metric: str | None) -> bool:
         """Record a validation; True when ``metric`` beats every earlier one (these weights are the best)."""
@@ -190,16 +192,6 @@ def _sample_rows(
     ]
 
 
-def _check_resumable(saved: dict[str, Any], current: dict[str, Any], path: Any) -> None:
-    changed = {
-        key: (saved.get(key), value)
-        for key, value in current.items()
-        if key not in RESUMABLE_CHANGES and saved.get(key) != value
-    }
-    if changed:
-        raise ResumeError(f"cannot resume from {path}: settings changed since it was written (saved, now): {changed}")
-
-
 class _RecPORun:
     """One RecPO run's moving parts: the model and its optimizer, the progress so far, the selected weights.
 
@@ -244,7 +236,7 @@ class _RecPORun:
         checkpoint = store.resolve(settings.resume_from_checkpoint) if store is not None else None
         if checkpoint is not None:
             saved = store.read(checkpoint)
-            _check_resumable(saved.state["config"], self.config, checkpoint)
+            refuse_changed_settings(saved.state["config"], self.config, RESUMABLE_CHANGES, checkpoint)
             try:
                 restore_trainable(self.model, saved.weights, f"checkpoint {checkpoint}")
             except CheckpointError as error:

@@ -24,8 +24,10 @@ import mlflow
 import pandas as pd
 
 from r2ec_pipeline.checkpoints import ship
-from r2ec_pipeline.metrics import ranking_metrics
+from r2ec_pipeline.config import EvaluationParams
 from r2ec_pipeline.model.training_state import CheckpointStore
+from r2ec_pipeline.reporting.statistics import metrics_by_model
+from r2ec_pipeline.reporting.tables import flatten
 
 EXPERIMENT = "r2ec-gpu"
 PROJECT = Path(__file__).resolve().parents[3]
@@ -33,13 +35,10 @@ RANKED = ("zero_shot", "sft", "recpo")
 
 
 def ranking_metrics_by_split(rankings: pd.DataFrame) -> dict[str, float]:
-    """`make run`'s names, ``eval.<split>.<model>.<mode>.<metric>``, from every ranked user's rank."""
-    metrics = {}
-    for (split, model, mode), rows in rankings.groupby(["split", "model", "mode"], sort=False):
-        for name, value in ranking_metrics(rows["rank"].to_numpy()).items():
-            metrics[f"eval.{split}.{model}.{mode}.{name}"] = value
-        metrics[f"eval.{split}.{model}.{mode}.users"] = float(rows["user_id"].nunique())
-    return metrics
+    """`make run`'s names, ``eval.<split>.<model>.<mode>.<metric>``: the evaluation's ``metrics_by_model``."""
+    by_model = metrics_by_model(rankings, EvaluationParams().ks)
+    by_model.pop("users")
+    return flatten(by_model, "eval.")
 
 
 def flat_parameters(parameters: dict[str, Any], prefix: str = "") -> dict[str, str]:
